@@ -1,0 +1,109 @@
+// Package engine runs transformer encoders (BERT, RoBERTa, BigBird) on packed,
+// variable-length batches. A backend (the float32 CPU reference, or CUDA) sits
+// behind one seam; everything above it — validation, pooling, the attention
+// plan, the request queue — is shared.
+package engine
+
+import (
+	"time"
+
+	"github.com/raptor-infer/raptor/loader"
+)
+
+// BackendKind selects the compute backend.
+type BackendKind int32
+
+const (
+	BackendAuto BackendKind = 0 // CUDA when a usable GPU is found, CPU otherwise
+	BackendCPU  BackendKind = 1
+	BackendCUDA BackendKind = 2
+)
+
+// ComputeDType is the precision the backend computes in. The CPU backend
+// always computes in float32 and accepts any value.
+type ComputeDType int32
+
+const (
+	ComputeFP16 ComputeDType = 0
+	ComputeBF16 ComputeDType = 1
+	ComputeFP32 ComputeDType = 2
+)
+
+// LogLevel is the severity of a log message.
+type LogLevel int32
+
+const (
+	LogDebug LogLevel = 0
+	LogInfo  LogLevel = 1
+	LogWarn  LogLevel = 2
+	LogError LogLevel = 3
+)
+
+// LogFunc receives the library's log messages. It may be called from any
+// goroutine and must not block for long.
+type LogFunc func(level LogLevel, msg string)
+
+// Options configure an Engine. Start from DefaultOptions.
+type Options struct {
+	Backend        BackendKind
+	Device         int
+	Compute        ComputeDType
+	MaxBatchTokens int           // token budget of one batch
+	MaxQueueDelay  time.Duration // how long a request may wait for a batch to fill
+	Threads        int           // CPU worker threads; 0 = runtime.NumCPU()
+	KernelCacheDir string        // "" = user cache dir
+	Seed           uint64        // engine seed of the attention plan's random blocks
+	QueueCapacity  int           // max pending async requests; 0 = default
+	Log            LogFunc       // nil = stderr at LogInfo and above
+}
+
+// DefaultOptions returns the default engine options.
+func DefaultOptions() Options {
+	return Options{
+		Backend:        BackendAuto,
+		Compute:        ComputeFP16,
+		MaxBatchTokens: 16384,
+		MaxQueueDelay:  2 * time.Millisecond,
+		QueueCapacity:  1024,
+	}
+}
+
+// Weights is what the engine needs from a model file: its config and its
+// tensors converted to float32. *loader.File implements it.
+type Weights interface {
+	Config() loader.Config
+	// Float32 returns the tensor's elements as float32 and its shape.
+	Float32(name string) (data []float32, shape []int, err error)
+}
+
+// Batch is a packed batch: the token ids of all sequences back to back.
+type Batch struct {
+	Tokens     []int32  // all tokens, T = len(Tokens)
+	CuSeqlens  []int32  // len nseq+1; CuSeqlens[0] = 0, strictly increasing, last = T
+	TokenTypes []int32  // nil (all zero) or len T
+	Seeds      []uint64 // nil (all zero) or len nseq: per-request seeds of the attention plan
+}
+
+// NumSeqs is the number of sequences in the batch.
+func (b *Batch) NumSeqs() int {
+	if len(b.CuSeqlens) == 0 {
+		return 0
+	}
+	return len(b.CuSeqlens) - 1
+}
+
+// Pooling selects how a sequence's pooled embedding is formed.
+type Pooling int32
+
+const (
+	PoolCLS  Pooling = 0 // the first token's hidden state
+	PoolMean Pooling = 1 // mean over the sequence's tokens (sentence-transformers)
+)
+
+// Outputs are caller-provided destinations. Nil slices are not computed.
+type Outputs struct {
+	Hidden    []float32 // nil, or at least T*hidden: last hidden states, packed
+	Pooled    []float32 // nil, or at least nseq*hidden
+	Pooling   Pooling
+	Normalize bool // L2-normalise pooled vectors
+}

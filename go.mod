@@ -1,0 +1,3 @@
+module github.com/raptor-infer/raptor
+
+go 1.26
