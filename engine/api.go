@@ -20,13 +20,14 @@ const (
 )
 
 // ComputeDType is the precision the backend computes in. The CPU backend
-// always computes in float32 and accepts any value.
+// always computes in float32 and accepts any value. The values equal the C
+// ABI's raptor_dtype_t.
 type ComputeDType int32
 
 const (
-	ComputeFP16 ComputeDType = 0
-	ComputeBF16 ComputeDType = 1
-	ComputeFP32 ComputeDType = 2
+	ComputeFP32 ComputeDType = 0
+	ComputeFP16 ComputeDType = 1
+	ComputeBF16 ComputeDType = 2
 )
 
 // LogLevel is the severity of a log message.

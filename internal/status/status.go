@@ -28,6 +28,7 @@ const (
 	Shutdown           Code = 13 // the engine is closing or closed
 	DeviceFailed       Code = 14 // the device hit an unrecoverable fault; the engine is failed
 	Internal           Code = 15 // a bug in raptor (includes recovered panics)
+	Timeout            Code = 16 // a wait timed out; the awaited work goes on
 )
 
 var names = map[Code]string{
@@ -36,7 +37,7 @@ var names = map[Code]string{
 	InvalidModel: "INVALID_MODEL", Unsupported: "UNSUPPORTED",
 	BackendUnavailable: "BACKEND_UNAVAILABLE", OutOfMemory: "OUT_OF_MEMORY", Busy: "BUSY",
 	DeadlineExceeded: "DEADLINE_EXCEEDED", Cancelled: "CANCELLED", Shutdown: "SHUTDOWN",
-	DeviceFailed: "DEVICE_FAILED", Internal: "INTERNAL",
+	DeviceFailed: "DEVICE_FAILED", Internal: "INTERNAL", Timeout: "TIMEOUT",
 }
 
 func (c Code) String() string {
