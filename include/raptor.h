@@ -1,0 +1,372 @@
+/*
+ * raptor.h — the C ABI of raptor, a transformer-encoder inference engine for
+ * long, variable-length inputs (BERT, RoBERTa, BigBird; dense or block-sparse
+ * attention), on the GPU when one is usable and on the CPU otherwise.
+ *
+ * ABI version 1. This header is append-only within a major ABI version:
+ * functions, enum values and struct fields are only ever added at the end.
+ *
+ * Conventions
+ *  - Every function that can fail returns raptor_status_t (RAPTOR_OK == 0).
+ *    On failure a human-readable message is available from
+ *    raptor_last_error() on the calling thread, and out parameters are left
+ *    untouched.
+ *  - Handles are opaque. Each *_create/*_load has a matching *_free; every
+ *    *_free accepts NULL. A freed or foreign handle passed to any function is
+ *    detected and answered with RAPTOR_ERR_INVALID_HANDLE (it is never
+ *    dereferenced).
+ *  - Structs passed in carry their own size in `struct_size`; fill them with
+ *    their *_default() function first, then set the fields you need. A struct
+ *    whose size the library does not know gives RAPTOR_ERR_INVALID_ARGUMENT.
+ *  - Strings are UTF-8 and NUL-terminated unless a length is given.
+ *  - "Ownership:" lines say who owns each buffer and for how long.
+ *  - Functions are thread-safe unless stated otherwise.
+ *  - The library never writes to stdout, never exits or aborts the process;
+ *    logs go to the callback set by raptor_set_log_callback (stderr by
+ *    default). Internal faults are reported as RAPTOR_ERR_INTERNAL.
+ *
+ * Limits
+ *  - libraptor is a Go c-shared library: it cannot be unloaded
+ *    (golang/go#11100). dlclose() does not release it; load it once per
+ *    process.
+ *  - fork() after the library has been loaded is not supported in the child
+ *    (the Go runtime's threads do not survive fork).
+ */
+#ifndef RAPTOR_H
+#define RAPTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(RAPTOR_BUILD)
+#    define RAPTOR_API __declspec(dllexport)
+#  else
+#    define RAPTOR_API __declspec(dllimport)
+#  endif
+#else
+#  define RAPTOR_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The ABI version this header describes. */
+#define RAPTOR_ABI_VERSION 1
+
+/* The ABI version of the loaded library. A host built against header version
+ * V works with any library whose raptor_abi_version() >= V (same major ABI). */
+RAPTOR_API uint32_t raptor_abi_version(void);
+
+/* The library's version string, e.g. "0.1.0".
+ * Ownership: static storage owned by the library; never free it. */
+RAPTOR_API const char* raptor_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and errors                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t raptor_status_t;
+
+enum {
+  RAPTOR_OK = 0,
+  RAPTOR_ERR_INVALID_ARGUMENT = 1,   /* a bad argument: NULL pointer, bad enum, bad struct_size, bad cu_seqlens */
+  RAPTOR_ERR_OUT_OF_RANGE = 2,       /* token id >= vocab, sequence longer than the model allows, size too large */
+  RAPTOR_ERR_BUFFER_TOO_SMALL = 3,   /* a caller-provided output buffer is too small */
+  RAPTOR_ERR_INVALID_HANDLE = 4,     /* NULL, freed or foreign handle */
+  RAPTOR_ERR_IO = 5,                 /* a file could not be opened or read */
+  RAPTOR_ERR_INVALID_MODEL = 6,      /* a model file is malformed, corrupt, or fails its checksum */
+  RAPTOR_ERR_UNSUPPORTED = 7,        /* valid, but not supported by this build or backend */
+  RAPTOR_ERR_BACKEND_UNAVAILABLE = 8,/* the requested backend cannot be used on this machine */
+  RAPTOR_ERR_OUT_OF_MEMORY = 9,      /* host or device memory exhausted; the engine stays usable */
+  RAPTOR_ERR_BUSY = 10,              /* the request queue is full; retry later */
+  RAPTOR_ERR_DEADLINE_EXCEEDED = 11, /* the request's deadline passed before it completed */
+  RAPTOR_ERR_CANCELLED = 12,         /* the request was cancelled */
+  RAPTOR_ERR_SHUTDOWN = 13,          /* the engine is shutting down or was freed */
+  RAPTOR_ERR_DEVICE_FAILED = 14,     /* the device hit an unrecoverable fault; this engine is failed */
+  RAPTOR_ERR_INTERNAL = 15,          /* a bug in raptor; the call failed, the process is intact */
+  RAPTOR_ERR_TIMEOUT = 16            /* a wait timed out; the request is still running */
+};
+
+/* A short constant name for a status code, e.g. "INVALID_ARGUMENT".
+ * Ownership: static storage owned by the library; never free it. */
+RAPTOR_API const char* raptor_status_name(raptor_status_t status);
+
+/* The message of the last failing raptor call on the calling thread, or ""
+ * if none failed yet. Successful calls do not clear it.
+ * Ownership: owned by the library, valid on this thread until its next
+ * failing raptor call; copy it to keep it. */
+RAPTOR_API const char* raptor_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                  */
+/* ------------------------------------------------------------------------ */
+
+enum {
+  RAPTOR_LOG_DEBUG = 0,
+  RAPTOR_LOG_INFO = 1,
+  RAPTOR_LOG_WARN = 2,
+  RAPTOR_LOG_ERROR = 3
+};
+
+/* Receives one log line (without trailing newline). May be called from any
+ * thread, concurrently; it must not block for long.
+ * Ownership: `msg` is valid only during the call. */
+typedef void (*raptor_log_fn)(int32_t level, const char* msg, void* user_data);
+
+/* Sends the library's log messages at `min_level` and above to `fn` (process-
+ * wide). fn == NULL restores the default: lines to stderr.
+ * Ownership: user_data is passed back untouched; the caller keeps it alive
+ * until the callback is replaced. */
+RAPTOR_API raptor_status_t raptor_set_log_callback(raptor_log_fn fn, int32_t min_level,
+                                                   void* user_data);
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct raptor_engine raptor_engine_t; /* opaque */
+
+enum {
+  RAPTOR_BACKEND_AUTO = 0, /* CUDA when a usable GPU is found, CPU otherwise (logged once) */
+  RAPTOR_BACKEND_CPU = 1,
+  RAPTOR_BACKEND_CUDA = 2  /* an error (BACKEND_UNAVAILABLE) when no usable GPU is found */
+};
+
+/* Element types, for compute precision and for outputs. */
+enum {
+  RAPTOR_DTYPE_FP32 = 0,
+  RAPTOR_DTYPE_FP16 = 1,
+  RAPTOR_DTYPE_BF16 = 2
+};
+
+typedef struct raptor_engine_options {
+  size_t struct_size;         /* sizeof(raptor_engine_options_t); set by the default filler */
+  int32_t backend;            /* RAPTOR_BACKEND_*; default AUTO */
+  int32_t device;             /* GPU ordinal; default 0 */
+  int32_t compute_dtype;      /* RAPTOR_DTYPE_*; default FP16 (the CPU backend always computes in fp32) */
+  int32_t worker_threads;     /* CPU threads; 0 = all cores (default) */
+  int64_t max_batch_tokens;   /* token budget of one batch; default 16384 */
+  int64_t max_queue_delay_us; /* how long a submitted request may wait for its batch to fill; default 2000 */
+  int64_t queue_capacity;     /* pending asynchronous requests before submit returns BUSY; default 1024 */
+  uint64_t seed;              /* engine seed of the block-sparse plan's random blocks; default 0 */
+  const char* kernel_cache_dir; /* GPU kernel cache; NULL = the user cache dir. Copied at create. */
+} raptor_engine_options_t;
+
+/* Fills *opts with the defaults and sets opts->struct_size. NULL is ignored. */
+RAPTOR_API void raptor_engine_options_default(raptor_engine_options_t* opts);
+
+/* Creates an engine. opts == NULL means the defaults.
+ * Ownership: *out is owned by the caller; release it with raptor_engine_free.
+ * opts and its strings are copied; the caller keeps ownership of them. */
+RAPTOR_API raptor_status_t raptor_engine_create(const raptor_engine_options_t* opts,
+                                                raptor_engine_t** out);
+
+/* Frees an engine, its models and its requests. Pending requests complete
+ * with RAPTOR_ERR_SHUTDOWN (their callbacks run) before this returns.
+ * Must not be called from a completion callback. NULL is ignored. */
+RAPTOR_API void raptor_engine_free(raptor_engine_t* engine);
+
+/* The backend the engine runs on: "cpu" or "cuda".
+ * Ownership: static storage owned by the library. Returns "" for a bad handle. */
+RAPTOR_API const char* raptor_engine_backend(const raptor_engine_t* engine);
+
+typedef struct raptor_engine_stats {
+  size_t struct_size;            /* set by the caller: sizeof(raptor_engine_stats_t) */
+  uint64_t requests_submitted;   /* asynchronous submits accepted */
+  uint64_t requests_completed;   /* requests that completed with RAPTOR_OK (sync and async) */
+  uint64_t requests_failed;      /* requests that completed with an error other than CANCELLED */
+  uint64_t requests_cancelled;   /* requests that completed with RAPTOR_ERR_CANCELLED */
+  uint64_t batches;              /* batches run by the backend */
+  uint64_t tokens;               /* tokens encoded */
+  int64_t queue_depth;           /* requests waiting now */
+  int64_t live_models;           /* models of this engine not yet freed */
+  int64_t live_requests;         /* request handles of this engine not yet freed */
+  int64_t process_handles;       /* live raptor handles of any kind in the process */
+  int64_t process_goroutines;    /* Go runtime goroutines in the process */
+  int64_t process_heap_bytes;    /* Go heap in use, bytes */
+} raptor_engine_stats_t;
+
+/* Fills *stats (whose struct_size the caller sets). */
+RAPTOR_API raptor_status_t raptor_engine_get_stats(const raptor_engine_t* engine,
+                                                   raptor_engine_stats_t* stats);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct raptor_model raptor_model_t; /* opaque */
+
+/* Loads a raptor model file (see `raptor convert`). The file is validated
+ * (structure, shapes, checksums) before use.
+ * Ownership: *out is owned by the caller; release it with raptor_model_free
+ * (raptor_engine_free also releases it). `path` is not retained. */
+RAPTOR_API raptor_status_t raptor_model_load(raptor_engine_t* engine, const char* path,
+                                             raptor_model_t** out);
+
+/* Loads a model from a file image in memory.
+ * Ownership: the library copies what it needs before returning; the caller
+ * may free `data` afterwards. */
+RAPTOR_API raptor_status_t raptor_model_load_from_memory(raptor_engine_t* engine,
+                                                         const void* data, size_t size,
+                                                         raptor_model_t** out);
+
+/* Frees a model. Its pending requests complete with RAPTOR_ERR_SHUTDOWN first.
+ * Must not be called from a completion callback. NULL is ignored. */
+RAPTOR_API void raptor_model_free(raptor_model_t* model);
+
+enum { RAPTOR_FAMILY_BERT = 0, RAPTOR_FAMILY_ROBERTA = 1, RAPTOR_FAMILY_BIGBIRD = 2 };
+enum { RAPTOR_ACTIVATION_GELU = 0, RAPTOR_ACTIVATION_GELU_TANH = 1 };
+enum { RAPTOR_ATTENTION_DENSE = 0, RAPTOR_ATTENTION_BLOCK_SPARSE = 1 };
+
+typedef struct raptor_model_info {
+  size_t struct_size;        /* set by the caller: sizeof(raptor_model_info_t) */
+  int32_t family;            /* RAPTOR_FAMILY_* */
+  int32_t vocab_size;
+  int32_t hidden_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t intermediate_size;
+  int32_t max_positions;     /* position-embedding rows */
+  int32_t max_sequence_length; /* longest sequence accepted: max_positions - position_offset */
+  int32_t type_vocab_size;
+  int32_t activation;        /* RAPTOR_ACTIVATION_* */
+  int32_t attention;         /* RAPTOR_ATTENTION_* */
+  int32_t block_size;        /* block-sparse only */
+  int32_t random_blocks;     /* block-sparse only */
+  int32_t position_offset;   /* first position id (RoBERTa: padding_idx + 1) */
+  int32_t pad_token_id;
+  int32_t weight_dtype;      /* RAPTOR_DTYPE_* the file stores */
+  int32_t has_pooler;        /* nonzero if the file has BERT's pooler */
+  int32_t has_tokenizer;     /* nonzero if the file carries a WordPiece vocabulary */
+  float layer_norm_eps;
+} raptor_model_info_t;
+
+/* Fills *info (whose struct_size the caller sets) with the model's config. */
+RAPTOR_API raptor_status_t raptor_model_get_info(const raptor_model_t* model,
+                                                 raptor_model_info_t* info);
+
+/* Tokenizes UTF-8 text with the model's WordPiece vocabulary: lower-casing and
+ * accent stripping as the model was trained, [CLS] first and [SEP] last,
+ * truncated to max_tokens (0 = the model's max_sequence_length).
+ * Writes the ids to ids[0 .. *n_ids). Size query: with ids == NULL and
+ * capacity == 0 it only sets *n_ids. A too small capacity gives
+ * RAPTOR_ERR_BUFFER_TOO_SMALL. A model without a vocabulary gives
+ * RAPTOR_ERR_UNSUPPORTED.
+ * Ownership: text and ids stay the caller's; nothing is retained. */
+RAPTOR_API raptor_status_t raptor_model_tokenize(const raptor_model_t* model, const char* text,
+                                                 size_t text_len, int32_t max_tokens,
+                                                 int32_t* ids, size_t capacity, size_t* n_ids);
+
+/* ------------------------------------------------------------------------ */
+/* Batches and outputs                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A packed batch: the token ids of all sequences back to back, no padding.
+ * Sequence s is token_ids[cu_seqlens[s] .. cu_seqlens[s+1]).
+ * cu_seqlens[0] == 0, strictly increasing (no empty sequence), and
+ * cu_seqlens[num_seqs] == num_tokens. */
+typedef struct raptor_batch {
+  size_t struct_size;             /* sizeof(raptor_batch_t); set by the default filler */
+  const int32_t* token_ids;       /* [num_tokens], each in [0, vocab_size) */
+  size_t num_tokens;
+  const int32_t* cu_seqlens;      /* [num_seqs + 1] */
+  size_t num_seqs;
+  const int32_t* token_type_ids;  /* NULL (all 0) or [num_tokens], each in [0, type_vocab_size) */
+  const uint64_t* seeds;          /* NULL (all 0) or [num_seqs]: per-request seeds of the sparse plan */
+} raptor_batch_t;
+
+/* Zeroes *batch and sets batch->struct_size. NULL is ignored. */
+RAPTOR_API void raptor_batch_default(raptor_batch_t* batch);
+
+enum { RAPTOR_MEMORY_HOST = 0, RAPTOR_MEMORY_DEVICE = 1 };
+enum { RAPTOR_POOLING_CLS = 0, RAPTOR_POOLING_MEAN = 1 };
+
+/* Where results go. Each of hidden/pooled may be NULL (not computed).
+ * hidden: [num_tokens, hidden_size] row-major, packed like the input.
+ * pooled: [num_seqs, hidden_size]: the first token (CLS) or the mean over the
+ * sequence's tokens (MEAN, as sentence-transformers does), optionally
+ * L2-normalised. */
+typedef struct raptor_output {
+  size_t struct_size;  /* sizeof(raptor_output_t); set by the default filler */
+  int32_t memory;      /* RAPTOR_MEMORY_HOST; RAPTOR_MEMORY_DEVICE (device pointers of the
+                          engine's GPU) is accepted by the CUDA backend only, else UNSUPPORTED */
+  int32_t dtype;       /* RAPTOR_DTYPE_FP32 (default) or RAPTOR_DTYPE_FP16 */
+  void* hidden;        /* NULL, or hidden_bytes >= num_tokens * hidden_size * element size */
+  size_t hidden_bytes;
+  void* pooled;        /* NULL, or pooled_bytes >= num_seqs * hidden_size * element size */
+  size_t pooled_bytes;
+  int32_t pooling;     /* RAPTOR_POOLING_*; default MEAN */
+  int32_t normalize;   /* nonzero: L2-normalise pooled vectors; default 0 */
+} raptor_output_t;
+
+/* Zeroes *out, sets out->struct_size, dtype FP32, memory HOST, pooling MEAN.
+ * NULL is ignored. */
+RAPTOR_API void raptor_output_default(raptor_output_t* out);
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Encodes a packed batch synchronously and writes the requested outputs.
+ * Ownership: batch and output buffers stay the caller's; nothing is retained
+ * after return. On error the output buffers' contents are unspecified. */
+RAPTOR_API raptor_status_t raptor_encode(raptor_model_t* model, const raptor_batch_t* batch,
+                                         const raptor_output_t* output);
+
+typedef struct raptor_request raptor_request_t; /* opaque */
+
+/* Called exactly once when an asynchronous request completes, on a library
+ * thread. It may call any raptor function except raptor_engine_free and
+ * raptor_model_free (including raptor_submit, and raptor_request_free on
+ * `req`). raptor_last_error() there is not the request's message: use
+ * raptor_request_error(req). */
+typedef void (*raptor_completion_fn)(raptor_request_t* req, raptor_status_t status,
+                                     void* user_data);
+
+/* Submits a batch for asynchronous encoding and returns at once.
+ * The batch (ids, cu_seqlens, types, seeds) is copied before this returns.
+ * `done` may be NULL: then use raptor_request_wait / raptor_request_poll.
+ * When the queue is full, returns RAPTOR_ERR_BUSY and nothing is queued.
+ * Ownership: *out_req is owned by the caller; release it with
+ * raptor_request_free (before or after completion). The output buffers must
+ * stay valid and untouched until the request completes. */
+RAPTOR_API raptor_status_t raptor_submit(raptor_model_t* model, const raptor_batch_t* batch,
+                                         const raptor_output_t* output,
+                                         raptor_completion_fn done, void* user_data,
+                                         raptor_request_t** out_req);
+
+/* Sets *done to 1 if the request completed (then *result, if not NULL, is its
+ * status) and to 0 otherwise. Never blocks. */
+RAPTOR_API raptor_status_t raptor_request_poll(raptor_request_t* req, int32_t* done,
+                                               raptor_status_t* result);
+
+/* Waits for the request to complete, at most timeout_us microseconds
+ * (negative = no limit). Returns RAPTOR_OK and sets *result (if not NULL) to
+ * the request's status when it completed, or RAPTOR_ERR_TIMEOUT. */
+RAPTOR_API raptor_status_t raptor_request_wait(raptor_request_t* req, int64_t timeout_us,
+                                               raptor_status_t* result);
+
+/* Asks to cancel the request. If it had not completed, it completes with
+ * RAPTOR_ERR_CANCELLED (as soon as the current layer finishes if it is
+ * running). Cancelling a completed request does nothing and returns OK. */
+RAPTOR_API raptor_status_t raptor_request_cancel(raptor_request_t* req);
+
+/* The message of a failed request, "" if it succeeded or is pending.
+ * Ownership: owned by the request; valid until raptor_request_free. */
+RAPTOR_API const char* raptor_request_error(raptor_request_t* req);
+
+/* Frees a request handle. A pending request is cancelled; its callback, if
+ * any, still runs exactly once. NULL is ignored. */
+RAPTOR_API void raptor_request_free(raptor_request_t* req);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* RAPTOR_H */
