@@ -11,8 +11,8 @@
  *    On failure a human-readable message is available from
  *    raptor_last_error() on the calling thread, and out parameters are left
  *    untouched.
- *  - Handles are opaque. Each *_create/*_load has a matching *_free; every
- *    *_free accepts NULL. A freed or foreign handle passed to any function is
+ *  - Handles are opaque. Each create or load function has a matching free; every
+ *    free function accepts NULL. A freed or foreign handle passed to any function is
  *    detected and answered with RAPTOR_ERR_INVALID_HANDLE (it is never
  *    dereferenced).
  *  - Structs passed in carry their own size in `struct_size`; fill them with
