@@ -20,9 +20,9 @@ type vectors struct {
 		Draws              []uint32
 	}
 	Random []struct {
-		Seed, Rseed              string
+		Seed, Rseed               string
 		Layer, Head, Block, NB, R int
-		Blocks                   []int32
+		Blocks                    []int32
 	}
 	KeyBlocks []struct {
 		N, B, R            int
