@@ -3,6 +3,7 @@ module github.com/raptor-infer/raptor
 go 1.26
 
 require (
+	github.com/ebitengine/purego v0.11.3
 	github.com/google/flatbuffers v25.12.19+incompatible // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
 )
