@@ -110,6 +110,9 @@ type Config struct {
 	RandomBlocks   int // block_sparse only
 	Pooler         bool
 	DType          DType // dtype the weights are stored in
+	// Tokenizer is the WordPiece tokenizer carried in the file; nil when the
+	// file has none. Shared, read-only.
+	Tokenizer *TokenizerSpec
 }
 
 // HeadDim is Hidden / Heads.
