@@ -25,7 +25,7 @@ const (
 	// allocates for decompressed tensors of one file (see MaxDecompressed).
 	DefaultMaxDecompressed = 16 << 30
 
-	preambleSize  = 16
+	preambleSize = 16
 	// Limits that bound what a header can make the reader allocate.
 	maxHeaderSize   = 256 << 20 // flatbuffer header bytes
 	maxTensors      = 1 << 16

@@ -23,13 +23,13 @@ type header struct {
 }
 
 type rawConfig struct {
-	family, activation, attention, dtype                    uint8
+	family, activation, attention, dtype                   uint8
 	vocab, hidden, layers, heads, inter, maxPos, typeVocab uint32
-	eps                                                     float32
-	posOffset                                               uint32
-	pad                                                     int32
-	blockSize, randomBlocks                                 uint32
-	pooler                                                  bool
+	eps                                                    float32
+	posOffset                                              uint32
+	pad                                                    int32
+	blockSize, randomBlocks                                uint32
+	pooler                                                 bool
 }
 
 type rawTokenizer struct {

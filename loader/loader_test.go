@@ -20,7 +20,7 @@ func tinyConfig(d DType) Config {
 		MaxPositions: 64, TypeVocabSize: 2, LayerNormEps: 1e-12, Activation: ActGELU,
 		PadTokenID: 0, Pooler: true, DType: d,
 		Tokenizer: &TokenizerSpec{
-			Vocab: []string{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "##lo", "wörld"},
+			Vocab:     []string{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "##lo", "wörld"},
 			Lowercase: true, StripAccents: true, CLS: 2, SEP: 3, PAD: 0, UNK: 1, MASK: 4, MaxLength: 64,
 		},
 	}

@@ -9,3 +9,4 @@
 package fb
 
 //go:generate flatc --go --go-namespace fb --gen-onefile -o . ../../schema/raptor.fbs
+//go:generate gofmt -w raptor_generated.go

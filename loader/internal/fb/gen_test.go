@@ -2,6 +2,7 @@ package fb
 
 import (
 	"bytes"
+	"go/format"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +10,7 @@ import (
 )
 
 // TestGeneratedUpToDate regenerates the Go code from the schema into a temp
-// dir and checks it is identical to the committed raptor_generated.go.
+// dir, formats it as gofmt does, and checks it is identical to the committed raptor_generated.go.
 func TestGeneratedUpToDate(t *testing.T) {
 	flatc, err := exec.LookPath("flatc")
 	if err != nil {
@@ -23,6 +24,9 @@ func TestGeneratedUpToDate(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "raptor_generated.go"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got, err = format.Source(got); err != nil {
+		t.Fatalf("gofmt of flatc output: %v", err)
 	}
 	want, err := os.ReadFile("raptor_generated.go")
 	if err != nil {

@@ -425,6 +425,7 @@ func ConfigAddDtype(builder *flatbuffers.Builder, dtype DType) {
 func ConfigEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
 }
+
 type Tokenizer struct {
 	_tab flatbuffers.Table
 }
@@ -601,6 +602,7 @@ func TokenizerAddMaxLength(builder *flatbuffers.Builder, maxLength uint32) {
 func TokenizerEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
 }
+
 type Tensor struct {
 	_tab flatbuffers.Table
 }
@@ -816,6 +818,7 @@ func TensorStartChunkCrc32cVector(builder *flatbuffers.Builder, numElems int) fl
 func TensorEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
 }
+
 type Model struct {
 	_tab flatbuffers.Table
 }
