@@ -3,6 +3,7 @@ package blas
 import (
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 
 	"github.com/ebitengine/purego"
@@ -56,10 +57,13 @@ func LoadLibrary(path string) (*OpenBLAS, error) {
 		var cfg func() string
 		purego.RegisterFunc(&cfg, s)
 		o.name = cfg()
+		if f := strings.Fields(o.name); len(f) >= 2 {
+			o.name = f[0] + " " + f[1] // "OpenBLAS 0.3.21"
+		}
 		if s, err := purego.Dlsym(h, "openblas_get_corename"); err == nil {
 			var core func() string
 			purego.RegisterFunc(&core, s)
-			o.name += " core=" + core()
+			o.name += " " + core()
 		}
 	}
 	libCache[path] = o

@@ -1,0 +1,312 @@
+// Package cpu is raptor's float32 CPU backend, the reference every other
+// backend is checked against: the BERT-family encoder graph on packed
+// batches with the attention plan of internal/plan.
+//
+// Parallelism is a worker pool (Options.Threads) over tasks whose results
+// depend only on their own sequence: GEMM row tiles fixed relative to each
+// sequence's first token (tileRows rows), and attention per (sequence, head,
+// query block). GEMMs never mix rows of two sequences, so a request's output
+// is bit-identical whatever shares its batch and in whatever order, even
+// with a BLAS whose per-row results depend on M (OpenBLAS's do).
+package cpu
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/raptor-infer/raptor/internal/blas"
+	"github.com/raptor-infer/raptor/internal/model"
+	"github.com/raptor-infer/raptor/internal/plan"
+	"github.com/raptor-infer/raptor/loader"
+)
+
+// tileRows is the row tile of the projections and the FFN. A sequence of n
+// tokens is cut into tiles [0, 256), [256, 512), ... of its own rows.
+const tileRows = 256
+
+// denseQueryTile is the query block of dense attention.
+const denseQueryTile = 64
+
+// Backend is the CPU backend: a worker pool and a GEMM.
+type Backend struct {
+	pool *Pool
+	gemm blas.Gemm
+	seed uint64
+}
+
+// New returns a CPU backend with threads workers (>= 1), the given GEMM and
+// the engine seed of the attention plan.
+func New(threads int, gemm blas.Gemm, seed uint64) *Backend {
+	return &Backend{pool: NewPool(threads), gemm: gemm, seed: seed}
+}
+
+// Name describes the backend.
+func (b *Backend) Name() string {
+	return fmt.Sprintf("cpu (%d threads, gemm %s)", b.pool.Workers(), b.gemm.Name())
+}
+
+// Threads is the number of workers.
+func (b *Backend) Threads() int { return b.pool.Workers() }
+
+// Close stops the workers; no model of this backend may run afterwards.
+func (b *Backend) Close() { b.pool.Close() }
+
+// Model is a model loaded on the CPU backend. Forward may be called
+// concurrently.
+type Model struct {
+	b                  *Backend
+	cfg                loader.Config
+	h, heads, d, inter int
+	wordEmb, posEmb    []float32
+	typeEmb            []float32
+	embLNW, embLNB     []float32
+	layers             []layer
+	qTile, ck          int
+
+	mu      sync.Mutex
+	scratch []*workerScratch
+}
+
+type layer struct {
+	qkvT, qkvB []float32 // [H, 3H], [3H]
+	aoT, aoB   []float32 // [H, H], [H]
+	ln1W, ln1B []float32
+	inT, inB   []float32 // [H, I], [I]
+	outT, outB []float32 // [I, H], [H]
+	ln2W, ln2B []float32
+}
+
+type workerScratch struct {
+	xa, inter []float32
+	attn      *attnScratch
+}
+
+// Load prepares p for this backend (weights transposed to [in, out]); p's
+// linear weights are released.
+func (b *Backend) Load(p *model.Params) *Model {
+	c := p.Config
+	m := &Model{b: b, cfg: c, h: c.Hidden, heads: c.Heads, d: c.HeadDim(), inter: c.Intermediate,
+		wordEmb: p.WordEmb, posEmb: p.PosEmb, typeEmb: p.TypeEmb, embLNW: p.EmbLNW, embLNB: p.EmbLNB}
+	h, in := c.Hidden, c.Intermediate
+	for i := range p.Layers {
+		pl := &p.Layers[i]
+		m.layers = append(m.layers, layer{
+			qkvT: transpose(pl.QKVW, 3*h, h), qkvB: pl.QKVB,
+			aoT: transpose(pl.AttnOutW, h, h), aoB: pl.AttnOutB, ln1W: pl.AttnLNW, ln1B: pl.AttnLNB,
+			inT: transpose(pl.InterW, in, h), inB: pl.InterB,
+			outT: transpose(pl.OutW, h, in), outB: pl.OutB, ln2W: pl.OutLNW, ln2B: pl.OutLNB,
+		})
+		pl.QKVW, pl.AttnOutW, pl.InterW, pl.OutW = nil, nil, nil, nil
+	}
+	m.qTile = denseQueryTile
+	if c.Attention == loader.AttentionBlockSparse {
+		m.qTile = c.BlockSize
+	}
+	m.ck = max(1, keyChunk/m.qTile) * m.qTile
+	return m
+}
+
+// transpose returns the cols x rows transpose of a rows x cols matrix.
+func transpose(w []float32, rows, cols int) []float32 {
+	t := make([]float32, len(w))
+	for r := 0; r < rows; r++ {
+		for c, v := range w[r*cols : (r+1)*cols] {
+			t[c*rows+r] = v
+		}
+	}
+	return t
+}
+
+func (m *Model) workerScratch() []*workerScratch {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.scratch == nil {
+		m.scratch = make([]*workerScratch, m.b.pool.Workers())
+		for i := range m.scratch {
+			m.scratch[i] = &workerScratch{
+				xa:    make([]float32, tileRows*m.h),
+				inter: make([]float32, tileRows*m.inter),
+				attn:  newAttnScratch(m.qTile, m.ck, m.d),
+			}
+		}
+	}
+	return m.scratch
+}
+
+// Release drops the model's weights and scratch.
+func (m *Model) Release() {
+	m.mu.Lock()
+	m.scratch = nil
+	m.mu.Unlock()
+	m.layers = nil
+	m.wordEmb, m.posEmb, m.typeEmb = nil, nil, nil
+}
+
+type tile struct{ start, rows, seqStart int }
+
+type attnTask struct {
+	seq, head, qb int
+	cost          int
+}
+
+// Forward computes the last hidden states of a validated batch into
+// x[:T*hidden]. It checks ctx between phases and returns ctx.Err() when
+// it is done.
+func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error {
+	T, H := len(in.Tokens), m.h
+	nseq := in.NumSeqs()
+	x = x[:T*H]
+	sparse := m.cfg.Attention == loader.AttentionBlockSparse
+	var tiles []tile
+	plans := make([]plan.Seq, nseq)
+	var tasks []attnTask
+	for s := 0; s < nseq; s++ {
+		start, end := in.Seq(s)
+		n := end - start
+		for off := 0; off < n; off += tileRows {
+			tiles = append(tiles, tile{start + off, min(tileRows, n-off), start})
+		}
+		sp := plan.New(n, m.qTile, m.cfg.RandomBlocks, sparse, m.b.seed, in.Seed(s))
+		plans[s] = sp
+		nb := sp.NumBlocks()
+		for qb := 0; qb < nb; qb++ {
+			lo, hi := sp.BlockRows(qb)
+			keys := n
+			if sp.Sparse && qb > 0 && qb < nb-1 {
+				keys = (5 + sp.Random) * sp.BlockSize
+			}
+			for h := 0; h < m.heads; h++ {
+				tasks = append(tasks, attnTask{s, h, qb, (hi - lo) * keys})
+			}
+		}
+	}
+	// Largest first, for balance; the order never changes a result.
+	slices.SortStableFunc(tiles, func(a, b tile) int { return b.rows - a.rows })
+	slices.SortStableFunc(tasks, func(a, b attnTask) int { return b.cost - a.cost })
+
+	sc := m.workerScratch()
+	qkv := make([]float32, T*3*H)
+	ctxb := make([]float32, T*H)
+	g := m.b.gemm
+	pool := m.b.pool
+	eps := m.cfg.LayerNormEps
+
+	pool.Run(len(tiles), func(_, i int) { m.embed(in, tiles[i], x) })
+	for l := range m.layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ly := &m.layers[l]
+		pool.Run(len(tiles), func(_, i int) {
+			t := tiles[i]
+			out := qkv[t.start*3*H : (t.start+t.rows)*3*H]
+			for r := 0; r < t.rows; r++ {
+				copy(out[r*3*H:(r+1)*3*H], ly.qkvB)
+			}
+			g.Sgemm(false, t.rows, 3*H, H, 1, x[t.start*H:], H, ly.qkvT, 3*H, 1, out, 3*H)
+		})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		args := &attnArgs{gemm: g, qkv: qkv, out: ctxb, hidden: H, d: m.d, layer: l, ck: m.ck}
+		pool.Run(len(tasks), func(w, i int) {
+			tk := tasks[i]
+			start, _ := in.Seq(tk.seq)
+			attendBlock(args, sc[w].attn, start, plans[tk.seq], tk.head, tk.qb)
+		})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pool.Run(len(tiles), func(w, i int) {
+			t := tiles[i]
+			ws := sc[w]
+			rows := t.rows
+			xa := ws.xa[:rows*H]
+			for r := 0; r < rows; r++ {
+				copy(xa[r*H:(r+1)*H], ly.aoB)
+			}
+			g.Sgemm(false, rows, H, H, 1, ctxb[t.start*H:], H, ly.aoT, H, 1, xa, H)
+			xt := x[t.start*H : (t.start+rows)*H]
+			for r := 0; r < rows; r++ {
+				row := xa[r*H : (r+1)*H]
+				res := xt[r*H : (r+1)*H]
+				for j := range row {
+					row[j] += res[j]
+				}
+				layerNorm(row, ly.ln1W, ly.ln1B, eps)
+			}
+			I := m.inter
+			inter := ws.inter[:rows*I]
+			for r := 0; r < rows; r++ {
+				copy(inter[r*I:(r+1)*I], ly.inB)
+			}
+			g.Sgemm(false, rows, I, H, 1, xa, H, ly.inT, I, 1, inter, I)
+			if m.cfg.Activation == loader.ActGELUTanh {
+				for j, v := range inter {
+					inter[j] = geluTanh(v)
+				}
+			} else {
+				for j, v := range inter {
+					inter[j] = geluErf(v)
+				}
+			}
+			for r := 0; r < rows; r++ {
+				copy(xt[r*H:(r+1)*H], ly.outB)
+			}
+			g.Sgemm(false, rows, H, I, 1, inter, I, ly.outT, H, 1, xt, H)
+			for r := 0; r < rows; r++ {
+				row := xt[r*H : (r+1)*H]
+				res := xa[r*H : (r+1)*H]
+				for j := range row {
+					row[j] += res[j]
+				}
+				layerNorm(row, ly.ln2W, ly.ln2B, eps)
+			}
+		})
+	}
+	return ctx.Err()
+}
+
+// embed writes the embeddings of tile t: LayerNorm((word + type) + position).
+func (m *Model) embed(in *model.Batch, t tile, x []float32) {
+	H := m.h
+	for r := t.start; r < t.start+t.rows; r++ {
+		row := x[r*H : (r+1)*H]
+		tok := int(in.Tokens[r])
+		typ := 0
+		if in.TokenTypes != nil {
+			typ = int(in.TokenTypes[r])
+		}
+		pos := m.cfg.PositionOffset + r - t.seqStart
+		w := m.wordEmb[tok*H : (tok+1)*H]
+		ty := m.typeEmb[typ*H : (typ+1)*H]
+		p := m.posEmb[pos*H : (pos+1)*H]
+		for j := range row {
+			row[j] = (w[j] + ty[j]) + p[j]
+		}
+		layerNorm(row, m.embLNW, m.embLNB, m.cfg.LayerNormEps)
+	}
+}
+
+// layerNorm normalises row in place: (x - mean) / sqrt(var + eps) * w + b,
+// with the mean and (biased) variance accumulated in float64.
+func layerNorm(row, w, b []float32, eps float32) {
+	var sum float64
+	for _, v := range row {
+		sum += float64(v)
+	}
+	mean := sum / float64(len(row))
+	var ss float64
+	for _, v := range row {
+		d := float64(v) - mean
+		ss += d * d
+	}
+	inv := 1 / math.Sqrt(ss/float64(len(row))+float64(eps))
+	w, b = w[:len(row)], b[:len(row)]
+	for j, v := range row {
+		row[j] = float32((float64(v)-mean)*inv)*w[j] + b[j]
+	}
+}
