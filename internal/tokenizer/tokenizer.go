@@ -149,6 +149,18 @@ type Tokenizer struct {
 type scratch struct {
 	clean, nfd, norm []byte
 	ids              []int32
+	next             []int // next occurrence of each special token
+}
+
+func (t *Tokenizer) get() *scratch { return t.pool.Get().(*scratch) }
+
+// put returns s to the pool unless a huge input has grown its buffers.
+func (t *Tokenizer) put(s *scratch) {
+	const maxKeep = 1 << 20
+	if cap(s.clean) > maxKeep || cap(s.nfd) > maxKeep || cap(s.norm) > maxKeep || cap(s.ids) > maxKeep/4 {
+		return
+	}
+	t.pool.Put(s)
 }
 
 // New builds a Tokenizer from spec. The vocabulary is copied.
@@ -266,8 +278,8 @@ func (t *Tokenizer) Encode(text string, maxLen int) ([]int32, error) {
 	if limit >= 0 && limit < 2 {
 		return nil, fmt.Errorf("tokenizer: max length %d cannot hold [CLS] and [SEP]", limit)
 	}
-	s := t.pool.Get().(*scratch)
-	defer t.pool.Put(s)
+	s := t.get()
+	defer t.put(s)
 	pieces := -1
 	if limit >= 0 {
 		pieces = limit - 2
@@ -287,8 +299,8 @@ func (t *Tokenizer) EncodePair(a, b string, maxLen int) (ids, typeIDs []int32, e
 	if limit >= 0 && limit < 3 {
 		return nil, nil, fmt.Errorf("tokenizer: max length %d cannot hold [CLS] and two [SEP]", limit)
 	}
-	s := t.pool.Get().(*scratch)
-	defer t.pool.Put(s)
+	s := t.get()
+	defer t.put(s)
 	s.ids = t.appendPieces(s.ids[:0], s, a, -1)
 	na := len(s.ids)
 	s.ids = t.appendPieces(s.ids, s, b, -1)
@@ -339,8 +351,8 @@ func truncatePair(n1, n2, total int) (int, int) {
 // Tokens returns the word pieces of text, without [CLS]/[SEP] and without
 // truncation. It is meant for debugging and tests.
 func (t *Tokenizer) Tokens(text string) []string {
-	s := t.pool.Get().(*scratch)
-	defer t.pool.Put(s)
+	s := t.get()
+	defer t.put(s)
 	s.ids = t.appendPieces(s.ids[:0], s, text, -1)
 	out := make([]string, len(s.ids))
 	for i, id := range s.ids {
@@ -357,17 +369,16 @@ func (t *Tokenizer) appendPieces(dst []int32, s *scratch, text string, limit int
 	n0 := len(dst)
 	full := func() bool { return limit >= 0 && len(dst)-n0 >= limit }
 	pos := 0
-	var next []int // next occurrence of each special at or after pos; -2 unknown, -1 none
+	// next[i]: where special i next occurs at or after pos; -2 unknown, -1 never.
+	next := s.next[:0]
+	for range t.specials {
+		next = append(next, -2)
+	}
+	s.next = next
 	for pos < len(text) && !full() {
 		// Find the leftmost-longest special token at or after pos.
 		at, sp := len(text), -1
 		if len(t.specials) > 0 {
-			if next == nil {
-				next = make([]int, len(t.specials))
-				for i := range next {
-					next[i] = -2
-				}
-			}
 			for i, spc := range t.specials {
 				if next[i] == -2 || (next[i] >= 0 && next[i] < pos) {
 					next[i] = -1
@@ -400,20 +411,21 @@ func (t *Tokenizer) indexSpecial(s, sub string) int {
 	return strings.Index(s, sub)
 }
 
-// chunk is the size above which a segment is normalised in pieces, cut at
-// ASCII whitespace, so that truncation stops early on long inputs.
-const chunk = 4096
+// chunkSize is the size above which a segment is normalised in pieces, cut
+// at ASCII whitespace, so that truncation stops early on long inputs and
+// buffers stay small. A variable so that tests can shrink it.
+var chunkSize = 4096
 
 // appendSegment tokenizes text that holds no special token.
 func (t *Tokenizer) appendSegment(dst []int32, s *scratch, seg string, n0, limit int) []int32 {
 	for len(seg) > 0 {
 		piece := seg
-		if len(seg) > chunk {
+		if len(seg) > chunkSize {
 			// Cutting before an ASCII whitespace character is exact: it ends
 			// any word and is an NFD starter, so no reordering crosses it.
-			cut := strings.IndexAny(seg[chunk:], " \t\n\r")
+			cut := strings.IndexAny(seg[chunkSize:], " \t\n\r")
 			if cut >= 0 {
-				piece = seg[:chunk+cut]
+				piece = seg[:chunkSize+cut]
 			}
 		}
 		seg = seg[len(piece):]

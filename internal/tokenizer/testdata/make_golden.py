@@ -355,6 +355,15 @@ def build_cased_vocab(corpus, path):
             f.write(t + "\n")
 
 
+def make_tokenizers(cased):
+    return {
+        "uncased": BertTokenizerFast.from_pretrained(MODEL),
+        "cased": BertTokenizerFast(vocab=cased, do_lower_case=False, strip_accents=None),
+        "lower_keep_accents": BertTokenizerFast(vocab=cased, do_lower_case=True, strip_accents=False),
+        "cased_strip_accents": BertTokenizerFast(vocab=cased, do_lower_case=False, strip_accents=True),
+    }
+
+
 def read_vocab(path):
     vocab = {}
     with open(path, encoding="utf-8", newline="") as f:
@@ -363,7 +372,42 @@ def read_vocab(path):
     return vocab
 
 
+def random_texts(rng, n):
+    """Random texts for the uncommitted differential run (--random)."""
+    out = generated(rng)
+    blocks = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x52F), (0x590, 0x6FF), (0x900, 0xDFF),
+              (0x1100, 0x11FF), (0x1E00, 0x1FFF), (0x2000, 0x2BFF), (0x2E00, 0x2E7F), (0x3000, 0x30FF),
+              (0x4E00, 0x4E80), (0xAC00, 0xAC80), (0xF900, 0xFAFF), (0xFE00, 0xFFFF), (0x10000, 0x1FFFF),
+              (0x20000, 0x2FFFF), (0xE0000, 0xE01EF), (0x0, 0x10FFFF)]
+    while len(out) < n:
+        parts = []
+        for _ in range(rng.randint(1, 30)):
+            r = rng.random()
+            if r < 0.4:
+                lo, hi = rng.choice(blocks)
+                c = rng.randint(lo, hi)
+                parts.append(" " if 0xD800 <= c <= 0xDFFF else chr(c))
+            elif r < 0.6:
+                parts.append(rng.choice(["the", "Über", "café", "naïve", "[MASK]", "[SEP]", "[CLS", "##", "a" * 101,
+                                         "中国", "ＡＢＣ", "İ", "ΣΑΣ", "e\u0301", "\U00011938"]))
+            else:
+                parts.append(rng.choice(" \t\n.,!?-'\"()"))
+        out.append("".join(parts))
+    return out[:n]
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--random":
+        # python3 make_golden.py --random N out.jsonl: N random texts with
+        # every variant's ids, for a large differential run that is not
+        # committed:  RAPTOR_TOKENIZER_GOLDEN=out.jsonl go test -run TestGolden
+        cased = read_vocab(os.path.join(HERE, "vocab_cased.txt"))
+        toks = make_tokenizers(cased)
+        texts = random_texts(random.Random(int.from_bytes(os.urandom(4), "little")), int(sys.argv[2]))
+        with open(sys.argv[3], "w", encoding="utf-8") as f:
+            for t in texts:
+                f.write(json.dumps({"text": t, "ids": {n: tk(t, truncation=False)["input_ids"] for n, tk in toks.items()}}) + "\n")
+        return
     rng = random.Random(20241125)
     corpus = handwritten() + generated(rng) + long_lines()
     for t in corpus:
@@ -373,12 +417,7 @@ def main():
     build_cased_vocab(corpus, os.path.join(HERE, "vocab_cased.txt"))
     cased = read_vocab(os.path.join(HERE, "vocab_cased.txt"))
 
-    toks = {
-        "uncased": BertTokenizerFast.from_pretrained(MODEL),
-        "cased": BertTokenizerFast(vocab=cased, do_lower_case=False, strip_accents=None),
-        "lower_keep_accents": BertTokenizerFast(vocab=cased, do_lower_case=True, strip_accents=False),
-        "cased_strip_accents": BertTokenizerFast(vocab=cased, do_lower_case=False, strip_accents=True),
-    }
+    toks = make_tokenizers(cased)
     variants = {}
     for name, tk in toks.items():
         norm = tk.backend_tokenizer.normalizer
