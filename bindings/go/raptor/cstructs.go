@@ -1,0 +1,89 @@
+package raptor
+
+import "unsafe"
+
+// Go mirrors of the structs of include/raptor.h, field for field. Go's
+// layout of these types equals the C layout on the 64-bit platforms raptor
+// supports; layout_test.go checks every size and offset against the header
+// compiled by the system C compiler.
+
+type cEngineOptions struct {
+	StructSize      uintptr
+	Backend         int32
+	Device          int32
+	ComputeDType    int32
+	WorkerThreads   int32
+	MaxBatchTokens  int64
+	MaxQueueDelayUs int64
+	QueueCapacity   int64
+	Seed            uint64
+	KernelCacheDir  *byte
+}
+
+type cEngineStats struct {
+	StructSize        uintptr
+	RequestsSubmitted uint64
+	RequestsCompleted uint64
+	RequestsFailed    uint64
+	RequestsCancelled uint64
+	Batches           uint64
+	Tokens            uint64
+	QueueDepth        int64
+	LiveModels        int64
+	LiveRequests      int64
+	ProcessHandles    int64
+	ProcessGoroutines int64
+	ProcessHeapBytes  int64
+}
+
+type cModelInfo struct {
+	StructSize        uintptr
+	Family            int32
+	VocabSize         int32
+	HiddenSize        int32
+	NumLayers         int32
+	NumHeads          int32
+	IntermediateSize  int32
+	MaxPositions      int32
+	MaxSequenceLength int32
+	TypeVocabSize     int32
+	Activation        int32
+	Attention         int32
+	BlockSize         int32
+	RandomBlocks      int32
+	PositionOffset    int32
+	PadTokenID        int32
+	WeightDType       int32
+	HasPooler         int32
+	HasTokenizer      int32
+	LayerNormEps      float32
+}
+
+type cBatch struct {
+	StructSize   uintptr
+	TokenIDs     *int32
+	NumTokens    uintptr
+	CuSeqlens    *int32
+	NumSeqs      uintptr
+	TokenTypeIDs *int32
+	Seeds        *uint64
+}
+
+type cOutput struct {
+	StructSize  uintptr
+	Memory      int32
+	DType       int32
+	Hidden      unsafe.Pointer
+	HiddenBytes uintptr
+	Pooled      unsafe.Pointer
+	PooledBytes uintptr
+	Pooling     int32
+	Normalize   int32
+}
+
+// C enum values (raptor.h).
+const (
+	cPoolingCLS  = 0
+	cPoolingMean = 1
+	cDTypeFP32   = 0
+)

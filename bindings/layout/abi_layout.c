@@ -1,0 +1,83 @@
+/* Prints the size and field offsets of every struct in include/raptor.h, one
+ * "struct.field offset" or "struct sizeof size" per line. The Python and Go
+ * binding tests compile it with the system C compiler and compare the numbers
+ * with their own struct declarations. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "raptor.h"
+
+#define SIZE(T) printf("%s sizeof %zu\n", #T, sizeof(T))
+#define OFF(T, f) printf("%s.%s %zu\n", #T, #f, offsetof(T, f))
+
+int main(void) {
+  SIZE(raptor_engine_options_t);
+  OFF(raptor_engine_options_t, struct_size);
+  OFF(raptor_engine_options_t, backend);
+  OFF(raptor_engine_options_t, device);
+  OFF(raptor_engine_options_t, compute_dtype);
+  OFF(raptor_engine_options_t, worker_threads);
+  OFF(raptor_engine_options_t, max_batch_tokens);
+  OFF(raptor_engine_options_t, max_queue_delay_us);
+  OFF(raptor_engine_options_t, queue_capacity);
+  OFF(raptor_engine_options_t, seed);
+  OFF(raptor_engine_options_t, kernel_cache_dir);
+
+  SIZE(raptor_engine_stats_t);
+  OFF(raptor_engine_stats_t, struct_size);
+  OFF(raptor_engine_stats_t, requests_submitted);
+  OFF(raptor_engine_stats_t, requests_completed);
+  OFF(raptor_engine_stats_t, requests_failed);
+  OFF(raptor_engine_stats_t, requests_cancelled);
+  OFF(raptor_engine_stats_t, batches);
+  OFF(raptor_engine_stats_t, tokens);
+  OFF(raptor_engine_stats_t, queue_depth);
+  OFF(raptor_engine_stats_t, live_models);
+  OFF(raptor_engine_stats_t, live_requests);
+  OFF(raptor_engine_stats_t, process_handles);
+  OFF(raptor_engine_stats_t, process_goroutines);
+  OFF(raptor_engine_stats_t, process_heap_bytes);
+
+  SIZE(raptor_model_info_t);
+  OFF(raptor_model_info_t, struct_size);
+  OFF(raptor_model_info_t, family);
+  OFF(raptor_model_info_t, vocab_size);
+  OFF(raptor_model_info_t, hidden_size);
+  OFF(raptor_model_info_t, num_layers);
+  OFF(raptor_model_info_t, num_heads);
+  OFF(raptor_model_info_t, intermediate_size);
+  OFF(raptor_model_info_t, max_positions);
+  OFF(raptor_model_info_t, max_sequence_length);
+  OFF(raptor_model_info_t, type_vocab_size);
+  OFF(raptor_model_info_t, activation);
+  OFF(raptor_model_info_t, attention);
+  OFF(raptor_model_info_t, block_size);
+  OFF(raptor_model_info_t, random_blocks);
+  OFF(raptor_model_info_t, position_offset);
+  OFF(raptor_model_info_t, pad_token_id);
+  OFF(raptor_model_info_t, weight_dtype);
+  OFF(raptor_model_info_t, has_pooler);
+  OFF(raptor_model_info_t, has_tokenizer);
+  OFF(raptor_model_info_t, layer_norm_eps);
+
+  SIZE(raptor_batch_t);
+  OFF(raptor_batch_t, struct_size);
+  OFF(raptor_batch_t, token_ids);
+  OFF(raptor_batch_t, num_tokens);
+  OFF(raptor_batch_t, cu_seqlens);
+  OFF(raptor_batch_t, num_seqs);
+  OFF(raptor_batch_t, token_type_ids);
+  OFF(raptor_batch_t, seeds);
+
+  SIZE(raptor_output_t);
+  OFF(raptor_output_t, struct_size);
+  OFF(raptor_output_t, memory);
+  OFF(raptor_output_t, dtype);
+  OFF(raptor_output_t, hidden);
+  OFF(raptor_output_t, hidden_bytes);
+  OFF(raptor_output_t, pooled);
+  OFF(raptor_output_t, pooled_bytes);
+  OFF(raptor_output_t, pooling);
+  OFF(raptor_output_t, normalize);
+  return 0;
+}
