@@ -56,6 +56,10 @@ type Options struct {
 	Seed           uint64        // engine seed of the attention plan's random blocks
 	QueueCapacity  int           // max pending async requests; 0 = default
 	Log            LogFunc       // nil = stderr at LogInfo and above
+	// BLAS selects the CPU backend's GEMM: "" = the RAPTOR_BLAS environment
+	// variable, else OpenBLAS where found; "off" = pure Go; a path = that
+	// shared library's cblas_sgemm.
+	BLAS string
 }
 
 // DefaultOptions returns the default engine options.
@@ -99,6 +103,9 @@ type Pooling int32
 const (
 	PoolCLS  Pooling = 0 // the first token's hidden state
 	PoolMean Pooling = 1 // mean over the sequence's tokens (sentence-transformers)
+	// PoolPooler is HF's pooler_output, tanh(W h_first + b); it needs a model
+	// with Config.Pooler.
+	PoolPooler Pooling = 2
 )
 
 // Outputs are caller-provided destinations. Nil slices are not computed.
