@@ -15,6 +15,12 @@ type Encoder interface {
 	Encode(ctx context.Context, b *Batch, out *Outputs) error
 }
 
+// validator is implemented by encoders that can check a request up front
+// (*Model does), so Submit rejects it synchronously.
+type validator interface {
+	validate(b *Batch, out *Outputs) error
+}
+
 // DefaultQueueCapacity is the queue capacity used when AsyncOptions leaves it 0.
 const DefaultQueueCapacity = 1024
 
@@ -175,10 +181,17 @@ type Request struct {
 // slices are written by the worker and must stay valid and untouched until
 // the request completes. Errors: status.InvalidArgument (nil batch or
 // outputs), status.Busy (queue full; nothing was queued), status.Shutdown
-// (the Target or the Async is closed).
+// (the Target or the Async is closed), and the encoder's own validation
+// errors (status.InvalidArgument, status.OutOfRange, status.BufferTooSmall)
+// when it can validate up front, as *Model does.
 func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, error) {
 	if b == nil || out == nil {
 		return nil, status.Errorf(status.InvalidArgument, "submit: nil batch or outputs")
+	}
+	if v, ok := t.enc.(validator); ok {
+		if err := v.validate(b, out); err != nil {
+			return nil, err // a bad request fails now, not at completion
+		}
 	}
 	a := t.a
 	a.mu.Lock()

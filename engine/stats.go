@@ -53,6 +53,19 @@ func (s *Stats) RecordResult(err error) {
 	}
 }
 
+// RecordSync counts a synchronous encode like an asynchronous request: a
+// call rejected before it ran (bad input, a freed model, shutdown) counts
+// nothing, as a rejected Submit does; any other call counts one batch and
+// one result.
+func (s *Stats) RecordSync(tokens int, err error) {
+	switch status.CodeOf(err) {
+	case status.InvalidArgument, status.OutOfRange, status.BufferTooSmall, status.InvalidHandle, status.Shutdown:
+		return
+	}
+	s.RecordBatch(tokens, err)
+	s.RecordResult(err)
+}
+
 // Snapshot returns the counters. QueueDepth is left zero.
 func (s *Stats) Snapshot() StatsSnapshot {
 	return StatsSnapshot{
