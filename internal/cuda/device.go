@@ -56,8 +56,8 @@ type Info struct {
 	SMs           int
 	TotalMem      int64
 	L2Bytes       int
-	MaxSmemOptin  int   // bytes of shared memory a block may opt in to
-	DriverVersion int   // e.g. 13000 for CUDA 13.0
+	MaxSmemOptin  int // bytes of shared memory a block may opt in to
+	DriverVersion int // e.g. 13000 for CUDA 13.0
 	NVRTCVersion  string
 	CublasLtVer   int64 // cublasLtGetVersion, e.g. 130100
 	DriverPath    string

@@ -42,22 +42,22 @@ type driverAPI struct {
 	cuEventElapsedTime   func(ms *float32, start, end uintptr) int32
 	cuEventElapsedTimeV2 func(ms *float32, start, end uintptr) int32
 
-	cuMemAlloc         func(p *uintptr, size uint64) int32
-	cuMemFree          func(p uintptr) int32
-	cuMemGetInfo       func(free, total *uint64) int32
-	cuMemHostAlloc     func(p *unsafe.Pointer, size uint64, flags uint32) int32
-	cuMemFreeHost      func(p unsafe.Pointer) int32
-	cuMemcpyHtoDAsync  func(dst uintptr, src unsafe.Pointer, n uint64, s uintptr) int32
-	cuMemcpyDtoHAsync  func(dst unsafe.Pointer, src uintptr, n uint64, s uintptr) int32
-	cuMemcpyDtoDAsync  func(dst, src uintptr, n uint64, s uintptr) int32
-	cuMemsetD8Async    func(dst uintptr, v uint8, n uint64, s uintptr) int32
-	cuMemsetD32Async   func(dst uintptr, v uint32, n uint64, s uintptr) int32
-	cuModuleLoadData   func(mod *uintptr, image unsafe.Pointer) int32
-	cuModuleUnload     func(mod uintptr) int32
-	cuModuleGetFunc    func(fn *uintptr, mod uintptr, name string) int32
-	cuFuncGetAttribute func(v *int32, attr int32, fn uintptr) int32
-	cuFuncSetAttribute func(fn uintptr, attr int32, v int32) int32
-	cuLaunchKernel     func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, s uintptr, params unsafe.Pointer, extra unsafe.Pointer) int32
+	cuMemAlloc                                  func(p *uintptr, size uint64) int32
+	cuMemFree                                   func(p uintptr) int32
+	cuMemGetInfo                                func(free, total *uint64) int32
+	cuMemHostAlloc                              func(p *unsafe.Pointer, size uint64, flags uint32) int32
+	cuMemFreeHost                               func(p unsafe.Pointer) int32
+	cuMemcpyHtoDAsync                           func(dst uintptr, src unsafe.Pointer, n uint64, s uintptr) int32
+	cuMemcpyDtoHAsync                           func(dst unsafe.Pointer, src uintptr, n uint64, s uintptr) int32
+	cuMemcpyDtoDAsync                           func(dst, src uintptr, n uint64, s uintptr) int32
+	cuMemsetD8Async                             func(dst uintptr, v uint8, n uint64, s uintptr) int32
+	cuMemsetD32Async                            func(dst uintptr, v uint32, n uint64, s uintptr) int32
+	cuModuleLoadData                            func(mod *uintptr, image unsafe.Pointer) int32
+	cuModuleUnload                              func(mod uintptr) int32
+	cuModuleGetFunc                             func(fn *uintptr, mod uintptr, name string) int32
+	cuFuncGetAttribute                          func(v *int32, attr int32, fn uintptr) int32
+	cuFuncSetAttribute                          func(fn uintptr, attr int32, v int32) int32
+	cuLaunchKernel                              func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, s uintptr, params unsafe.Pointer, extra unsafe.Pointer) int32
 	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, fn uintptr, block int32, smem uint64) int32
 
 	cuStreamBeginCapture        func(s uintptr, mode int32) int32
