@@ -34,7 +34,7 @@ const (
 	maxVocab        = 1 << 22
 	maxTokenLen     = 512
 	maxVocabBytes   = 64 << 20
-	maxChunkEntries = 1 << 24 // chunk lengths and checksums, all tensors together
+	maxChunkEntries = 1 << 22 // chunk lengths and checksums, all tensors together
 )
 
 // Codec is how a tensor's bytes are stored in the data section.

@@ -255,7 +255,7 @@ func parse(data []byte, o options) (f *File, err error) {
 	var decompressed uint64
 	for i := range h.tensors {
 		rt := &h.tensors[i]
-		if err := checkTensor(rt, cs); err != nil {
+		if err := checkTensor(rt, cs, uint64(o.maxDecompressed)); err != nil {
 			return nil, invalid("%v", err)
 		}
 		if _, dup := f.index[rt.name]; dup {
@@ -263,8 +263,8 @@ func parse(data []byte, o options) (f *File, err error) {
 		}
 		if rt.codec != uint8(CodecNone) {
 			decompressed += rt.rawSize
-			if rt.rawSize > uint64(o.maxDecompressed) || decompressed > uint64(o.maxDecompressed) {
-				return nil, invalid("tensor %q declares %s decompressed (%s in the file so far), above the limit of %s", rt.name, byteSize(rt.rawSize), byteSize(decompressed), byteSize(uint64(o.maxDecompressed)))
+			if decompressed > uint64(o.maxDecompressed) {
+				return nil, invalid("compressed tensors up to %q declare %s decompressed in all, above the limit of %s (see loader.MaxDecompressed)", rt.name, byteSize(decompressed), byteSize(uint64(o.maxDecompressed)))
 			}
 		}
 		names[i], offsets[i], lengths[i] = rt.name, rt.offset, rt.length
@@ -300,8 +300,9 @@ func parse(data []byte, o options) (f *File, err error) {
 	return f, nil
 }
 
-// checkTensor checks one tensor entry on its own.
-func checkTensor(t *rawTensor, chunkSize uint64) error {
+// checkTensor checks one tensor entry on its own. maxDecompressed caps the
+// raw size of a compressed tensor.
+func checkTensor(t *rawTensor, chunkSize, maxDecompressed uint64) error {
 	if t.name == "" || !utf8.ValidString(t.name) {
 		return fmt.Errorf("tensor name %q is empty or not UTF-8", t.name)
 	}
@@ -318,6 +319,9 @@ func checkTensor(t *rawTensor, chunkSize uint64) error {
 	}
 	if size != t.rawSize {
 		return fmt.Errorf("tensor %q: shape %v of %s is %d bytes, but its raw size says %d", t.name, t.shape, d, size, t.rawSize)
+	}
+	if c != CodecNone && size > maxDecompressed {
+		return fmt.Errorf("tensor %q declares %s decompressed, above the limit of %s (see loader.MaxDecompressed)", t.name, byteSize(size), byteSize(maxDecompressed))
 	}
 	chunks := (size + chunkSize - 1) / chunkSize
 	if uint64(len(t.crcs)) != chunks {
@@ -486,8 +490,8 @@ func (f *File) doChunk(dec *zstd.Decoder, j job, verify bool, scratch *[]byte) e
 		out := dst
 		shuffled := t.info.Codec == CodecZstdShuffle && t.info.DType.Size() > 1
 		if shuffled {
-			if cap(*scratch) < cs {
-				*scratch = make([]byte, cs)
+			if cap(*scratch) < len(dst) {
+				*scratch = make([]byte, len(dst))
 			}
 			out = (*scratch)[:len(dst)]
 		}

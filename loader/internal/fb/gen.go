@@ -4,7 +4,7 @@
 // The generated accessors do no bounds checking (Go's flatbuffers runtime has
 // no verifier): package loader verifies a header's structure before it reads
 // it through this package. Regenerate with `go generate ./loader/internal/fb`
-// (Debian's flatbuffers-compiler, flatc 2.0.8); TestGeneratedUpToDate checks
+// (Debian's flatbuffers-compiler, flatc 2.0.8, then gofmt); TestGeneratedUpToDate checks
 // the committed code matches the schema.
 package fb
 
