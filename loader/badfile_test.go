@@ -138,7 +138,11 @@ func TestBadFiles(t *testing.T) {
 			return b
 		}, nil, "(2 tensors fail: embeddings.word_embeddings.weight, "},
 		{"flipped zstd byte", func() []byte { b := clone(zst); b[int(hz.dataOffset)+int(embZ.offset)+200] ^= 0xff; return b }, nil, `tensor "embeddings.word_embeddings.weight" chunk 0`},
-		{"root offset outside header", func() []byte { b := clone(raw); binary.LittleEndian.PutUint32(b[preambleSize:], 1<<30); return rehash(b) }, nil, "malformed header: Model: table at 1073741824 is outside the header"},
+		{"root offset outside header", func() []byte {
+			b := clone(raw)
+			binary.LittleEndian.PutUint32(b[preambleSize:], 1<<30)
+			return rehash(b)
+		}, nil, "malformed header: Model: table at 1073741824 is outside the header"},
 		{"vtable garbage", func() []byte {
 			b := clone(raw)
 			root := preambleSize + binary.LittleEndian.Uint32(b[preambleSize:])

@@ -67,6 +67,13 @@ func (c Codec) valid() bool { return c <= CodecZstdShuffle }
 
 func (d DType) valid() bool { return d <= BF16 }
 
+// Valid reports whether d is a known dtype.
+func (d DType) Valid() bool { return d.valid() }
+
+// DecodeFloat32 converts the little-endian elements of dtype d in raw to
+// float32, into dst (len(raw) / d.Size() elements).
+func DecodeFloat32(dst []float32, raw []byte, d DType) { decodeF32(dst, raw, d) }
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

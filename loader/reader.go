@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/raptor-infer/raptor/internal/status"
+	"github.com/raptor-infer/raptor/loader/internal/mmap"
 )
 
 // File is an open raptor weight file. Its methods are safe for concurrent
@@ -130,10 +131,7 @@ func Open(path string, opts ...Option) (*File, error) {
 	if size < preambleSize {
 		return nil, status.Errorf(status.InvalidModel, "weight file %s: file too short: %d bytes (a raptor weight file starts with a %d-byte preamble; truncated?)", path, size, preambleSize)
 	}
-	if uint64(size) > uint64(^uint(0)>>1) {
-		return nil, status.Errorf(status.IO, "weight file %s: %d bytes do not fit in this process's address space", path, size)
-	}
-	data, unmap, err := mapFile(f, size)
+	data, unmap, err := mmap.File(f, size)
 	if err != nil {
 		return nil, status.Wrap(status.IO, err, "map weight file "+path)
 	}
