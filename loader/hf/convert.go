@@ -45,6 +45,8 @@ type Result struct {
 	Notes []string
 	// SourceDTypes counts the checkpoint's tensors by safetensors dtype.
 	SourceDTypes map[string]int
+	// Sources maps each canonical tensor name to its checkpoint name.
+	Sources map[string]string
 }
 
 // prefixes are the model prefixes a checkpoint may put before canonical
@@ -121,7 +123,21 @@ func Convert(dir string, opts Options) (*Result, error) {
 	if !ok {
 		return nil, status.Errorf(status.InvalidModel, "checkpoint has no word embeddings (looked for %s with prefixes %q): not a BERT-family encoder?", loader.TensorWordEmb, prefixes)
 	}
-	_, cfg.Pooler = all[prefix+loader.TensorPoolerWeight]
+	// BigBirdModel's pooler is a bare nn.Linear ("pooler.weight"), not
+	// BertPooler's "pooler.dense.weight"; both are dense + tanh on the
+	// first token.
+	aliases := map[string]string{}
+	if cfg.Family == loader.FamilyBigBird {
+		aliases[loader.TensorPoolerWeight] = "pooler.weight"
+		aliases[loader.TensorPoolerBias] = "pooler.bias"
+	}
+	source := func(canon string) string {
+		if a, ok := aliases[canon]; ok {
+			return prefix + a
+		}
+		return prefix + canon
+	}
+	_, cfg.Pooler = all[source(loader.TensorPoolerWeight)]
 	tok, notes, err := readTokenizer(dir, cfg)
 	if err != nil {
 		return nil, err
@@ -131,27 +147,28 @@ func Convert(dir string, opts Options) (*Result, error) {
 		return nil, status.Errorf(status.Unsupported, "config.json: %v", err)
 	}
 
-	res := &Result{Config: cfg, Notes: notes, SourceDTypes: map[string]int{}}
+	res := &Result{Config: cfg, Notes: notes, SourceDTypes: map[string]int{}, Sources: map[string]string{}}
 	expected := loader.ExpectedTensors(cfg)
-	want := make(map[string]bool, len(expected))
+	known := make(map[string]bool, len(expected))
+	var missing []string
 	for _, e := range expected {
-		want[e.Name] = true
+		src := source(e.Name)
+		known[src] = true
+		res.Sources[e.Name] = src
+		if _, ok := all[src]; !ok {
+			missing = append(missing, src)
+		}
 	}
-	var unknown, missing []string
+	var unknown []string
 	for name, t := range all {
 		res.SourceDTypes[t.DType]++
 		canon, has := strings.CutPrefix(name, prefix)
 		switch {
-		case has && want[canon]:
+		case known[name]:
 		case has && skippable[canon]:
 			res.Skipped = append(res.Skipped, name)
 		default:
 			unknown = append(unknown, name)
-		}
-	}
-	for _, e := range expected {
-		if _, ok := all[prefix+e.Name]; !ok {
-			missing = append(missing, prefix+e.Name)
 		}
 	}
 	sort.Strings(unknown)
@@ -169,7 +186,7 @@ func Convert(dir string, opts Options) (*Result, error) {
 
 	w := loader.NewWriter(cfg, opts.Writer)
 	for _, e := range expected {
-		t := all[prefix+e.Name]
+		t := all[res.Sources[e.Name]]
 		if !equalInts(t.Shape, e.Shape) {
 			return nil, status.Errorf(status.InvalidModel, "tensor %s has shape %v, config.json implies %v", t.Name, t.Shape, e.Shape)
 		}

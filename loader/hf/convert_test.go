@@ -54,9 +54,9 @@ func convertRead(t *testing.T, dir string, opts Options) (*Result, *loader.File)
 	return res, f
 }
 
-// checkAgainst compares every tensor of f with the torch hashes in exp
-// (checkpoint name prefix + canonical name).
-func checkAgainst(t *testing.T, f *loader.File, exp *expectedFile, prefix string, d loader.DType) {
+// checkAgainst compares every tensor of f with the torch hashes in exp;
+// sources maps canonical names to checkpoint names.
+func checkAgainst(t *testing.T, f *loader.File, exp *expectedFile, sources map[string]string, d loader.DType) {
 	t.Helper()
 	names := f.Names()
 	if len(names) != len(exp.Tensors) {
@@ -67,7 +67,8 @@ func checkAgainst(t *testing.T, f *loader.File, exp *expectedFile, prefix string
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := exp.hash(prefix+name, d)
+		src := sources[name]
+		want := exp.hash(src, d)
 		if want == "" {
 			t.Fatalf("%s: not in the checkpoint", name)
 		}
@@ -75,8 +76,8 @@ func checkAgainst(t *testing.T, f *loader.File, exp *expectedFile, prefix string
 			t.Errorf("%s as %s: sha256 %s, torch says %s", name, d, got[:12], want[:12])
 		}
 		info, _ := f.Tensor(name)
-		if !equalInts(info.Shape, exp.Tensors[prefix+name].Shape) {
-			t.Errorf("%s: shape %v, checkpoint %v", name, info.Shape, exp.Tensors[prefix+name].Shape)
+		if !equalInts(info.Shape, exp.Tensors[src].Shape) {
+			t.Errorf("%s: shape %v, checkpoint %v", name, info.Shape, exp.Tensors[src].Shape)
 		}
 	}
 }
@@ -119,7 +120,7 @@ func TestTinyCheckpoints(t *testing.T) {
 			}
 		},
 		"bigbird": func(t *testing.T, c loader.Config) {
-			if c.Family != loader.FamilyBigBird || c.Activation != loader.ActGELUTanh || c.PositionOffset != 0 || c.Pooler ||
+			if c.Family != loader.FamilyBigBird || c.Activation != loader.ActGELUTanh || c.PositionOffset != 0 || !c.Pooler ||
 				c.Attention != loader.AttentionBlockSparse || c.BlockSize != 4 || c.RandomBlocks != 2 || c.MaxPositions != 128 {
 				t.Errorf("config %+v", c)
 			}
@@ -137,7 +138,7 @@ func TestTinyCheckpoints(t *testing.T) {
 						t.Fatalf("config %+v", cfg)
 					}
 					checks[model](t, cfg)
-					checkAgainst(t, f, exp, "", d)
+					checkAgainst(t, f, exp, res.Sources, d)
 					if len(res.Skipped) != 0 {
 						t.Errorf("skipped %v", res.Skipped)
 					}
@@ -250,8 +251,28 @@ func TestPrefixesAndSkippedBuffers(t *testing.T) {
 			if strings.Join(res.Skipped, ",") != prefix+"embeddings.position_ids" {
 				t.Errorf("skipped %v", res.Skipped)
 			}
-			checkAgainst(t, f, exp, "", loader.F16)
+			unprefixed := map[string]string{}
+			for canon := range res.Sources {
+				unprefixed[canon] = canon
+			}
+			checkAgainst(t, f, exp, unprefixed, loader.F16)
 		})
+	}
+}
+
+// A checkpoint saved without its pooler (add_pooling_layer=False) converts
+// with Pooler false.
+func TestNoPooler(t *testing.T) {
+	dir := variant(t, func(m map[string]*stTensor) {
+		delete(m, "pooler.dense.weight")
+		delete(m, "pooler.dense.bias")
+	}, nil)
+	_, f := convertRead(t, dir, Options{})
+	if f.Config().Pooler {
+		t.Fatal("Pooler set without pooler tensors")
+	}
+	if _, ok := f.Tensor(loader.TensorPoolerWeight); ok {
+		t.Fatal("pooler tensor in the file")
 	}
 }
 
@@ -366,7 +387,7 @@ func TestMiniLM(t *testing.T) {
 			if strings.Join(res.Skipped, ",") != "embeddings.position_ids" {
 				t.Errorf("skipped %v", res.Skipped)
 			}
-			checkAgainst(t, f, &exp, "", d)
+			checkAgainst(t, f, &exp, res.Sources, d)
 		})
 	}
 }

@@ -10,7 +10,8 @@ torch without needing Python.
   bert/      BertModel, f32, with a WordPiece tokenizer (vocab.txt,
              tokenizer_config.json with AddedToken-style special tokens)
   roberta/   RobertaModel, f32, sharded (model.safetensors.index.json)
-  bigbird/   BigBirdModel (block_sparse), saved in bfloat16, no pooler
+  bigbird/   BigBirdModel (block_sparse), saved in bfloat16; its pooler is a
+             bare nn.Linear ("pooler.weight", not "pooler.dense.weight")
 
 Run from the repository root: python3 loader/testdata/make_tiny.py
 """
@@ -77,8 +78,7 @@ def main():
 
     torch.manual_seed(2)
     save("bigbird", BigBirdModel(BigBirdConfig(max_position_embeddings=128, attention_type="block_sparse",
-                                               block_size=4, num_random_blocks=2, hidden_act="gelu_fast", **COMMON),
-                                 add_pooling_layer=False),
+                                               block_size=4, num_random_blocks=2, hidden_act="gelu_fast", **COMMON)),
          dtype=torch.bfloat16)
 
 
