@@ -26,6 +26,14 @@ const (
 	kindRequest
 )
 
+// article is the kind with its indefinite article, for messages.
+func (k kind) article() string {
+	if k == kindEngine {
+		return "an engine"
+	}
+	return "a " + k.String()
+}
+
 func (k kind) String() string {
 	switch k {
 	case kindEngine:
@@ -98,7 +106,7 @@ func (t *handleTable) check(h handle, k kind) (uint32, error) {
 		return 0, status.Errorf(status.InvalidHandle, "%s handle %#x was freed", k, v)
 	}
 	if s.kind != k {
-		return 0, status.Errorf(status.InvalidHandle, "handle %#x is a %s handle, not a %s handle", v, s.kind, k)
+		return 0, status.Errorf(status.InvalidHandle, "handle %#x is %s handle, not %s handle", v, s.kind.article(), k.article())
 	}
 	return i, nil
 }

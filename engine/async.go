@@ -186,7 +186,7 @@ type Request struct {
 // when it can validate up front, as *Model does.
 func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, error) {
 	if b == nil || out == nil {
-		return nil, status.Errorf(status.InvalidArgument, "submit: nil batch or outputs")
+		return nil, status.Errorf(status.InvalidArgument, "nil batch or outputs")
 	}
 	if v, ok := t.enc.(validator); ok {
 		if err := v.validate(b, out); err != nil {
@@ -198,10 +198,10 @@ func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 	switch {
 	case a.closed || t.closed:
 		a.mu.Unlock()
-		return nil, status.Errorf(status.Shutdown, "submit: the engine or model is shutting down")
+		return nil, status.Errorf(status.Shutdown, "the engine or model is shutting down")
 	case a.sched.Len() >= a.capacity:
 		a.mu.Unlock()
-		return nil, status.Errorf(status.Busy, "submit: the request queue is full (%d requests waiting); retry later", a.capacity)
+		return nil, status.Errorf(status.Busy, "the request queue is full (%d requests waiting); retry later", a.capacity)
 	}
 	r := &Request{
 		t: t,
