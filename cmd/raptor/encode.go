@@ -253,7 +253,7 @@ func encodeMain(ctx context.Context, f *encodeFlags, input string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "raptor encode: %d sequences, %d tokens in %.3f s: %.0f tokens/s (%s)\n",
+	fmt.Fprintf(os.Stderr, "raptor encode: %d sequences, %d tokens in %.3f s: %.0f tokens/s on %s\n",
 		len(seqs), tokens, elapsed.Seconds(), float64(tokens)/math.Max(elapsed.Seconds(), 1e-9), eng.BackendName())
 	return nil
 }

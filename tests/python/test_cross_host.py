@@ -29,7 +29,7 @@ def python_bytes(model, ids):
 
 
 def run(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600, **kw)
     assert p.returncode == 0, "%s failed (%d):\n%s\n%s" % (cmd[0], p.returncode, p.stdout[-4000:], p.stderr[-4000:])
     return p
 
@@ -42,7 +42,7 @@ def test_c_and_cpp_hosts(compiler, flags, lib_path, model_path, python_bytes, tm
     libdir = os.path.dirname(os.path.abspath(lib_path))
     run([compiler] + flags + ["-O1", "-Wall", "-Werror", "-I", os.path.join(ROOT, "include"),
                               os.path.join(ROOT, "tests", "crosshost", "host.c"), "-o", str(exe),
-                              os.path.abspath(lib_path), "-Wl,-rpath," + libdir])
+                              "-x", "none", os.path.abspath(lib_path), "-Wl,-rpath," + libdir])
     out = tmp_path / "out.bin"
     run([str(exe), model_path, IDS, str(out)])
     assert out.read_bytes() == python_bytes
