@@ -1,0 +1,628 @@
+// Fused BigBird block-sparse attention over a packed variable-length batch
+// (ARCHITECTURE.md, "The attention plan"; issue 6).
+//
+// Two launches per attention call, on one stream, no host work beyond the
+// parameter block (cu_seqlens and the request seeds are already on the device):
+//
+//   sparse_attention_schedule      one CTA of 1024 threads: builds the cost-
+//                                  sorted segment list from cu_seqlens
+//                                  (sparse_attention.cuh, "Schedule")
+//   sparse_attention_d{32,64,128}_{f16,bf16}
+//                                  persistent grid (SMs x CTAs per SM), 128
+//                                  threads; each CTA pulls work items from one
+//                                  atomic ticket counter until none is left
+//
+// A work item is one 64-row query block of one head over a list of 64-key
+// blocks. Its CTA:
+//   - loads Q (64 x D) and the first K/V block with cp.async (rows past the
+//     sequence zero-filled), computes the item's key-block list from the plan
+//     generator meanwhile (middle rows; global and dense rows take a range);
+//   - streams K/V blocks through an NST-stage cp.async ring;
+//   - per block, each warp (16 query rows) computes S = Q K^T with
+//     mma.sync m16n8k16 (fp32 accumulate; Q fragments held in registers, K
+//     fragments by ldmatrix), masks keys past the sequence end, updates the
+//     online softmax (FlashAttention-2: running max and sum in the log2
+//     domain, O rescaled), and accumulates O += P V (P converted in registers
+//     to the A operand, V by ldmatrix.trans);
+//   - writes O (normalised, 16-byte stores through shared memory), or, for a
+//     chunk of a split global row, fp32 partials; the CTA that completes the
+//     row's last chunk combines the partials and writes O.
+//
+// Shared memory rows are padded by 16 bytes (pitch D+8 elements), which makes
+// every ldmatrix phase conflict-free for D = 32, 64 and 128.
+#include "common.cuh"
+#include "sparse_attention.cuh"
+
+namespace raptor {
+namespace sparse {
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// cp_async16 copies 16 bytes global -> shared, or writes 16 zero bytes when
+// full is false (src is then not read).
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool full) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(full ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2,
+                                        unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2,
+                                          unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+
+// Mma<T>::run is d += a * b for one m16n8k16 tile (row-major A, column-major
+// B, fp32 accumulators).
+template <typename T> struct Mma;
+template <> struct Mma<half_t> {
+  static __device__ __forceinline__ void run(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                             unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Mma<bf16_t> {
+  static __device__ __forceinline__ void run(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                             unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+// L2-coherent loads (bypass L1) for partials written by other CTAs.
+__device__ __forceinline__ float ldcg(const float* p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ float4 ldcg4(const float* p) {
+  float4 v;
+  asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "l"(p)
+               : "memory");
+  return v;
+}
+
+// load_tile issues cp.async for a 64 x D tile (rows >= valid zero-filled; a
+// zero-filled chunk reads nothing, its source is row 0, which always exists).
+template <int D>
+__device__ __forceinline__ void load_tile(unsigned short* s, const unsigned short* g,
+                                          long long row_stride, int valid, int tid) {
+  constexpr int LD = D + 8, CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
+  static_assert(kBlock * CH % kThreads == 0, "tile copy");
+  const int r0 = tid / CH, c = tid % CH;
+  const unsigned sb = smem_u32(s + r0 * LD + c * 8);
+  const unsigned short* g0 = g + c * 8;
+  const unsigned short* gr = g0 + r0 * row_stride;
+  const long long step = RS * row_stride;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const bool ok = r0 + it * RS < valid;
+    cp_async16(sb + it * RS * LD * 2, ok ? gr + it * step : g0, ok);
+  }
+}
+
+// combine merges the nchunks partials of one split query block (slots
+// contiguous from base) and writes its valid rows to out (row 0 of the block).
+template <typename T, int D>
+__device__ __forceinline__ void combine(const float* base, int nchunks, T* out, long long o_row,
+                                        int qvalid, int tid) {
+  constexpr long long SL = partial_slot_floats(D);
+  constexpr int HALF = D / 2;
+  const int row = tid >> 1, c0 = (tid & 1) * HALF;
+  float M = neg_inf();
+  for (int c = 0; c < nchunks; ++c) M = fmaxf(M, ldcg(base + c * SL + 64 * D + row));
+  float acc[HALF];
+#pragma unroll
+  for (int q = 0; q < HALF; ++q) acc[q] = 0.f;
+  float L = 0.f;
+  for (int c = 0; c < nchunks; ++c) {
+    const float* pc = base + c * SL;
+    const float w = ex2(ldcg(pc + 64 * D + row) - M);
+    L += w * ldcg(pc + 64 * D + 64 + row);
+#pragma unroll
+    for (int q = 0; q < HALF / 4; ++q) {
+      const float4 v = ldcg4(pc + row * D + c0 + 4 * q);
+      acc[4 * q + 0] += w * v.x;
+      acc[4 * q + 1] += w * v.y;
+      acc[4 * q + 2] += w * v.z;
+      acc[4 * q + 3] += w * v.w;
+    }
+  }
+  if (row < qvalid) {
+    const float inv = 1.f / L;
+#pragma unroll
+    for (int q = 0; q < HALF / 8; ++q) {
+      float v[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = acc[8 * q + k] * inv;
+      store8(out + row * o_row + c0 + 8 * q, v);
+    }
+  }
+}
+
+template <typename T, int D, int NST>
+__device__ __forceinline__ void attention(const AttnParams& p) {
+  static_assert(D == 32 || D == 64 || D == 128, "head dim");
+  static_assert(NST >= 2, "stages");
+  constexpr int LD = D + 8;          // smem pitch, elements
+  constexpr int TILE = kBlock * LD;  // elements per 64-row tile
+  constexpr int CH = D / 8;          // 16-byte chunks per row
+  constexpr int KT = D / 16;         // k-steps of Q K^T
+  constexpr int NT = D / 8;          // n-tiles of O
+  extern __shared__ __align__(16) unsigned short smem[];
+  unsigned short* sQ = smem;
+  unsigned short* sK = smem + TILE;
+  unsigned short* sV = sK + NST * TILE;
+  __shared__ int s_list[2 * kMaxList];
+  __shared__ int s_item[12];
+  __shared__ int s_last;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  int* ws = p.ws;
+  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
+  const int* part_base = ws + ws_part_base_offset(p.nseq);
+  int* sem = ws + ws_sem_offset(p.nseq);
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
+  const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
+  const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
+  T* Og = static_cast<T*>(p.o);
+  int hint = 0;  // thread 0: segment of the previous ticket (tickets only grow)
+
+  for (;;) {
+    if (tid == 0) {
+      const int tk = atomicAdd(ws, 1);
+      const int total = ws[1];
+      if (tk >= total) {
+        s_item[0] = -1;
+      } else {
+        const int nseg = ws[2];
+        int lo = hint, hi = nseg - 1;
+        for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
+        if (lo < hi && segs[lo + 1].w <= tk) {
+          while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (segs[mid].w <= tk) lo = mid;
+            else hi = mid - 1;
+          }
+        }
+        hint = lo;
+        const int4 sg = segs[lo];
+        const int local = tk - sg.w;
+        const int h = local / sg.z, e = local - h * sg.z;
+        const int s = sg.x;
+        const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
+        const int nb = num_blocks(n);
+        const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, r), C);
+        s_item[0] = s;
+        s_item[1] = h;
+        s_item[2] = it.qblock;
+        s_item[3] = it.kv_begin;
+        s_item[4] = it.kv_len;
+        s_item[5] = it.list;
+        s_item[6] = it.row;
+        s_item[7] = it.chunk;
+        s_item[8] = it.nchunks;
+        s_item[9] = tok0;
+        s_item[10] = n;
+      }
+    }
+    __syncthreads();
+    const int s = s_item[0];
+    if (s < 0) break;
+    int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
+    const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10];
+    const int nb = num_blocks(n);
+    int qvalid = imin(kBlock, n - qb * kBlock);
+    const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
+    const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
+    auto load_kv = [&](int kb, int stage) {
+      const int valid = imin(kBlock, n - kb * kBlock);
+      load_tile<D>(sK + stage * TILE, kbase + (long long)kb * kBlock * p.k_row, p.k_row, valid, tid);
+      load_tile<D>(sV + stage * TILE, vbase + (long long)kb * kBlock * p.v_row, p.v_row, valid, tid);
+    };
+    load_tile<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                 qvalid, tid);
+    load_kv(use_list ? 0 : kv_begin, 0);  // a list always starts with block 0
+    cp_async_commit();
+    if (tid == 0 && use_list) {
+      const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+      s_item[4] = middle_list(s_list, s_list + kMaxList, p.seed, rs, p.layer, h, qb, nb, r);
+    }
+    __syncthreads();
+    const int L = s_item[4];
+    auto block_at = [&](int j) { return use_list ? s_list[j] : kv_begin + j; };
+#pragma unroll
+    for (int st = 1; st < NST - 1; ++st) {
+      if (st < L) load_kv(block_at(st), st);
+      cp_async_commit();
+    }
+
+    unsigned qf[KT][4];
+    float oacc[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
+    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
+
+    for (int j = 0; j < L; ++j) {
+      cp_async_wait<NST - 2>();
+      __syncthreads();
+      if (j == 0) {
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk)
+          ldsm_x4(smem_u32(sQ + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8),
+                  qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
+      }
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
+        cp_async_commit();
+      }
+      const int kb = block_at(j);
+      const unsigned short* ks = sK + (j % NST) * TILE;
+      const unsigned short* vs = sV + (j % NST) * TILE;
+
+      // S = Q K^T for this warp's 16 rows x 64 keys
+      float sc[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          unsigned b0, b1, b2, b3;
+          ldsm_x4(smem_u32(ks + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 +
+                           ((lane >> 3) & 1) * 8),
+                  b0, b1, b2, b3);
+          Mma<T>::run(sc[2 * np], qf[kk], b0, b1);
+          Mma<T>::run(sc[2 * np + 1], qf[kk], b2, b3);
+        }
+      }
+      // scale to the log2 domain; mask keys past the sequence end
+      const int kvalid = n - kb * kBlock;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float v = sc[i][c] * sl2;
+          if (kvalid < kBlock && i * 8 + 2 * t4 + (c & 1) >= kvalid) v = neg_inf();
+          sc[i][c] = v;
+        }
+      }
+      // online softmax (rows g and g+8 of the warp's tile)
+      float mx0 = m0, mx1 = m1;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        mx0 = fmaxf(mx0, fmaxf(sc[i][0], sc[i][1]));
+        mx1 = fmaxf(mx1, fmaxf(sc[i][2], sc[i][3]));
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float a0 = ex2(m0 - mx0), a1 = ex2(m1 - mx1);
+      m0 = mx0;
+      m1 = mx1;
+      float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        sc[i][0] = ex2(sc[i][0] - m0);
+        sc[i][1] = ex2(sc[i][1] - m0);
+        sc[i][2] = ex2(sc[i][2] - m1);
+        sc[i][3] = ex2(sc[i][3] - m1);
+        rs0 += sc[i][0] + sc[i][1];
+        rs1 += sc[i][2] + sc[i][3];
+      }
+      l0 = l0 * a0 + rs0;
+      l1 = l1 * a1 + rs1;
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        oacc[i][0] *= a0;
+        oacc[i][1] *= a0;
+        oacc[i][2] *= a1;
+        oacc[i][3] *= a1;
+      }
+      // O += P V
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        unsigned a[4];
+        a[0] = DType<T>::pack2(sc[2 * kk][0], sc[2 * kk][1]);
+        a[1] = DType<T>::pack2(sc[2 * kk][2], sc[2 * kk][3]);
+        a[2] = DType<T>::pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        a[3] = DType<T>::pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          unsigned b0, b1, b2, b3;
+          ldsm_x4_t(smem_u32(vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dp * 16 +
+                             (lane >> 4) * 8),
+                    b0, b1, b2, b3);
+          Mma<T>::run(oacc[2 * dp], a, b0, b1);
+          Mma<T>::run(oacc[2 * dp + 1], a, b2, b3);
+        }
+      }
+    }
+
+    // the epilogue re-reads the item from shared memory (shorter live ranges)
+    h = s_item[1];
+    qb = s_item[2];
+    tok0 = s_item[9];
+    qvalid = imin(kBlock, s_item[10] - qb * kBlock);
+    const int row = s_item[6], chunk = s_item[7], nchunks = s_item[8];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    if (nchunks == 1) {
+      // normalise, stage this warp's 16 rows in its own rows of sQ, store 16 B
+      const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        *reinterpret_cast<unsigned*>(sQ + r0 * LD + i * 8 + 2 * t4) =
+            DType<T>::pack2(oacc[i][0] * i0, oacc[i][1] * i0);
+        *reinterpret_cast<unsigned*>(sQ + r1 * LD + i * 8 + 2 * t4) =
+            DType<T>::pack2(oacc[i][2] * i1, oacc[i][3] * i1);
+      }
+      __syncwarp();
+      T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
+#pragma unroll
+      for (int idx = lane; idx < 16 * CH; idx += 32) {
+        const int rr = warp * 16 + idx / CH, c = idx % CH;
+        if (rr < qvalid)
+          *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) =
+              *reinterpret_cast<const uint4*>(sQ + rr * LD + c * 8);
+      }
+    } else {
+      const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
+      float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(oacc[i][0], oacc[i][1]);
+        *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(oacc[i][2], oacc[i][3]);
+      }
+      if (t4 == 0) {
+        pf[64 * D + r0] = m0;
+        pf[64 * D + r1] = m1;
+        pf[64 * D + 64 + r0] = l0;
+        pf[64 * D + 64 + r1] = l1;
+      }
+      __threadfence();
+      __syncthreads();
+      int* sm = sem + (s * H + h) * 2 + row;
+      if (tid == 0) s_last = atomicAdd(sm, 1) == nchunks - 1;
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
+                      Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
+                      qvalid, tid);
+        if (tid == 0) *sm = 0;
+      }
+    }
+    __syncthreads();  // sQ, s_list and s_item are reused by the next item
+  }
+}
+
+// block_exclusive_scan over all threads of the CTA (blockDim.x a multiple of
+// 32, at most 1024); sh holds 33 ints. Every thread must call it.
+__device__ __forceinline__ int block_exclusive_scan(int v, int& total, int* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  int x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  if (lane == 31) sh[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    const int wsum = lane < nw ? sh[lane] : 0;
+    int inc = wsum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, inc, o);
+      if (lane >= o) inc += y;
+    }
+    sh[lane] = inc - wsum;
+    if (lane == 31) sh[32] = inc;
+  }
+  __syncthreads();
+  const int res = sh[warp] + x - v;
+  total = sh[32];
+  __syncthreads();
+  return res;
+}
+
+}  // namespace sparse
+}  // namespace raptor
+
+using raptor::sparse::AttnParams;
+
+// sparse_attention_schedule builds the work list of one attention call from
+// cu_seqlens (see sparse_attention.cuh). Launch: 1 CTA of kScheduleThreads.
+extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
+    sparse_attention_schedule(const AttnParams p) {
+  using namespace raptor::sparse;
+  __shared__ int hist[kBuckets], cur[kBuckets], sh[33];
+  __shared__ int carry, s_nseg;
+  const int tid = threadIdx.x;
+  const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  int* ws = p.ws;
+  int4* segs = reinterpret_cast<int4*>(ws + ws_segments_offset());
+  int* part_base = ws + ws_part_base_offset(nseq);
+  int* sem = ws + ws_sem_offset(nseq);
+  const int* cu = p.cu_seqlens;
+  if (tid < kBuckets) {
+    hist[tid] = 0;
+    cur[tid] = 0;
+  }
+  if (tid == 0) carry = 0;
+  __syncthreads();
+  // pass 1: segment histogram by cost bucket; partial-slot bases
+  for (int base = 0; base < nseq; base += blockDim.x) {
+    const int s = base + tid;
+    int parts = 0;
+    if (s < nseq) {
+      const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
+      const bool sp = is_sparse(n, p.sparse, r);
+      for (int kind = 0; kind < kKinds; ++kind) {
+        int cnt, cost;
+        seg_info(kind, nb, sp, r, C, cnt, cost);
+        if (cnt > 0) atomicAdd(&hist[p.sort_by_cost ? cost_bucket(cost) : 0], 1);
+      }
+      const int nc = chunks_of(nb, sp, C);
+      if (nc > 1) parts = 2 * H * nc;
+    }
+    int tot;
+    const int ex = block_exclusive_scan(parts, tot, sh);
+    if (s < nseq) part_base[s] = carry + ex;
+    __syncthreads();
+    if (tid == 0) carry += tot;
+    __syncthreads();
+  }
+  // bucket bases, most expensive first
+  if (tid == 0) {
+    int run = 0;
+    for (int b = kBuckets - 1; b >= 0; --b) {
+      const int c = hist[b];
+      hist[b] = run;
+      run += c;
+    }
+    s_nseg = run;
+    carry = 0;
+  }
+  __syncthreads();
+  // pass 2: place segments
+  for (int s = tid; s < nseq; s += blockDim.x) {
+    const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
+    const bool sp = is_sparse(n, p.sparse, r);
+    for (int kind = 0; kind < kKinds; ++kind) {
+      int cnt, cost;
+      seg_info(kind, nb, sp, r, C, cnt, cost);
+      if (cnt > 0) {
+        const int b = p.sort_by_cost ? cost_bucket(cost) : 0;
+        segs[hist[b] + atomicAdd(&cur[b], 1)] = make_int4(s, kind, cnt, 0);
+      }
+    }
+  }
+  __syncthreads();
+  // pass 3: first ticket of each segment
+  const int nseg = s_nseg;
+  for (int base = 0; base < nseg; base += blockDim.x) {
+    const int i = base + tid;
+    const int c = i < nseg ? segs[i].z * H : 0;
+    int tot;
+    const int ex = block_exclusive_scan(c, tot, sh);
+    if (i < nseg) segs[i].w = carry + ex;
+    __syncthreads();
+    if (tid == 0) carry += tot;
+    __syncthreads();
+  }
+  for (int i = tid; i < 2 * H * nseq; i += blockDim.x) sem[i] = 0;
+  if (tid == 0) {
+    ws[0] = 0;
+    ws[1] = carry;
+    ws[2] = nseg;
+    ws[3] = 0;
+  }
+}
+
+// sparse_attention_d{D}[_s{NST}]_{f16,bf16}: the attention kernel. Launch
+// kThreads threads per CTA, dynamic shared memory (1 + 2*NST) * 64 * (D+8) * 2
+// bytes, a persistent grid of (multiprocessors x resident CTAs per
+// multiprocessor) CTAs, after sparse_attention_schedule on the same stream.
+#define RAPTOR_SPARSE_ATTN(D, NST, MINB, NAME, T)                                  \
+  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
+      const AttnParams p) {                                                       \
+    raptor::sparse::attention<T, D, NST>(p);                                      \
+  }
+#define RAPTOR_SPARSE_ATTN_DT(suffix, T)                                          \
+  RAPTOR_SPARSE_ATTN(32, 2, 4, sparse_attention_d32_##suffix, T)                  \
+  RAPTOR_SPARSE_ATTN(64, 2, 4, sparse_attention_d64_##suffix, T)                  \
+  RAPTOR_SPARSE_ATTN(128, 2, 2, sparse_attention_d128_##suffix, T)                \
+  RAPTOR_SPARSE_ATTN(64, 3, 3, sparse_attention_d64_s3_##suffix, T)               \
+  RAPTOR_SPARSE_ATTN(128, 3, 2, sparse_attention_d128_s3_##suffix, T)
+RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
+
+// sparse_attention_plan writes, for testing, the key-block list of every
+// (query block, head) of a batch: out[(qbg*H + h)*(kMaxList+1)] = list length,
+// then the list for middle rows of sparse sequences (-1 padded; global and
+// dense rows attend 0..nb-1 and write only the length nb). qb_base[s] is the
+// number of query blocks before sequence s (nseq+1 entries). The same
+// middle_list as the attention kernel.
+extern "C" __global__ void sparse_attention_plan(const AttnParams p, const int* qb_base, int* out) {
+  using namespace raptor::sparse;
+  const int H = p.num_heads, total = qb_base[p.nseq];
+  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (long long)total * H) return;
+  const int qbg = (int)(idx / H), h = (int)(idx % H);
+  int lo = 0, hi = p.nseq - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (qb_base[mid] <= qbg) lo = mid;
+    else hi = mid - 1;
+  }
+  const int s = lo, i = qbg - qb_base[s];
+  const int n = p.cu_seqlens[s + 1] - p.cu_seqlens[s], nb = num_blocks(n);
+  int* o = out + idx * (kMaxList + 1);
+  int lst[kMaxList], scr[kMaxRandom];
+  int L = nb;
+  if (is_sparse(n, p.sparse, p.random_blocks) && i > 0 && i < nb - 1)
+    L = middle_list(lst, scr, p.seed, p.req_seeds ? p.req_seeds[s] : 0ull, p.layer, h, i, nb,
+                    p.random_blocks);
+  else
+    L = -nb;  // marks a full row
+  o[0] = L < 0 ? -L : L;
+  for (int j = 0; j < kMaxList; ++j) o[1 + j] = (L > 0 && j < L) ? lst[j] : -1;
+}
+
+// sparse_attention_plan_vectors evaluates the generator on test cases:
+// in[c*7 ..] = {seed, rseed, layer, head, block, nb, r}; out[c*23 ..] =
+// {key, draws 0..5, R(block) (sorted; -1 padded to kMaxRandom) if nb > 0}.
+extern "C" __global__ void sparse_attention_plan_vectors(const unsigned long long* in, int ncases,
+                                                         unsigned long long* out) {
+  using namespace raptor::sparse;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= ncases) return;
+  const unsigned long long* a = in + c * 7;
+  const u64 k = key(a[0], a[1], (int)a[2], (int)a[3], (int)a[4]);
+  unsigned long long* o = out + c * 23;
+  o[0] = k;
+  for (int j = 0; j < 6; ++j) o[1 + j] = draw(k, j);
+  int rb[kMaxRandom];
+  const int nb = (int)a[5], r = (int)a[6];
+  if (nb > 0) random_blocks(rb, k, (int)a[4], nb, r);
+  for (int j = 0; j < kMaxRandom; ++j) o[7 + j] = (nb > 0 && j < r) ? (unsigned long long)rb[j] : ~0ull;
+}
