@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/bits"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/raptor-infer/raptor/engine"
@@ -143,10 +144,19 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 }
 
 // deliver writes the results into the caller's buffers, converting to fp16
-// if asked, byte by byte (so any alignment works).
-func (s *outSpec) deliver(out *engine.Outputs) {
+// if asked, byte by byte (so any alignment works). A memory fault on a
+// buffer (an invalid pointer passed in) is returned as status.Internal; it
+// may run on any goroutine.
+func (s *outSpec) deliver(out *engine.Outputs) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = status.Errorf(status.Internal, "writing the outputs: %v (is an output buffer pointer invalid?)", p)
+		}
+	}()
 	writeFloats(s.hidden, out.Hidden, s.fp16)
 	writeFloats(s.pooled, out.Pooled, s.fp16)
+	return nil
 }
 
 func writeFloats(dst unsafe.Pointer, src []float32, fp16 bool) {
@@ -201,10 +211,12 @@ func raptorgo_encode(h C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t) (
 		return fail(name, err)
 	}
 	err = m.m.Encode(context.Background(), &batch, &outs)
+	if err == nil {
+		err = spec.deliver(&outs)
+	}
 	m.e.stats.RecordSync(len(batch.Tokens), err)
 	if err != nil {
 		return fail(name, err)
 	}
-	spec.deliver(&outs)
 	return C.RAPTOR_OK
 }

@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"math"
-	"runtime/debug"
 	"sync"
 	"time"
 	"unsafe"
@@ -89,11 +88,7 @@ func raptorgo_submit(mh C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t, 
 	e.mu.Unlock()
 
 	opts := engine.SubmitOptions{
-		Deliver: func() error {
-			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-			spec.deliver(&outs)
-			return nil
-		},
+		Deliver: func() error { return spec.deliver(&outs) },
 	}
 	if done != 0 {
 		opts.Done = func(r *engine.Request) {

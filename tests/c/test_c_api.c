@@ -844,6 +844,22 @@ static void test_encode(void) {
   EXPECT(RAPTOR_ERR_OUT_OF_RANGE, raptor_encode, (m, &bt.b, &none));
   bt.ids[0] = 5;
 
+  /* Invalid pointers (undefined behaviour in C) still give a status, not a crash. */
+  b = bt.b;
+  b.token_ids = (const int32_t*)(uintptr_t)0xdead0000;
+  EXPECT(RAPTOR_ERR_INTERNAL, raptor_encode, (m, &b, &ok));
+  CHECK(strstr(raptor_last_error(), "memory fault") != NULL);
+  raptor_output_t wild = ok;
+  wild.pooled = (void*)(uintptr_t)0xdead0000;
+  EXPECT(RAPTOR_ERR_INTERNAL, raptor_encode, (m, &bt.b, &wild));
+  raptor_request_t* wr = NULL;
+  EXPECT(RAPTOR_OK, raptor_submit, (m, &bt.b, &wild, NULL, NULL, &wr));
+  raptor_status_t wres = -1;
+  EXPECT(RAPTOR_OK, raptor_request_wait, (wr, -1, &wres));
+  CHECK(wres == RAPTOR_ERR_INTERNAL && strlen(raptor_request_error(wr)) > 0);
+  raptor_request_free(wr);
+  EXPECT(RAPTOR_OK, raptor_encode, (m, &bt.b, &ok)); /* the engine is fine */
+
   /* defaults */
   raptor_batch_t db;
   memset(&db, 0x5a, sizeof db);
@@ -862,8 +878,9 @@ static void test_encode(void) {
   memset(&s, 0, sizeof s);
   s.struct_size = sizeof s;
   EXPECT(RAPTOR_OK, raptor_engine_get_stats, (e, &s));
-  CHECK(s.requests_completed > 0 && s.requests_failed == 0 && s.batches == s.requests_completed);
-  CHECK(s.tokens > 0 && s.requests_submitted == 0);
+  /* the faults above: one synchronous call and one request failed after running */
+  CHECK(s.requests_completed > 0 && s.requests_failed == 2 && s.batches == s.requests_completed + 2);
+  CHECK(s.tokens > 0 && s.requests_submitted == 1);
 
   free(hidden);
   free(pooled);
