@@ -84,7 +84,8 @@ type Device struct {
 	jobs   chan job
 	done   chan struct{}
 
-	failed atomic.Pointer[error] // set once a sticky error hit the context
+	failed    atomic.Pointer[error] // set once a sticky error hit the context
+	workerTID atomic.Int64          // OS thread of the worker
 }
 
 type job struct {
@@ -113,7 +114,10 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) > 0 {
+	if len(errs) == 1 {
+		return nil, errs[0] // already a BackendUnavailable listing what was tried
+	}
+	if len(errs) > 1 {
 		return nil, unavailable(errors.Join(errs...))
 	}
 	if cfg.WorkspaceBytes <= 0 {
@@ -180,12 +184,16 @@ func (d *Device) Err() error {
 
 // Do runs fn on the device worker with the device's context current and
 // returns fn's error. Calls from many goroutines are served one at a time
-// in arrival order. A panic in fn is recovered into an Internal error. After
+// in arrival order; fn must not call Do itself (that is refused). A panic in fn is recovered into an Internal error. After
 // Close, Do returns a Shutdown error; after a sticky device error (a kernel
 // fault), a DeviceFailed error naming the original fault.
 func (d *Device) Do(fn func(*Ctx) error) error {
 	if err := d.Err(); err != nil {
 		return err
+	}
+	if int64(syscall.Gettid()) == d.workerTID.Load() {
+		// The worker would wait for itself.
+		return status.Errorf(status.Internal, "cuda: Device.Do called from inside a device job")
 	}
 	res := make(chan error, 1)
 	d.mu.RLock()
@@ -239,6 +247,7 @@ func (d *Device) worker(cfg Config, drv *driverAPI, nv *NVRTC, lt *cublasLtAPI, 
 		return
 	}
 	d.info = c.info
+	d.workerTID.Store(int64(c.tid))
 	initDone <- nil
 	for j := range d.jobs {
 		j.res <- d.exec(c, j.fn)
