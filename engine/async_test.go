@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/raptor-infer/raptor/internal/status"
+	"github.com/raptor-infer/raptor/internal/testmodel"
+	"github.com/raptor-infer/raptor/loader"
 )
 
 // fakeEncoder writes sum(tokens of sequence s) + s into Pooled[s] and the
@@ -433,4 +435,73 @@ func TestAsyncStress(t *testing.T) {
 		t.Fatalf("stats %+v, accepted %d", s, accepted.Load())
 	}
 	t.Logf("accepted %d, busy %d, cancelled %d", accepted.Load(), busy.Load(), s.Cancelled)
+}
+
+// With a real *Model: bad requests fail at Submit (the model validates up
+// front), and every asynchronous result is bit-identical to Encode's.
+func TestAsyncWithModel(t *testing.T) {
+	e := newTestEngine(t, "off", 2)
+	cfg := tinyConfig(loader.FamilyBERT, 32, 2, false)
+	m, err := e.Load(testmodel.Random(cfg, 1, 0.1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a := NewAsync(AsyncOptions{Workers: 3})
+	defer a.Close()
+	tg := a.Target(m)
+
+	good := batchOf(1, 2, 3, 4)
+	bad := []struct {
+		name string
+		b    *Batch
+		out  *Outputs
+		want status.Code
+	}{
+		{"token id >= vocab", batchOf(1, 50), &Outputs{Pooled: make([]float32, 32)}, status.OutOfRange},
+		{"negative id", batchOf(-1), &Outputs{Pooled: make([]float32, 32)}, status.OutOfRange},
+		{"non-monotonic cu_seqlens", &Batch{Tokens: []int32{1, 2, 3}, CuSeqlens: []int32{0, 2, 1, 3}}, &Outputs{}, status.InvalidArgument},
+		{"pooled too small", good, &Outputs{Pooled: make([]float32, 31)}, status.BufferTooSmall},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := tg.Submit(tc.b, tc.out, SubmitOptions{}); status.CodeOf(err) != tc.want {
+				t.Fatalf("Submit = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if s := a.Stats(); s.Submitted != 0 {
+		t.Fatalf("rejected requests were counted: %+v", s)
+	}
+
+	rng := rand.New(rand.NewPCG(7, 7))
+	type job struct {
+		c    encCase
+		want []float32
+		out  Outputs
+		r    *Request
+	}
+	var jobs []*job
+	for range 40 {
+		lens := []int{1 + rng.IntN(40), 1 + rng.IntN(5)}
+		c := randomBatch(rng, cfg, lens)
+		b := &Batch{Tokens: c.tokens, CuSeqlens: c.cu, TokenTypes: c.types, Seeds: c.seeds}
+		want := make([]float32, len(c.tokens)*cfg.Hidden)
+		if err := m.Encode(context.Background(), b, &Outputs{Hidden: want}); err != nil {
+			t.Fatal(err)
+		}
+		j := &job{c: c, want: want, out: Outputs{Hidden: make([]float32, len(want))}}
+		if j.r, err = tg.Submit(b, &j.out, SubmitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	for i, j := range jobs {
+		if err := j.r.Wait(-1); err != nil {
+			t.Fatal(err)
+		}
+		if !bitEqual(j.out.Hidden, j.want) {
+			t.Fatalf("request %d differs from Encode", i)
+		}
+	}
 }
