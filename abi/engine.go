@@ -151,13 +151,19 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 }
 
 // refuseInCallback reports whether the calling thread runs a completion
-// callback, where the free functions would wait for that very callback.
+// or log callback, where the free functions would wait for that very
+// callback (or for a lock held around it): they refuse instead.
 func refuseInCallback(name string) bool {
-	if C.raptorc_in_completion() == 0 {
+	which := "completion"
+	switch {
+	case C.raptorc_in_completion() != 0:
+	case C.raptorc_in_log() != 0:
+		which = "log"
+	default:
 		return false
 	}
-	failf(name, status.InvalidArgument, "must not be called from a completion callback; nothing was freed")
-	logf(engine.LogError, "%s called from a completion callback; nothing was freed", name)
+	failf(name, status.InvalidArgument, "must not be called from a %s callback; nothing was freed", which)
+	logf(engine.LogError, "%s called from a %s callback; nothing was freed", name, which)
 	return true
 }
 

@@ -261,6 +261,8 @@ typedef struct {
   int bad_level;
   int reentry_status; /* what raptor_set_log_callback answered from inside the callback */
   int try_reentry;
+  raptor_engine_t* free_engine; /* if set, the callback tries to free it (refused) */
+  int free_refused;
 } log_capture;
 
 static void log_cb(int32_t level, const char* msg, void* ud) {
@@ -272,7 +274,17 @@ static void log_cb(int32_t level, const char* msg, void* ud) {
     c->lines[level]++;
   int reenter = c->try_reentry;
   c->try_reentry = 0;
+  raptor_engine_t* victim = c->free_engine;
+  c->free_engine = NULL;
   pthread_mutex_unlock(&c->mu);
+  if (victim) {
+    raptor_engine_free(victim);
+    int refused = strncmp(raptor_last_error(), "raptor_engine_free", 18) == 0 &&
+                  strstr(raptor_last_error(), "log callback") != NULL;
+    pthread_mutex_lock(&c->mu);
+    c->free_refused += refused;
+    pthread_mutex_unlock(&c->mu);
+  }
   if (reenter) {
     int st = raptor_set_log_callback(NULL, RAPTOR_LOG_INFO, NULL);
     pthread_mutex_lock(&c->mu);
@@ -288,13 +300,21 @@ static void test_logging(void) {
   EXPECT(RAPTOR_OK, raptor_set_log_callback, (log_cb, RAPTOR_LOG_DEBUG, &cap));
   cap.try_reentry = 1;
   raptor_engine_t* e = new_engine(0);
+  pthread_mutex_lock(&cap.mu);
+  cap.free_engine = e; /* the model's "loaded" line tries to free the engine: refused */
+  pthread_mutex_unlock(&cap.mu);
   raptor_model_t* m = load(e, bert_path);
+  raptor_model_info_t info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  EXPECT(RAPTOR_OK, raptor_model_get_info, (m, &info)); /* the engine and model survived */
   raptor_model_free(m);
   raptor_engine_free(e);
   pthread_mutex_lock(&cap.mu);
   CHECK(cap.lines[RAPTOR_LOG_INFO] >= 2); /* engine ready, model loaded */
   CHECK(cap.bad_level == 0);
   CHECK(cap.reentry_status == RAPTOR_ERR_INVALID_ARGUMENT);
+  CHECK(cap.free_refused == 1);
   pthread_mutex_unlock(&cap.mu);
 
   /* min_level filters. */
