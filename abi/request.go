@@ -72,8 +72,8 @@ func raptorgo_submit(mh C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t, 
 
 	// The handle exists before the request does: the completion callback,
 	// which may run before Submit returns, receives it.
-	ro := &requestObj{e: m.e}
 	e := m.e
+	ro := &requestObj{e: e}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
