@@ -107,6 +107,13 @@ def main():
         if r["epilogue"] == "gelu_bias":
             g, _, _ = time_it(lambda i: F.gelu(F.linear(xs[i % SETS], w, b), approximate="tanh"), a.warmup, a.reps)
             res["torch_gelu_ms"] = g
+            # torch's own fused form: cuBLASLt's GELU+bias epilogue, as raptor uses.
+            try:
+                wt = w.t()
+                f, _, _ = time_it(lambda i: torch._addmm_activation(b, xs[i % SETS], wt, use_gelu=True), a.warmup, a.reps)
+                res["torch_fused_gelu_ms"] = f
+            except (RuntimeError, AttributeError) as e:
+                print("torch._addmm_activation unavailable:", e, file=sys.stderr)
         out.append(res)
         del xs, w, b
         if not DRY:
@@ -143,15 +150,18 @@ def main():
                          f"torch.matmul {r['torch_ms']:.3f} ms = {r['torch_tflops']:.0f} TFLOP/s. "
                          f"Floors below use the raptor rate.")
     lines.append("")
-    lines.append("| dtype | hidden | GEMM | M | N | K | epilogue | raptor ms [p10, p90] | torch F.linear ms [p10, p90] | vs torch | raptor TFLOP/s | torch TFLOP/s | floor ms | torch linear+gelu ms | raptor autotuned ms (vs torch) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    ratios, tratios = [], []
+    lines.append("| dtype | hidden | GEMM | M | N | K | epilogue | raptor ms [p10, p90] | torch F.linear ms [p10, p90] | vs torch | raptor TFLOP/s | torch TFLOP/s | floor ms | torch linear+gelu ms | torch fused addmm+gelu ms | raptor autotuned ms (vs torch) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ratios, tratios, fratios = [], [], []
     for r in out:
         if r["kind"] != "gemm":
             continue
         ratio = r["torch_ms"] / r["median_ms"]
         ratios.append(ratio)
         gelu = f"{r['torch_gelu_ms']:.3f}" if "torch_gelu_ms" in r else ""
+        fused = f"{r['torch_fused_gelu_ms']:.3f}" if "torch_fused_gelu_ms" in r else ""
+        if fused:
+            fratios.append(r["torch_fused_gelu_ms"] / r["median_ms"])
         t = tuned.get((r["dtype"], r["hidden"], r["name"], r["m"]))
         tcol = ""
         if t:
@@ -161,12 +171,15 @@ def main():
         lines.append(f"| {r['dtype']} | {r['hidden']} | {r['name']} | {r['m']} | {r['n']} | {r['k']} | {r['epilogue']} | "
                      f"{r['median_ms']:.3f} [{r['p10_ms']:.3f}, {r['p90_ms']:.3f}] | "
                      f"{r['torch_ms']:.3f} [{r['torch_p10']:.3f}, {r['torch_p90']:.3f}] | {ratio:.3f} | "
-                     f"{r['tflops']:.0f} | {r['torch_tflops']:.0f} | {r['floor_ms']:.3f} | {gelu} | {tcol} |")
+                     f"{r['tflops']:.0f} | {r['torch_tflops']:.0f} | {r['floor_ms']:.3f} | {gelu} | {fused} | {tcol} |")
     if ratios:
         lines.append("")
         lines.append(f"vs torch (torch ms / raptor ms): geometric mean {statistics.geometric_mean(ratios):.3f}, "
                      f"min {min(ratios):.3f}, max {max(ratios):.3f}; {sum(1 for x in ratios if x >= 0.95)} of "
                      f"{len(ratios)} shapes within 5% of torch or faster.")
+    if fratios:
+        lines.append(f"FFN1 (GELU+bias epilogue) vs torch's fused addmm+gelu (torch ms / raptor ms): geometric mean "
+                     f"{statistics.geometric_mean(fratios):.3f}, min {min(fratios):.3f}, max {max(fratios):.3f}.")
     if tratios:
         lines.append(f"autotuned vs torch: geometric mean {statistics.geometric_mean(tratios):.3f}, "
                      f"min {min(tratios):.3f}, max {max(tratios):.3f}; {sum(1 for x in tratios if x >= 0.95)} of "

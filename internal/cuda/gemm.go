@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"sort"
 	"unsafe"
@@ -177,8 +178,10 @@ func (c *Ctx) plan(a LinearArgs) (*gemmPlan, gemmKey, error) {
 	return p, key, nil
 }
 
-// autotune times each candidate (2 warm-up runs, median of 5) on the
-// caller's buffers and returns the fastest.
+// autotune times each candidate (3 warm-up runs, median of 15) on the
+// caller's buffers and returns the fastest; the heuristic's first choice is
+// kept unless another beats it by more than 3%, so timing noise cannot make
+// autotuning worse than the heuristic.
 func (c *Ctx) autotune(p *gemmPlan, a LinearArgs, cands []heuristicResult) (heuristicResult, error) {
 	start, err := c.NewEvent(true)
 	if err != nil {
@@ -190,11 +193,12 @@ func (c *Ctx) autotune(p *gemmPlan, a LinearArgs, cands []heuristicResult) (heur
 		return cands[0], err
 	}
 	defer c.DestroyEvent(end)
+	const warm, reps = 3, 15
 	best, bestMs := cands[0], float32(-1)
-	for _, cand := range cands {
+	for ci, cand := range cands {
 		var times []float32
 		failed := false
-		for r := 0; r < 7 && !failed; r++ {
+		for r := 0; r < warm+reps && !failed; r++ {
 			if err := c.RecordEvent(start, c.compute); err != nil {
 				return cands[0], err
 			}
@@ -212,15 +216,22 @@ func (c *Ctx) autotune(p *gemmPlan, a LinearArgs, cands []heuristicResult) (heur
 			if err != nil {
 				return cands[0], err
 			}
-			if r >= 2 {
+			if r >= warm {
 				times = append(times, ms)
 			}
 		}
 		if failed || len(times) == 0 {
+			if ci == 0 {
+				bestMs = float32(math.Inf(1)) // the heuristic's choice failed: any other wins
+			}
 			continue
 		}
 		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-		if med := times[len(times)/2]; bestMs < 0 || med < bestMs {
+		med := times[len(times)/2]
+		switch {
+		case ci == 0:
+			bestMs = med
+		case med < 0.97*bestMs:
 			best, bestMs = cand, med
 		}
 	}

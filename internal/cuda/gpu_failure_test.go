@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -271,8 +272,10 @@ func TestGPUCorruptCubinRecompiled(t *testing.T) {
 	}
 	path := entry()
 	var key cacheKey
-	if _, err := fmt.Sscanf(filepath.Base(path), "%x.cubin", &key); err != nil {
+	if kb, err := hex.DecodeString(strings.TrimSuffix(filepath.Base(path), ".cubin")); err != nil || len(kb) != len(key) {
 		t.Fatalf("entry name %s: %v", path, err)
+	} else {
+		copy(key[:], kb)
 	}
 	valid := func() {
 		b, _ := os.ReadFile(path)
