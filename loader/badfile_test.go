@@ -108,6 +108,14 @@ func TestBadFiles(t *testing.T) {
 		return bomb.Bytes()
 	}
 	bomb, bigWindowBomb := makeBomb(MinChunkSize), makeBomb(8<<20)
+	// Frames without a content size, one byte longer and shorter than the chunk.
+	streamFrame := func(n int) []byte {
+		var b bytes.Buffer
+		enc, _ := zstd.NewWriter(&b, zstd.WithEncoderCRC(false), zstd.WithWindowSize(MinChunkSize))
+		enc.Write(make([]byte, n))
+		enc.Close()
+		return b.Bytes()
+	}
 	if len(bomb) > 64<<10 || len(bigWindowBomb) > 64<<10 {
 		t.Fatalf("bombs of %d and %d bytes are not bombs", len(bomb), len(bigWindowBomb))
 	}
@@ -214,6 +222,8 @@ func TestBadFiles(t *testing.T) {
 		// The bomb replaces the first chunk, whose declared size stays 64 KiB.
 		{"zstd bomb", nil, nil, ""},
 		{"zstd bomb with a large window", nil, nil, ""},
+		{"zstd chunk one byte too long", nil, nil, ""},
+		{"zstd chunk one byte short", nil, nil, ""},
 		{"zstd frame content size mismatch", nil, nil, "zstd frame declares"},
 		{"unknown dtype", func() []byte { return rebuild(t, raw, func(h *header) { h.tensors[0].dtype = 9 }) }, nil, "unknown dtype 9"},
 		{"unknown codec", func() []byte { return rebuild(t, raw, func(h *header) { h.tensors[0].codec = 7 }) }, nil, "unknown codec 7"},
@@ -239,10 +249,17 @@ func TestBadFiles(t *testing.T) {
 		switch cases[i].name {
 		case "zstd bomb":
 			cases[i].file = func() []byte { return withFirstChunk(t, zst, bomb) }
-			cases[i].msg = `tensor "embeddings.word_embeddings.weight" chunk 0: zstd data decompresses to more than the 65536 bytes declared`
+			// The decoder stops at the first block past the chunk's size.
+			cases[i].msg = `tensor "embeddings.word_embeddings.weight" chunk 0: corrupt zstd data: output bigger than max block size (65536)`
 		case "zstd bomb with a large window":
 			cases[i].file = func() []byte { return withFirstChunk(t, zst, bigWindowBomb) }
 			cases[i].msg = `tensor "embeddings.word_embeddings.weight" chunk 0: corrupt zstd data: window size exceeded`
+		case "zstd chunk one byte too long":
+			cases[i].file = func() []byte { return withFirstChunk(t, zst, streamFrame(MinChunkSize+1)) }
+			cases[i].msg = `tensor "embeddings.word_embeddings.weight" chunk 0: zstd data decompresses to more than the 65536 bytes declared`
+		case "zstd chunk one byte short":
+			cases[i].file = func() []byte { return withFirstChunk(t, zst, streamFrame(MinChunkSize-1)) }
+			cases[i].msg = `tensor "embeddings.word_embeddings.weight" chunk 0: zstd frame declares 65535 bytes, the chunk has 65536`
 		case "zstd frame content size mismatch":
 			cases[i].file = func() []byte {
 				frame := zstd.EncodeTo(nil, make([]byte, 1000)) // declares 1000 bytes

@@ -17,7 +17,7 @@ const (
 	DataAlign = 64
 	// DefaultChunkSize is the number of raw bytes per checksummed (and, for
 	// compressed tensors, separately compressed) chunk.
-	DefaultChunkSize = 1 << 20
+	DefaultChunkSize = 256 << 10
 	// MinChunkSize and MaxChunkSize bound a file's chunk size, a power of two.
 	MinChunkSize = 64 << 10
 	MaxChunkSize = 64 << 20

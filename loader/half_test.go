@@ -113,7 +113,7 @@ func TestF32ToHalfRounding(t *testing.T) {
 func TestShuffleRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, size := range []int{1, 2, 3, 4, 8} {
-		for _, n := range []int{0, 1, 7, 1000} {
+		for _, n := range []int{0, 1, 7, 1000, 1003} {
 			src := make([]byte, n*size)
 			for i := range src {
 				src[i] = byte(rng.Uint32())

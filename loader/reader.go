@@ -31,6 +31,7 @@ type File struct {
 	info     FileInfo
 	data     []byte       // the whole file
 	unmap    func() error // nil for Read
+	release  func() error // frees the decompressed tensors' memory
 	parallel int
 	closed   bool
 }
@@ -293,6 +294,9 @@ func parse(data []byte, o options) (f *File, err error) {
 		t.stored = section[offsets[i] : offsets[i]+lengths[i] : offsets[i]+lengths[i]]
 	}
 	if err := f.prepare(o.verify); err != nil {
+		if f.release != nil {
+			f.release()
+		}
 		return nil, err
 	}
 	return f, nil
@@ -360,8 +364,25 @@ type job struct {
 // prepare decompresses compressed tensors (allocating their raw buffers) and
 // verifies chunk checksums if verify is set, in parallel.
 func (f *File) prepare(verify bool) error {
+	// One anonymous mapping holds every decompressed tensor: outside the Go
+	// heap, never zeroed twice, and given back by Close.
+	var total uint64
+	for i := range f.tensors {
+		if t := &f.tensors[i]; t.info.Codec != CodecNone {
+			total = alignUp(total+uint64(t.info.RawSize), DataAlign)
+		}
+	}
+	compressed := total > 0
+	var arena []byte
+	if compressed {
+		var err error
+		arena, f.release, err = mmap.Anon(int(total))
+		if err != nil {
+			return status.Wrap(status.OutOfMemory, err, fmt.Sprintf("allocate %s for decompressed tensors", byteSize(total)))
+		}
+	}
 	var jobs []job
-	compressed := false
+	var pos uint64
 	for i := range f.tensors {
 		t := &f.tensors[i]
 		if t.info.Codec == CodecNone {
@@ -373,8 +394,9 @@ func (f *File) prepare(verify bool) error {
 			}
 			continue
 		}
-		compressed = true
-		t.raw = make([]byte, t.info.RawSize)
+		end := pos + uint64(t.info.RawSize)
+		t.raw = arena[pos:end:end]
+		pos = alignUp(end, DataAlign)
 		src := 0
 		for c, l := range t.chunkLens {
 			jobs = append(jobs, job{t: i, chunk: c, src: src})
@@ -485,16 +507,18 @@ func (f *File) doChunk(dec *zstd.Decoder, j job, verify bool, scratch *[]byte) e
 		if zh.HasFCS && zh.FrameContentSize != uint64(len(dst)) {
 			return invalid("tensor %q chunk %d: zstd frame declares %d bytes, the chunk has %d", t.info.Name, j.chunk, zh.FrameContentSize, len(dst))
 		}
-		out := dst
-		shuffled := t.info.Codec == CodecZstdShuffle && t.info.DType.Size() > 1
-		if shuffled {
-			if cap(*scratch) < len(dst) {
-				*scratch = make([]byte, len(dst))
-			}
-			out = (*scratch)[:len(dst)]
+		// Decode into a per-worker scratch buffer with a little slack past
+		// the chunk: zstd's fast copy loops need 32 spare bytes (without
+		// them it takes slower exact copies), and they may scribble there,
+		// which must not reach the neighbouring chunk another worker owns.
+		// Output beyond the chunk is caught by the length check below.
+		const slack = 64
+		if cap(*scratch) < len(dst)+slack {
+			*scratch = make([]byte, len(dst)+slack)
 		}
-		got, err := dec.DecodeAll(frame, out[:0:len(out)])
-		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		out := (*scratch)[:0 : len(dst)+slack]
+		got, err := dec.DecodeAll(frame, out)
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || len(got) > len(dst) {
 			return invalid("tensor %q chunk %d: zstd data decompresses to more than the %d bytes declared", t.info.Name, j.chunk, len(dst))
 		}
 		if err != nil {
@@ -503,11 +527,10 @@ func (f *File) doChunk(dec *zstd.Decoder, j job, verify bool, scratch *[]byte) e
 		if len(got) != len(dst) {
 			return invalid("tensor %q chunk %d: zstd data decompresses to %d bytes, want %d", t.info.Name, j.chunk, len(got), len(dst))
 		}
-		if len(got) > 0 && unsafe.SliceData(got) != unsafe.SliceData(out) {
-			copy(out, got) // not expected with the cap limit; stay correct anyway
-		}
-		if shuffled {
-			unshuffle(dst, out, t.info.DType.Size())
+		if t.info.Codec == CodecZstdShuffle && t.info.DType.Size() > 1 {
+			unshuffle(dst, got, t.info.DType.Size())
+		} else {
+			copy(dst, got)
 		}
 	}
 	if verify {
@@ -542,8 +565,9 @@ func (f *File) Verify() error {
 	})
 }
 
-// Close releases the file's mapping and decompressed buffers. Slices
-// returned by Raw must not be used afterwards. Close is idempotent.
+// Close releases the file's mapping and the memory of its decompressed
+// tensors; a File that is never closed holds them until the process exits.
+// Slices returned by Raw must not be used afterwards. Close is idempotent.
 func (f *File) Close() error {
 	if f.closed {
 		return nil
@@ -553,10 +577,17 @@ func (f *File) Close() error {
 		f.tensors[i].raw, f.tensors[i].stored = nil, nil
 	}
 	f.data = nil
+	var err error
+	if f.release != nil {
+		err = f.release()
+	}
 	if f.unmap != nil {
-		if err := f.unmap(); err != nil {
-			return status.Wrap(status.IO, err, "unmap weight file")
+		if e := f.unmap(); err == nil {
+			err = e
 		}
+	}
+	if err != nil {
+		return status.Wrap(status.IO, err, "unmap weight file")
 	}
 	return nil
 }

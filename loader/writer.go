@@ -19,7 +19,9 @@ type WriterOptions struct {
 	// compressed codec does not shrink is stored uncompressed.
 	Codec Codec
 	// Level is the zstd level: 1 fastest, 2 default, 3 better, 4 best
-	// (zstd.EncoderLevel). 0 means 2.
+	// (zstd.EncoderLevel). 0 means 1: on weights (few matches; the gain is
+	// entropy-coding the skewed exponent bytes) the higher levels compress
+	// no better and are slower.
 	Level int
 	// ChunkSize is the raw bytes per chunk, a power of two in
 	// [MinChunkSize, MaxChunkSize]; 0 means DefaultChunkSize.
@@ -56,7 +58,7 @@ func NewWriter(cfg Config, opts WriterOptions) *Writer {
 		w.opts.ChunkSize = DefaultChunkSize
 	}
 	if w.opts.Level == 0 {
-		w.opts.Level = int(zstd.SpeedDefault)
+		w.opts.Level = int(zstd.SpeedFastest)
 	}
 	if w.opts.Parallelism <= 0 {
 		w.opts.Parallelism = runtime.GOMAXPROCS(0)

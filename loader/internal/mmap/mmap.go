@@ -18,3 +18,15 @@ func File(f *os.File, size int64) ([]byte, func() error, error) {
 	}
 	return mapFile(f, size)
 }
+
+// Anon returns size bytes of zeroed, private anonymous memory, outside the
+// Go heap: the garbage collector neither scans nor zeroes it, pages are
+// zeroed by the kernel as they are first touched (transparent huge pages
+// requested where the kernel offers them), and the returned function gives
+// the memory back at once. Where mmap is unavailable it is a Go allocation.
+func Anon(size int) ([]byte, func() error, error) {
+	if size <= 0 {
+		return nil, func() error { return nil }, nil
+	}
+	return anon(size)
+}

@@ -15,3 +15,7 @@ func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
 	}
 	return b, func() error { return nil }, nil
 }
+
+func anon(size int) ([]byte, func() error, error) {
+	return make([]byte, size), func() error { return nil }, nil
+}
