@@ -516,7 +516,7 @@ func (f *File) doChunk(dec *zstd.Decoder, j job, verify bool, scratch *[]byte) e
 		if cap(*scratch) < len(dst)+slack {
 			*scratch = make([]byte, len(dst)+slack)
 		}
-		out := (*scratch)[:0 : len(dst)+slack]
+		out := (*scratch)[: 0 : len(dst)+slack]
 		got, err := dec.DecodeAll(frame, out)
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || len(got) > len(dst) {
 			return invalid("tensor %q chunk %d: zstd data decompresses to more than the %d bytes declared", t.info.Name, j.chunk, len(dst))
