@@ -81,6 +81,12 @@ func raptorgo_model_load(eh C.uintptr_t, path *C.char, out *C.uintptr_t) (st C.r
 		return failf(name, status.InvalidArgument, "out is NULL")
 	}
 	f, err := loader.Open(C.GoString(path))
+	return e.finishLoad(name, f, err, out)
+}
+
+// finishLoad loads an opened weight file (or reports why it did not open)
+// and writes the model's handle to out.
+func (e *engineObj) finishLoad(name string, f *loader.File, err error, out *C.uintptr_t) C.raptor_status_t {
 	if err != nil {
 		return fail(name, err)
 	}
@@ -116,15 +122,7 @@ func raptorgo_model_load_from_memory(eh C.uintptr_t, data unsafe.Pointer, size C
 	buf := make([]byte, int(size))
 	copy(buf, unsafe.Slice((*byte)(data), int(size)))
 	f, err := loader.Read(buf)
-	if err != nil {
-		return fail(name, err)
-	}
-	h, err := e.addModel(f)
-	if err != nil {
-		return fail(name, err)
-	}
-	*out = C.uintptr_t(h)
-	return C.RAPTOR_OK
+	return e.finishLoad(name, f, err, out)
 }
 
 //export raptorgo_model_free
