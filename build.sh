@@ -4,7 +4,8 @@
 #   ./build.sh          install what is missing, build build/libraptor.so and build/raptor,
 #                       and convert the default model (all-MiniLM-L6-v2)
 #   ./build.sh test     build, then run every test suite and print a summary table
-#   ./build.sh gpu      (placeholder) what the GPU harness will carry and run
+#   ./build.sh gpu      build, then tests/gpu/run.sh [options]: the GPU harness prepares what
+#                       the GPU machine runs and prints how to carry it there
 #   ./build.sh clean    remove build/ (the Python venv .venv stays)
 #
 # Environment: RAPTOR_FUZZTIME (default 20s) bounds each fuzz target in `test`.
@@ -122,8 +123,10 @@ lint() {
 }
 
 go_other() {
-  local pkgs
-  pkgs=$(go list ./... | grep -vE '/(loader|engine|internal|cmd|bindings/go)(/|$)' || true)
+  local pkgs skip='/(loader|engine|internal|cmd|bindings/go)(/|$)'
+  # kernels/check.sh runs the kernels package's tests (the NVRTC compile check) itself.
+  [ -x kernels/check.sh ] && skip='/(loader|engine|internal|cmd|bindings/go|kernels)(/|$)'
+  pkgs=$(go list ./... | grep -vE "$skip" || true)
   if [ -z "$pkgs" ]; then echo "no other packages"; return 0; fi
   # shellcheck disable=SC2086
   go test $pkgs
@@ -169,7 +172,7 @@ gpu_note() {
     echo "an NVIDIA driver is present: the suites above ran their GPU tests where they have any"
   else
     echo "no NVIDIA driver here (no /dev/nvidiactl, no libcuda.so.1): GPU tests skip themselves;"
-    echo "they run on a GPU machine through ./build.sh gpu"
+    echo "they run on a GPU machine: ./build.sh gpu prepares them (tests/gpu/run.sh)"
   fi
 }
 
@@ -208,21 +211,22 @@ test_all() {
   summary
 }
 
+# The GPU harness (tests/gpu/run.sh, from the CUDA backend's issue) builds what the GPU
+# machine runs and prints how to carry it there; options pass through.
 gpu() {
   build_all
-  cat <<EOF
-./build.sh gpu is a placeholder: the GPU harness arrives with the CUDA backend (issue 5).
-It will carry to the GPU machine: build/libraptor.so, build/raptor, $(basename "$MODEL"),
-the test binaries (go test -c) and tests/python, and run there the GPU suites
-(go test -run GPU, pytest -m gpu) and ./build/raptor encode --backend cuda on examples/.
-EOF
+  if [ -x tests/gpu/run.sh ]; then
+    tests/gpu/run.sh "$@"
+  else
+    echo "./build.sh gpu: no GPU harness yet (tests/gpu/run.sh arrives with the CUDA backend)"
+  fi
 }
 
 case "${1:-build}" in
   build) build_all ;;
   test) test_all ;;
-  gpu) gpu ;;
+  gpu) shift; gpu "$@" ;;
   clean) rm -rf "$BUILD"; say "removed build/ (.venv kept; rm -rf .venv to redo the Python setup)" ;;
-  -h | --help | help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h | --help | help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) echo "usage: ./build.sh [build|test|gpu|clean]" >&2; exit 2 ;;
 esac
