@@ -362,3 +362,30 @@ func TestOpenIOErrors(t *testing.T) {
 		}
 	}
 }
+
+// A file truncated while it is mapped makes reads fault; the fault becomes
+// an error, not a crash.
+func TestTruncatedWhileMapped(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("files are read, not mapped, on this OS")
+	}
+	path := filepath.Join(t.TempDir(), "m.raptor")
+	if err := os.WriteFile(path, smallFile(t, CodecNone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, SkipVerify())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Float32(TensorWordEmb)
+	if status.CodeOf(err) != status.IO || !strings.Contains(err.Error(), "changed or truncated while mapped") {
+		t.Fatalf("Float32 of a truncated mapping: %v", err)
+	}
+	if err := f.Verify(); status.CodeOf(err) != status.IO {
+		t.Fatalf("Verify of a truncated mapping: %v", err)
+	}
+}
