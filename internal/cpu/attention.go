@@ -120,12 +120,7 @@ func attendBlock(a *attnArgs, sc *attnScratch, s0 int, sp plan.Seq, head, qb int
 				mx = max(mx, old)
 				corr = expf(old - mx)
 			}
-			var sum float32
-			for j, v := range row {
-				p := expf(v - mx)
-				row[j] = p
-				sum += p
-			}
+			sum := expShiftSum(row, mx)
 			sc.m[t] = mx
 			if first {
 				sc.l[t] = sum

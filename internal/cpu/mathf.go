@@ -79,7 +79,35 @@ func geluErf(x float32) float32 {
 	return 0.5 * x * (1 + erff(x*0.70710678118654752))
 }
 
-// geluTanh is HF's "gelu_new" / "gelu_pytorch_tanh".
+// geluTanh is HF's "gelu_new" / "gelu_pytorch_tanh",
+// 0.5 x (1 + tanh(y)) with y = sqrt(2/pi) (x + 0.044715 x^3), computed as
+// x / (1 + e^(-2y)) (the same value: 0.5 (1 + tanh y) = sigmoid(2y)).
 func geluTanh(x float32) float32 {
-	return 0.5 * x * (1 + tanhf(0.79788456080286536*(x+0.044715*x*x*x)))
+	return x / (1 + expf(x*(-1.5957691216057308+-0.07135481627159*x*x)))
+}
+
+// expShiftSum sets x[i] = e^(x[i]-m) and returns their sum (vectorised where
+// the CPU allows; the result depends only on x and m).
+func expShiftSum(x []float32, m float32) float32 {
+	n8, sum := expShiftSumVec(x, m)
+	for i := n8; i < len(x); i++ {
+		p := expf(x[i] - m)
+		x[i] = p
+		sum += p
+	}
+	return sum
+}
+
+// geluTanhSlice applies geluTanh in place.
+func geluTanhSlice(x []float32) {
+	for i := geluTanhVec(x); i < len(x); i++ {
+		x[i] = geluTanh(x[i])
+	}
+}
+
+// geluErfSlice applies geluErf in place.
+func geluErfSlice(x []float32) {
+	for i := geluErfVec(x); i < len(x); i++ {
+		x[i] = geluErf(x[i])
+	}
 }

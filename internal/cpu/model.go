@@ -244,13 +244,11 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 				copy(inter[r*I:(r+1)*I], ly.inB)
 			}
 			g.Sgemm(false, rows, I, H, 1, xa, H, ly.inT, I, 1, inter, I)
-			if m.cfg.Activation == loader.ActGELUTanh {
-				for j, v := range inter {
-					inter[j] = geluTanh(v)
-				}
-			} else {
-				for j, v := range inter {
-					inter[j] = geluErf(v)
+			for r := 0; r < rows; r++ {
+				if m.cfg.Activation == loader.ActGELUTanh {
+					geluTanhSlice(inter[r*I : (r+1)*I])
+				} else {
+					geluErfSlice(inter[r*I : (r+1)*I])
 				}
 			}
 			for r := 0; r < rows; r++ {

