@@ -181,8 +181,12 @@ func encodeMain(ctx context.Context, f *encodeFlags, input string) error {
 		return err
 	}
 	defer model.Close()
-	fmt.Fprintf(os.Stderr, "raptor encode: %s (%s, %d layers, hidden %d) on backend %s\n",
-		modelPath, cfg.Family, cfg.Layers, cfg.Hidden, eng.BackendName())
+	why := ""
+	if opts.Backend == engine.BackendAuto && strings.HasPrefix(eng.BackendName(), "cpu") {
+		why = " (auto: no usable GPU backend)"
+	}
+	fmt.Fprintf(os.Stderr, "raptor encode: %s (%s, %d layers, hidden %d) on backend %s%s\n",
+		modelPath, cfg.Family, cfg.Layers, cfg.Hidden, eng.BackendName(), why)
 
 	maxSeq := cfg.MaxPositions - cfg.PositionOffset
 	maxTokens := maxSeq

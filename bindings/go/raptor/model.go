@@ -370,6 +370,7 @@ func (r *Request) Wait(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("%w: %w", ctx.Err(), r.err)
 		}
 	}
+	r.stop() // the request is done: its context no longer needs watching
 	if r.err != nil {
 		return nil, r.err
 	}

@@ -402,11 +402,12 @@ class Request:
         self._h = None
         self._future = concurrent.futures.Future()
         self._future.set_running_or_notify_cancel()
+        handle = model.handle
         key = next(_keys)
         with _pending_lock:
             _pending[key] = self
         out = L.raptor_request_p()
-        status = L.lib().raptor_submit(model.handle, ctypes.byref(call.batch), ctypes.byref(call.output),
+        status = L.lib().raptor_submit(handle, ctypes.byref(call.batch), ctypes.byref(call.output),
                                        _completion, key, ctypes.byref(out))
         if status != L.OK:
             with _pending_lock:
