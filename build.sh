@@ -26,8 +26,10 @@ ensure_system() {
   for p in flatbuffers-compiler libopenblas0-pthread cmake g++; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
-  # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
-  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # Debian's own python3 makes venvs only with python3-venv (ensurepip) installed.
+  if [ ! -x "$PY" ] && [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    dpkg -s python3-venv >/dev/null 2>&1 || missing+=(python3-venv)
+  fi
   command -v go >/dev/null 2>&1 || { echo "build.sh: Go 1.26 is required (https://go.dev/dl/)" >&2; exit 1; }
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=()
