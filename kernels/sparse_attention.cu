@@ -572,6 +572,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   RAPTOR_SPARSE_ATTN(32, 2, 4, sparse_attention_d32_##suffix, T)                  \
   RAPTOR_SPARSE_ATTN(64, 2, 4, sparse_attention_d64_##suffix, T)                  \
   RAPTOR_SPARSE_ATTN(128, 2, 2, sparse_attention_d128_##suffix, T)                \
+  RAPTOR_SPARSE_ATTN(64, 2, 3, sparse_attention_d64_b3_##suffix, T)               \
   RAPTOR_SPARSE_ATTN(64, 3, 3, sparse_attention_d64_s3_##suffix, T)               \
   RAPTOR_SPARSE_ATTN(128, 3, 2, sparse_attention_d128_s3_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)

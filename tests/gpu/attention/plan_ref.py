@@ -23,7 +23,7 @@ def mix(z):
 def key(seed, rseed, layer, head, block):
     k = START
     for w in (seed, rseed, layer, head, block):
-        k = mix(((k ^ (w & M64)) + GAMMA) & M64)
+        k = mix(((k ^ (int(w) & M64)) + GAMMA) & M64)
     return k
 
 
