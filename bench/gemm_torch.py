@@ -57,25 +57,33 @@ def time_it(fn, warm, reps):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("raptor_json")
+    ap.add_argument("raptor_json", nargs="?")
+    ap.add_argument("--torch-json", help="render from an earlier run's --json output instead of timing torch again")
     ap.add_argument("--md")
     ap.add_argument("--json")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--cpu-dry-run", action="store_true")
-    ap.add_argument("--tuned", help="a second raptor JSON, measured with -autotune")
+    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=FILE",
+                    help="another raptor JSON (a repeat, another cuBLASLt, -autotune) shown as its own column")
     a = ap.parse_args()
-    rows = [json.loads(l) for l in open(a.raptor_json) if l.strip()]
-    tuned = {}
-    if a.tuned:
-        for l in open(a.tuned):
+    if a.torch_json:
+        rows = []
+    else:
+        rows = [json.loads(l) for l in open(a.raptor_json) if l.strip()]
+    extras = []  # (label, {(dtype, hidden, name, m): row})
+    for spec in a.extra:
+        label, _, path = spec.partition("=")
+        tab = {}
+        for l in open(path):
             if l.strip():
                 t = json.loads(l)
                 if t["kind"] == "gemm":
-                    tuned[(t["dtype"], t["hidden"], t["name"], t["m"])] = t
-    dev = "cpu (dry run)" if DRY else torch.cuda.get_device_name()
+                    tab[(t["dtype"], t["hidden"], t["name"], t["m"])] = t
+        extras.append((label, tab))
+    dev = None if a.torch_json else "cpu (dry run)" if DRY else torch.cuda.get_device_name()
     dtypes = {"f16": torch.float16, "bf16": torch.bfloat16}
-    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    gen = None if a.torch_json else torch.Generator(device=DEVICE).manual_seed(0)
 
     def rand(shape, lo, hi, dt):
         if DRY:
@@ -136,6 +144,14 @@ def main():
         del xs
         if not DRY:
             torch.cuda.empty_cache()
+    if a.torch_json:
+        out = [json.loads(l) for l in open(a.torch_json) if l.strip()]
+        rows = [r for r in out if r["kind"] == "copy"]
+        dev = out[0].get("device", "?") if out else "?"
+    else:
+        out += [r for r in rows if r["kind"] == "copy"]
+        for r in out:
+            r["device"] = dev
     copy = [r for r in rows if r["kind"] == "copy"]
 
     lines = []
@@ -150,9 +166,11 @@ def main():
                          f"torch.matmul {r['torch_ms']:.3f} ms = {r['torch_tflops']:.0f} TFLOP/s. "
                          f"Floors below use the raptor rate.")
     lines.append("")
-    lines.append("| dtype | hidden | GEMM | M | N | K | epilogue | raptor ms [p10, p90] | torch F.linear ms [p10, p90] | vs torch | raptor TFLOP/s | torch TFLOP/s | floor ms | torch linear+gelu ms | torch fused addmm+gelu ms | raptor autotuned ms (vs torch) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    ratios, tratios, fratios = [], [], []
+    lines.append("| dtype | hidden | GEMM | M | N | K | epilogue | raptor ms [p10, p90] | torch F.linear ms [p10, p90] | vs torch | raptor TFLOP/s | torch TFLOP/s | floor ms | torch linear+gelu ms | torch fused addmm+gelu ms |" +
+                 "".join(f" raptor {lab} ms (vs torch) |" for lab, _ in extras))
+    lines.append("|---" * (15 + len(extras)) + "|")
+    ratios, fratios = [], []
+    xratios = [[] for _ in extras]
     for r in out:
         if r["kind"] != "gemm":
             continue
@@ -162,16 +180,19 @@ def main():
         fused = f"{r['torch_fused_gelu_ms']:.3f}" if "torch_fused_gelu_ms" in r else ""
         if fused:
             fratios.append(r["torch_fused_gelu_ms"] / r["median_ms"])
-        t = tuned.get((r["dtype"], r["hidden"], r["name"], r["m"]))
         tcol = ""
-        if t:
-            tratios.append(r["torch_ms"] / t["median_ms"])
-            tcol = f"{t['median_ms']:.3f} ({tratios[-1]:.3f})"
-            r["autotuned_ms"] = t["median_ms"]
+        for j, (lab, tab) in enumerate(extras):
+            t = tab.get((r["dtype"], r["hidden"], r["name"], r["m"]))
+            if t:
+                xratios[j].append(r["torch_ms"] / t["median_ms"])
+                tcol += f" {t['median_ms']:.3f} ({xratios[j][-1]:.3f}) |"
+                r[f"raptor_{lab}_ms"] = t["median_ms"]
+            else:
+                tcol += " |"
         lines.append(f"| {r['dtype']} | {r['hidden']} | {r['name']} | {r['m']} | {r['n']} | {r['k']} | {r['epilogue']} | "
                      f"{r['median_ms']:.3f} [{r['p10_ms']:.3f}, {r['p90_ms']:.3f}] | "
                      f"{r['torch_ms']:.3f} [{r['torch_p10']:.3f}, {r['torch_p90']:.3f}] | {ratio:.3f} | "
-                     f"{r['tflops']:.0f} | {r['torch_tflops']:.0f} | {r['floor_ms']:.3f} | {gelu} | {fused} | {tcol} |")
+                     f"{r['tflops']:.0f} | {r['torch_tflops']:.0f} | {r['floor_ms']:.3f} | {gelu} | {fused} |{tcol}")
     if ratios:
         lines.append("")
         lines.append(f"vs torch (torch ms / raptor ms): geometric mean {statistics.geometric_mean(ratios):.3f}, "
@@ -180,10 +201,11 @@ def main():
     if fratios:
         lines.append(f"FFN1 (GELU+bias epilogue) vs torch's fused addmm+gelu (torch ms / raptor ms): geometric mean "
                      f"{statistics.geometric_mean(fratios):.3f}, min {min(fratios):.3f}, max {max(fratios):.3f}.")
-    if tratios:
-        lines.append(f"autotuned vs torch: geometric mean {statistics.geometric_mean(tratios):.3f}, "
-                     f"min {min(tratios):.3f}, max {max(tratios):.3f}; {sum(1 for x in tratios if x >= 0.95)} of "
-                     f"{len(tratios)} shapes within 5% of torch or faster.")
+    for (lab, _), xr in zip(extras, xratios):
+        if xr:
+            lines.append(f"raptor {lab} vs torch: geometric mean {statistics.geometric_mean(xr):.3f}, "
+                         f"min {min(xr):.3f}, max {max(xr):.3f}; {sum(1 for x in xr if x >= 0.95)} of "
+                         f"{len(xr)} shapes within 5% of torch or faster.")
     ew = [r for r in out if r["kind"] == "elementwise"]
     if ew:
         lines.append("")

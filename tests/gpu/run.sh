@@ -66,6 +66,8 @@ build_here() {
   done
   say "go build bench/gemm -> $BUILD/bin/gemmbench"
   go build -ldflags='-s -w' -o "$BUILD/bin/gemmbench" ./bench/gemm
+  say "go build -buildmode=c-shared ./tests/gpu/cshared -> $BUILD/lib/libcudaselftest.so"
+  go build -buildmode=c-shared -ldflags='-s -w' -o "$BUILD/lib/libcudaselftest.so" ./tests/gpu/cshared
   if ls abi/*.go >/dev/null 2>&1; then
     say "go build -buildmode=c-shared ./abi -> $BUILD/lib/libraptor.so"
     go build -buildmode=c-shared -ldflags='-s -w' -o "$BUILD/lib/libraptor.so" ./abi ||
@@ -93,7 +95,12 @@ on_device() {
   {
     echo "date: $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,temperature.gpu --format=csv || true
-    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
+    python3 -c '
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+a = torch.randn(256, 256, device="cuda", dtype=torch.float16)
+torch.nn.functional.linear(a, a, a[0]); torch.cuda.synchronize()
+print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "libcublasLt" in l}))' || true
     for f in /usr/local/cuda/targets/x86_64-linux/lib/lib{nvrtc,cublasLt}.so.*; do [ -e "$f" ] && echo "$f"; done; true
   } 2>&1 | tee "$LOGS/machine.txt"
 
@@ -121,6 +128,12 @@ on_device() {
     SUMMARY+=("$(printf 'go %-22s exit %-3s pass %-3s fail %-3s skip %-3s' "$name" "$rc" "$pass" "$fail" "$skip")")
   done
 
+  say "pytest tests/gpu/cshared_test.py (internal/cuda inside a c-shared library, 16 Python threads)"
+  rc=0
+  timeout 60 python3 -m pytest -ra -q -s -p no:cacheprovider tests/gpu/cshared_test.py >"$LOGS/pytest_gpu.log" 2>&1 || rc=$?
+  grep -E 'c-shared:|passed|failed|skipped|Error' "$LOGS/pytest_gpu.log" | tail -n 8
+  SUMMARY+=("$(printf 'pytest tests/gpu/cshared_test  exit %-3s %s' "$rc" "$(tail -n 1 "$LOGS/pytest_gpu.log")")")
+
   if [ -f "$BUILD/lib/libraptor.so" ] && [ -d tests/python ]; then
     say "pytest tests/python (RAPTOR_LIB=$BUILD/lib/libraptor.so)"
     rc=0
@@ -133,14 +146,40 @@ on_device() {
   fi
 
   if [ "$BENCH" -eq 1 ]; then
-    say "GEMM benchmark: raptor (cuBLASLt) then torch, same shapes, same machine"
+    say "GEMM benchmark: raptor (cuBLASLt), torch, raptor again, raptor on torch's cuBLASLt; same shapes, same machine"
+    # The cuBLASLt that torch's wheel ships, if any: raptor timed on the very library torch uses.
+    local wheel_lt
+    wheel_lt=$(python3 - <<'PY' 2>/dev/null || true
+import glob, site, sys
+for sp in site.getsitepackages() + sys.path:
+    for sub in ("nvidia/cu13/lib", "nvidia/cublas/lib"):
+        m = glob.glob(f"{sp}/{sub}/libcublasLt.so.1[23]")
+        if m:
+            print(m[0].rsplit("/", 1)[0]); raise SystemExit
+PY
+)
     rc=0
     timeout 60 "$BUILD/bin/gemmbench" -out "$LOGS/gemm_raptor.json" >"$LOGS/gemmbench.log" 2>&1 || rc=$?
     grep -vE '^gemm ' "$LOGS/gemmbench.log" || true
-    [ "$rc" -eq 0 ] && { timeout 60 "$BUILD/bin/gemmbench" -autotune -out "$LOGS/gemm_raptor_tuned.json" \
-      >"$LOGS/gemmbench_tuned.log" 2>&1 || rc=$?; }
     if [ "$rc" -eq 0 ]; then
-      PYTHONUNBUFFERED=1 timeout 100 python3 bench/gemm_torch.py "$LOGS/gemm_raptor.json" --tuned "$LOGS/gemm_raptor_tuned.json" \
+      PYTHONUNBUFFERED=1 timeout 100 python3 bench/gemm_torch.py "$LOGS/gemm_raptor.json" --json "$LOGS/torch_only.json" \
+        >"$LOGS/gemm_torch_first.log" 2>&1 || rc=$?
+    fi
+    local extra=()
+    if [ "$rc" -eq 0 ]; then
+      timeout 60 "$BUILD/bin/gemmbench" -out "$LOGS/gemm_raptor_repeat.json" >"$LOGS/gemmbench_repeat.log" 2>&1 || rc=$?
+      extra+=(--extra "repeat=$LOGS/gemm_raptor_repeat.json")
+    fi
+    if [ "$rc" -eq 0 ] && [ -n "$wheel_lt" ]; then
+      say "raptor on torch's cuBLASLt: RAPTOR_CUDA_LIB_DIR=$wheel_lt"
+      RAPTOR_CUDA_LIB_DIR=$wheel_lt timeout 60 "$BUILD/bin/gemmbench" -out "$LOGS/gemm_raptor_wheel.json" \
+        >"$LOGS/gemmbench_wheel.log" 2>&1 || rc=$?
+      head -n 2 "$LOGS/gemmbench_wheel.log"
+      extra+=(--extra "torch's-cuBLASLt=$LOGS/gemm_raptor_wheel.json")
+    fi
+    if [ "$rc" -eq 0 ]; then
+      # The table (no new timing): torch was timed between raptor's first pass and its repeat.
+      PYTHONUNBUFFERED=1 timeout 100 python3 bench/gemm_torch.py --torch-json "$LOGS/torch_only.json" "${extra[@]}" \
         --md "$OUT/gemm_table.md" --json "$OUT/gemm_all.json" >"$LOGS/gemm_torch.log" 2>&1 || rc=$?
       [ "$rc" -eq 0 ] || tail -n 30 "$LOGS/gemm_torch.log"
     fi
