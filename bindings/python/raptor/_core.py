@@ -85,7 +85,23 @@ def _close_engines():
         e.close()
 
 
-class Engine:
+class _Closing:
+    """Context manager and finalizer around close()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Engine(_Closing):
     """A raptor engine (raptor_engine_t). Use it as a context manager or call close().
 
     backend: "auto" (CUDA when a usable GPU is found, CPU otherwise), "cpu" or "cuda".
@@ -168,20 +184,8 @@ class Engine:
         _live_engines.discard(self)
         L.lib().raptor_engine_free(h)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class Model:
+class Model(_Closing):
     """A loaded model (raptor_model_t); create it with Engine.load or Engine.load_bytes."""
 
     def __init__(self, engine, handle):
@@ -245,6 +249,13 @@ class Model:
         ids = np.concatenate(seqs) if seqs else np.empty(0, dtype=np.int32)
         return np.ascontiguousarray(ids, dtype=np.int32), cu.astype(np.int32)
 
+    def _pack_all(self, inputs, token_type_ids, max_tokens):
+        ids, cu = self.pack(inputs, max_tokens)
+        tt = None
+        if token_type_ids is not None and len(token_type_ids):
+            tt = np.concatenate([_ids(t) for t in token_type_ids])
+        return ids, cu, tt
+
     def encode(self, inputs, pooling="mean", normalize=False, hidden=False, dtype="float32",
                token_type_ids=None, seeds=None, max_tokens=0):
         """Encodes a list of inputs: str (tokenized by the model) or token-id
@@ -257,10 +268,7 @@ class Model:
         token_type_ids: None or one sequence per input; seeds: None or one
         uint64 per input (the sparse plan's per-request seeds).
         """
-        ids, cu = self.pack(inputs, max_tokens)
-        tt = None
-        if token_type_ids is not None:
-            tt = np.concatenate([_ids(t) for t in token_type_ids]) if len(token_type_ids) else None
+        ids, cu, tt = self._pack_all(inputs, token_type_ids, max_tokens)
         return self.encode_packed(ids, cu, pooling=pooling, normalize=normalize, hidden=hidden, dtype=dtype,
                                   token_type_ids=tt, seeds=seeds)
 
@@ -280,10 +288,7 @@ class Model:
                token_type_ids=None, seeds=None, max_tokens=0):
         """Submits inputs for asynchronous encoding and returns a Request at once.
         Same arguments as encode; the Request's result() is what encode returns."""
-        ids, cu = self.pack(inputs, max_tokens)
-        tt = None
-        if token_type_ids is not None:
-            tt = np.concatenate([_ids(t) for t in token_type_ids]) if len(token_type_ids) else None
+        ids, cu, tt = self._pack_all(inputs, token_type_ids, max_tokens)
         return self.submit_packed(ids, cu, pooling=pooling, normalize=normalize, hidden=hidden, dtype=dtype,
                                   token_type_ids=tt, seeds=seeds)
 
@@ -300,18 +305,6 @@ class Model:
         if h is not None:
             self.engine._models.discard(self)
             L.lib().raptor_model_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class _Call:
