@@ -136,7 +136,17 @@ type call struct {
 	n, hiddenSize  int
 }
 
-func (m *Model) prepare(seqs [][]int32, opts EncodeOptions) (*call, error) {
+// prepare checks the model is open and builds the call's C structs.
+func (m *Model) prepare(seqs [][]int32, opts EncodeOptions) (uintptr, *call, error) {
+	h, err := m.handle()
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := m.newCall(seqs, opts)
+	return h, c, err
+}
+
+func (m *Model) newCall(seqs [][]int32, opts EncodeOptions) (*call, error) {
 	c := &call{n: len(seqs), hiddenSize: m.info.HiddenSize}
 	c.cu = make([]int32, len(seqs)+1)
 	total := 0
@@ -259,11 +269,7 @@ func (m *Model) EncodeFull(ctx context.Context, seqs [][]int32, opts EncodeOptio
 		defer r.Close()
 		return r.Wait(ctx)
 	}
-	h, err := m.handle()
-	if err != nil {
-		return nil, err
-	}
-	c, err := m.prepare(seqs, opts)
+	h, c, err := m.prepare(seqs, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -312,11 +318,7 @@ func onComplete(req uintptr, st int32, key uintptr) {
 // Submit queues sequences for asynchronous encoding and returns at once.
 // Cancelling ctx cancels the request. Close the Request when done with it.
 func (m *Model) Submit(ctx context.Context, seqs [][]int32, opts EncodeOptions) (*Request, error) {
-	h, err := m.handle()
-	if err != nil {
-		return nil, err
-	}
-	c, err := m.prepare(seqs, opts)
+	h, c, err := m.prepare(seqs, opts)
 	if err != nil {
 		return nil, err
 	}
