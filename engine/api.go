@@ -56,9 +56,11 @@ type Options struct {
 	Seed           uint64        // engine seed of the attention plan's random blocks
 	QueueCapacity  int           // max pending async requests; 0 = default
 	Log            LogFunc       // nil = stderr at LogInfo and above
-	// BLAS selects the CPU backend's GEMM: "" = the RAPTOR_BLAS environment
-	// variable, else OpenBLAS where found; "off" = pure Go; a path = that
-	// shared library's cblas_sgemm.
+	// BLAS selects the CPU backend's GEMMs: "" = the RAPTOR_BLAS environment
+	// variable, else "auto" (OpenBLAS where found, and raptor's packed
+	// AVX2+FMA kernel for the linear layers where the CPU has it);
+	// "openblas" = OpenBLAS for everything; "off" = pure Go; a path = that
+	// shared library's cblas_sgemm. See internal/blas.Open.
 	BLAS string
 }
 

@@ -46,9 +46,9 @@ func New(opts Options) (*Engine, error) {
 	if threads == 0 {
 		threads = runtime.NumCPU()
 	}
-	g, note := blas.Open(opts.BLAS)
+	g, packed, note := blas.Open(opts.BLAS)
 	e.logf(LogInfo, "%s", note)
-	e.be = cpuBackend{cpu.New(threads, g, opts.Seed)}
+	e.be = cpuBackend{cpu.New(threads, g, packed, opts.Seed)}
 	e.logf(LogInfo, "engine ready: %s", e.be.name())
 	return e, nil
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // blasModes are the GEMMs every numeric test runs with.
-var blasModes = []string{"off", "auto"}
+var blasModes = []string{"off", "openblas", "auto"}
 
 func newTestEngine(t testing.TB, blasMode string, threads int) *Engine {
 	t.Helper()

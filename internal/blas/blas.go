@@ -27,37 +27,57 @@ type Gemm interface {
 	Sgemm(transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 }
 
-// EnvVar selects the GEMM: "off" (or "go", "0", "false") forces pure Go; ""
-// or "auto" loads OpenBLAS where present; anything else is the path of a
-// shared library exporting cblas_sgemm.
+// EnvVar selects the GEMMs (see Open).
 const EnvVar = "RAPTOR_BLAS"
 
-// Open returns the GEMM that spec selects (see EnvVar for its values; an
-// empty spec reads the environment variable). note explains the choice, for
-// the log. Open falls back to pure Go, with a note, when no library loads.
-func Open(spec string) (g Gemm, note string) {
+// Open returns the GEMMs that spec selects; an empty spec reads the
+// environment variable RAPTOR_BLAS.
+//
+//   - "" or "auto": OpenBLAS where found (else pure Go) for attention, and the
+//     packed AVX2+FMA kernel for the linear layers where the CPU has it
+//     (else the same GEMM as attention);
+//   - "openblas": OpenBLAS for everything (pure Go if it is not found);
+//   - "off" (or "go", "0", "false", "none"): the pure-Go GEMM for everything;
+//   - anything else: the path of a shared library exporting cblas_sgemm,
+//     for everything.
+//
+// packed says whether the linear layers use Packed. note explains the
+// choice, for the log.
+func Open(spec string) (g Gemm, packed bool, note string) {
 	if spec == "" {
 		spec = os.Getenv(EnvVar)
 	}
-	switch strings.ToLower(strings.TrimSpace(spec)) {
+	mode := strings.ToLower(strings.TrimSpace(spec))
+	switch mode {
 	case "off", "go", "0", "false", "none":
-		return Go(), fmt.Sprintf("pure-Go GEMM (%s=%s)", EnvVar, spec)
-	case "", "auto", "openblas", "on", "1", "true":
+		return Go(), false, fmt.Sprintf("pure-Go GEMM (%s=%s)", EnvVar, spec)
+	case "", "auto", "on", "1", "true", "openblas":
 		var errs []string
+		g = nil
 		for _, p := range defaultLibs {
 			o, err := LoadLibrary(p)
 			if err == nil {
-				return o, "GEMM: " + o.Name()
+				g = o
+				break
 			}
 			errs = append(errs, err.Error())
 		}
-		return Go(), "no OpenBLAS found, pure-Go GEMM (" + strings.Join(errs, "; ") + ")"
+		note = "GEMM: "
+		if g == nil {
+			g = Go()
+			note = "no OpenBLAS found (" + strings.Join(errs, "; ") + "); GEMM: "
+		}
+		note += g.Name()
+		if mode != "openblas" && PackedFast() {
+			return g, true, note + "; linear layers: packed " + PackedKernel()
+		}
+		return g, false, note
 	default:
 		o, err := LoadLibrary(spec)
 		if err != nil {
-			return Go(), fmt.Sprintf("pure-Go GEMM: %v", err)
+			return Go(), false, fmt.Sprintf("pure-Go GEMM: %v", err)
 		}
-		return o, "GEMM: " + o.Name()
+		return o, false, "GEMM: " + o.Name()
 	}
 }
 

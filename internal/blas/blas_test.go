@@ -118,16 +118,22 @@ func TestGoRowInvariance(t *testing.T) {
 }
 
 func TestOpenSpec(t *testing.T) {
-	g, note := Open("off")
-	if g.Name() != "go" {
-		t.Fatalf("Open(off) = %s (%s)", g.Name(), note)
+	g, packed, note := Open("off")
+	if g.Name() != "go" || packed {
+		t.Fatalf("Open(off) = %s packed=%v (%s)", g.Name(), packed, note)
 	}
-	g, note = Open("/nonexistent/libblas.so")
-	if g.Name() != "go" || note == "" {
+	g, packed, note = Open("/nonexistent/libblas.so")
+	if g.Name() != "go" || packed || note == "" {
 		t.Fatalf("Open(bad path) = %s (%s)", g.Name(), note)
 	}
-	g, note = Open("auto")
+	g, packed, note = Open("auto")
+	if packed != PackedFast() {
+		t.Fatalf("auto: packed=%v, PackedFast=%v", packed, PackedFast())
+	}
 	t.Logf("auto: %s", note)
+	if _, packed, _ = Open("openblas"); packed {
+		t.Fatal("openblas mode uses the packed kernel")
+	}
 }
 
 func TestShortSlicePanics(t *testing.T) {
@@ -147,7 +153,7 @@ func BenchmarkSgemm(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	const m, n, k = 256, 768, 768
 	a, w, c := randSlice(r, m*k), randSlice(r, k*n), make([]float32, m*n)
-	for _, g := range []Gemm{Go(), func() Gemm { g, _ := Open("auto"); return g }()} {
+	for _, g := range []Gemm{Go(), func() Gemm { g, _, _ := Open("auto"); return g }()} {
 		b.Run(g.Name(), func(b *testing.B) {
 			for b.Loop() {
 				g.Sgemm(false, m, n, k, 1, a, k, w, n, 0, c, n)

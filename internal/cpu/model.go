@@ -2,12 +2,21 @@
 // backend is checked against: the BERT-family encoder graph on packed
 // batches with the attention plan of internal/plan.
 //
-// Parallelism is a worker pool (Options.Threads) over tasks whose results
-// depend only on their own sequence: GEMM row tiles fixed relative to each
-// sequence's first token (tileRows rows), and attention per (sequence, head,
-// query block). GEMMs never mix rows of two sequences, so a request's output
-// is bit-identical whatever shares its batch and in whatever order, even
-// with a BLAS whose per-row results depend on M (OpenBLAS's do).
+// Parallelism is a worker pool (Options.Threads) over row tiles (the
+// projections and the FFN, with their bias, residual and LayerNorm fused)
+// and over (sequence, head, query block) attention tasks.
+//
+// Batch invariance (a request's output is bit-identical whatever shares its
+// batch, in any order) holds by construction on both GEMM paths:
+//   - packed: the linear layers run on blas.Packed, whose every output element
+//     is one FMA chain that depends on its own row only, so row tiles may
+//     span sequences and are sized for the batch;
+//   - tiled: the linear layers run on a blas.Gemm (OpenBLAS, whose per-row
+//     results depend on M, or pure Go) over row tiles fixed relative to each
+//     sequence's first token, never mixing two sequences' rows.
+//
+// Attention always runs per sequence, with the plan's key chunks, through
+// the blas.Gemm.
 package cpu
 
 import (
@@ -30,22 +39,28 @@ const tileRows = 256
 // denseQueryTile is the query block of dense attention.
 const denseQueryTile = 64
 
-// Backend is the CPU backend: a worker pool and a GEMM.
+// Backend is the CPU backend: a worker pool and its GEMMs.
 type Backend struct {
-	pool *Pool
-	gemm blas.Gemm
-	seed uint64
+	pool   *Pool
+	gemm   blas.Gemm
+	packed bool
+	seed   uint64
 }
 
-// New returns a CPU backend with threads workers (>= 1), the given GEMM and
-// the engine seed of the attention plan.
-func New(threads int, gemm blas.Gemm, seed uint64) *Backend {
-	return &Backend{pool: NewPool(threads), gemm: gemm, seed: seed}
+// New returns a CPU backend with threads workers (>= 1), the engine seed of
+// the attention plan, the GEMM for attention (and for the linear layers
+// unless packed), and whether the linear layers use blas.Packed.
+func New(threads int, gemm blas.Gemm, packed bool, seed uint64) *Backend {
+	return &Backend{pool: NewPool(threads), gemm: gemm, packed: packed, seed: seed}
 }
 
 // Name describes the backend.
 func (b *Backend) Name() string {
-	return fmt.Sprintf("cpu (%d threads, gemm %s)", b.pool.Workers(), b.gemm.Name())
+	lin := "tiled " + b.gemm.Name()
+	if b.packed {
+		lin = "packed " + blas.PackedKernel()
+	}
+	return fmt.Sprintf("cpu (%d threads, linear layers %s, attention %s)", b.pool.Workers(), lin, b.gemm.Name())
 }
 
 // Threads is the number of workers.
@@ -71,12 +86,35 @@ type Model struct {
 }
 
 type layer struct {
-	qkvT, qkvB []float32 // [H, 3H], [3H]
-	aoT, aoB   []float32 // [H, H], [H]
-	ln1W, ln1B []float32
-	inT, inB   []float32 // [H, I], [I]
-	outT, outB []float32 // [I, H], [H]
-	ln2W, ln2B []float32
+	qkv, ao, in, out       linear
+	qkvB, aoB, inB, outB   []float32
+	ln1W, ln1B, ln2W, ln2B []float32
+}
+
+// linear is a linear layer's weight, transposed to [in, out] for the tiled
+// path or packed for the packed path.
+type linear struct {
+	t       []float32
+	p       *blas.Packed
+	in, out int
+}
+
+// newLinear takes HF's [out, in] weight.
+func newLinear(w []float32, out, in int, packed bool) linear {
+	t := transpose(w, out, in)
+	if packed {
+		return linear{p: blas.Pack(t, in, out, out), in: in, out: out}
+	}
+	return linear{t: t, in: in, out: out}
+}
+
+// mul adds a·W to c for rows rows.
+func (l *linear) mul(g blas.Gemm, rows int, a []float32, lda int, c []float32, ldc int) {
+	if l.p != nil {
+		l.p.Mul(rows, a, lda, c, ldc)
+		return
+	}
+	g.Sgemm(false, rows, l.out, l.in, 1, a, lda, l.t, l.out, 1, c, ldc)
 }
 
 type workerScratch struct {
@@ -93,11 +131,12 @@ func (b *Backend) Load(p *model.Params) *Model {
 	h, in := c.Hidden, c.Intermediate
 	for i := range p.Layers {
 		pl := &p.Layers[i]
+		pk := b.packed
 		m.layers = append(m.layers, layer{
-			qkvT: transpose(pl.QKVW, 3*h, h), qkvB: pl.QKVB,
-			aoT: transpose(pl.AttnOutW, h, h), aoB: pl.AttnOutB, ln1W: pl.AttnLNW, ln1B: pl.AttnLNB,
-			inT: transpose(pl.InterW, in, h), inB: pl.InterB,
-			outT: transpose(pl.OutW, h, in), outB: pl.OutB, ln2W: pl.OutLNW, ln2B: pl.OutLNB,
+			qkv: newLinear(pl.QKVW, 3*h, h, pk), qkvB: pl.QKVB,
+			ao: newLinear(pl.AttnOutW, h, h, pk), aoB: pl.AttnOutB, ln1W: pl.AttnLNW, ln1B: pl.AttnLNB,
+			in: newLinear(pl.InterW, in, h, pk), inB: pl.InterB,
+			out: newLinear(pl.OutW, h, in, pk), outB: pl.OutB, ln2W: pl.OutLNW, ln2B: pl.OutLNB,
 		})
 		pl.QKVW, pl.AttnOutW, pl.InterW, pl.OutW = nil, nil, nil, nil
 	}
@@ -145,7 +184,8 @@ func (m *Model) Release() {
 	m.wordEmb, m.posEmb, m.typeEmb = nil, nil, nil
 }
 
-type tile struct{ start, rows, seqStart int }
+// tile is a range of rows of the packed batch.
+type tile struct{ start, rows int }
 
 type attnTask struct {
 	seq, head, qb int
@@ -160,14 +200,15 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 	nseq := in.NumSeqs()
 	x = x[:T*H]
 	sparse := m.cfg.Attention == loader.AttentionBlockSparse
-	var tiles []tile
+	tiles := m.tiles(in)
+	pos := make([]int32, T) // position of each token in its sequence
 	plans := make([]plan.Seq, nseq)
 	var tasks []attnTask
 	for s := 0; s < nseq; s++ {
 		start, end := in.Seq(s)
 		n := end - start
-		for off := 0; off < n; off += tileRows {
-			tiles = append(tiles, tile{start + off, min(tileRows, n-off), start})
+		for t := start; t < end; t++ {
+			pos[t] = int32(t - start)
 		}
 		sp := plan.New(n, m.qTile, m.cfg.RandomBlocks, sparse, m.b.seed, in.Seed(s))
 		plans[s] = sp
@@ -194,7 +235,7 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 	pool := m.b.pool
 	eps := m.cfg.LayerNormEps
 
-	pool.Run(len(tiles), func(_, i int) { m.embed(in, tiles[i], x) })
+	pool.Run(len(tiles), func(_, i int) { m.embed(in, pos, tiles[i], x) })
 	for l := range m.layers {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -206,7 +247,7 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 			for r := 0; r < t.rows; r++ {
 				copy(out[r*3*H:(r+1)*3*H], ly.qkvB)
 			}
-			g.Sgemm(false, t.rows, 3*H, H, 1, x[t.start*H:], H, ly.qkvT, 3*H, 1, out, 3*H)
+			ly.qkv.mul(g, t.rows, x[t.start*H:], H, out, 3*H)
 		})
 		if err := ctx.Err(); err != nil {
 			return err
@@ -228,7 +269,7 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 			for r := 0; r < rows; r++ {
 				copy(xa[r*H:(r+1)*H], ly.aoB)
 			}
-			g.Sgemm(false, rows, H, H, 1, ctxb[t.start*H:], H, ly.aoT, H, 1, xa, H)
+			ly.ao.mul(g, rows, ctxb[t.start*H:], H, xa, H)
 			xt := x[t.start*H : (t.start+rows)*H]
 			for r := 0; r < rows; r++ {
 				row := xa[r*H : (r+1)*H]
@@ -243,7 +284,7 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 			for r := 0; r < rows; r++ {
 				copy(inter[r*I:(r+1)*I], ly.inB)
 			}
-			g.Sgemm(false, rows, I, H, 1, xa, H, ly.inT, I, 1, inter, I)
+			ly.in.mul(g, rows, xa, H, inter, I)
 			for r := 0; r < rows; r++ {
 				if m.cfg.Activation == loader.ActGELUTanh {
 					geluTanhSlice(inter[r*I : (r+1)*I])
@@ -254,7 +295,7 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 			for r := 0; r < rows; r++ {
 				copy(xt[r*H:(r+1)*H], ly.outB)
 			}
-			g.Sgemm(false, rows, H, I, 1, inter, I, ly.outT, H, 1, xt, H)
+			ly.out.mul(g, rows, inter, I, xt, H)
 			for r := 0; r < rows; r++ {
 				row := xt[r*H : (r+1)*H]
 				res := xa[r*H : (r+1)*H]
@@ -268,8 +309,31 @@ func (m *Model) Forward(ctx context.Context, in *model.Batch, x []float32) error
 	return ctx.Err()
 }
 
+// tiles cuts the batch into row tiles. Packed: tiles of the whole batch,
+// sized to give every worker several (rows of different sequences may share
+// a tile). Tiled: tileRows-row tiles of each sequence from its first token.
+func (m *Model) tiles(in *model.Batch) []tile {
+	var tiles []tile
+	T := len(in.Tokens)
+	if m.b.packed {
+		rows := (T + 4*m.b.pool.Workers() - 1) / (4 * m.b.pool.Workers())
+		rows = min(tileRows, max(24, (rows+5)/6*6))
+		for start := 0; start < T; start += rows {
+			tiles = append(tiles, tile{start, min(rows, T-start)})
+		}
+		return tiles
+	}
+	for s := 0; s < in.NumSeqs(); s++ {
+		start, end := in.Seq(s)
+		for off := start; off < end; off += tileRows {
+			tiles = append(tiles, tile{off, min(tileRows, end-off)})
+		}
+	}
+	return tiles
+}
+
 // embed writes the embeddings of tile t: LayerNorm((word + type) + position).
-func (m *Model) embed(in *model.Batch, t tile, x []float32) {
+func (m *Model) embed(in *model.Batch, pos []int32, t tile, x []float32) {
 	H := m.h
 	for r := t.start; r < t.start+t.rows; r++ {
 		row := x[r*H : (r+1)*H]
@@ -278,10 +342,10 @@ func (m *Model) embed(in *model.Batch, t tile, x []float32) {
 		if in.TokenTypes != nil {
 			typ = int(in.TokenTypes[r])
 		}
-		pos := m.cfg.PositionOffset + r - t.seqStart
+		p0 := m.cfg.PositionOffset + int(pos[r])
 		w := m.wordEmb[tok*H : (tok+1)*H]
 		ty := m.typeEmb[typ*H : (typ+1)*H]
-		p := m.posEmb[pos*H : (pos+1)*H]
+		p := m.posEmb[p0*H : (p0+1)*H]
 		for j := range row {
 			row[j] = (w[j] + ty[j]) + p[j]
 		}
