@@ -63,7 +63,8 @@ func main() {
 	tmp, err := os.MkdirTemp("", "loadbench")
 	check(err)
 	if !*keep {
-		defer os.RemoveAll(tmp)
+		cleanup = func() { os.RemoveAll(tmp) }
+		defer cleanup()
 	} else {
 		fmt.Fprintln(os.Stderr, "keeping", tmp)
 	}
@@ -190,9 +191,13 @@ func sourceDir() string {
 	return filepath.Dir(file)
 }
 
+// cleanup removes the temporary directory; check runs it before exiting.
+var cleanup = func() {}
+
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadbench:", err)
+		cleanup()
 		os.Exit(1)
 	}
 }
