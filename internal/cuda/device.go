@@ -44,6 +44,8 @@ type Config struct {
 	StagingBytes int64
 	// GemmAutotune makes the first GEMM of each shape time cuBLASLt's top
 	// heuristic candidates and keep the fastest, instead of taking the first.
+	// Measured on an H100 (bench/RESULTS.md) it was no better than the
+	// heuristic overall; leave it off unless a benchmark says otherwise.
 	GemmAutotune bool
 }
 
