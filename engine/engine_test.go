@@ -446,3 +446,53 @@ func TestPooling(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentEncode runs encodes of different batches on one model from
+// several goroutines at once; each must equal its sequential result bit for
+// bit (the workers' scratch is per worker, the rest per call).
+func TestConcurrentEncode(t *testing.T) {
+	for _, mode := range blasModes {
+		t.Run(mode, func(t *testing.T) {
+			cfg := tinyConfig(loader.FamilyBigBird, 64, 2, true)
+			e := newTestEngine(t, mode, 2)
+			m, err := e.Load(testmodel.Random(cfg, 4, 0.2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(6, 6))
+			const n = 6
+			batches := make([]*Batch, n)
+			want := make([][]float32, n)
+			for i := range batches {
+				bc := randomBatch(r, cfg, []int{1 + r.IntN(300), 1 + r.IntN(40), 145 + r.IntN(200)})
+				batches[i] = &Batch{Tokens: bc.tokens, CuSeqlens: bc.cu, TokenTypes: bc.types, Seeds: bc.seeds}
+				out := Outputs{Hidden: make([]float32, len(bc.tokens)*cfg.Hidden)}
+				if err := m.Encode(context.Background(), batches[i], &out); err != nil {
+					t.Fatal(err)
+				}
+				want[i] = out.Hidden
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range batches {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					out := Outputs{Hidden: make([]float32, len(batches[i].Tokens)*cfg.Hidden)}
+					if err := m.Encode(context.Background(), batches[i], &out); err != nil {
+						errs <- err
+						return
+					}
+					if !bitEqual(out.Hidden, want[i]) {
+						errs <- fmt.Errorf("batch %d differs when run concurrently", i)
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+		})
+	}
+}
