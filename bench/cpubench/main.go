@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/raptor-infer/raptor/engine"
@@ -47,7 +48,14 @@ type hfResult struct {
 	BigBird4096ms  float64   `json:"bigbird_1x4096_ms"`
 	BigBirdMixed   []int     `json:"bigbird_mixed_lengths"`
 	BigBirdMixedms float64   `json:"bigbird_mixed_ms"`
+	MiniLMCPU      float64   `json:"minilm_cpu_ms"`
+	BigBird4096CPU float64   `json:"bigbird_1x4096_cpu_ms"`
+	BigBirdMixCPU  float64   `json:"bigbird_mixed_cpu_ms"`
+	LoadAvg        []float64 `json:"loadavg"`
 }
+
+// timing is a median wall time and the median process CPU time of a run.
+type timing struct{ wall, cpu float64 }
 
 func main() {
 	reps := flag.Int("reps", 3, "timed repetitions of each BigBird workload (median)")
@@ -118,8 +126,20 @@ func main() {
 		fail(err)
 	}
 	defer e.Close()
-	gemm, _, _ := blas.Open("")
-	floor := gemmRate(gemm, *threads)
+	raptorLoad := loadAvg()
+	gemm, packed, _ := blas.Open(opts.BLAS)
+	blasRate := gemmRate(func(m, n, k int, a, b, c []float32) { gemm.Sgemm(false, m, n, k, 1, a, k, b, n, 0, c, n) }, *threads)
+	floor := blasRate
+	var packedRate float64
+	if packed {
+		bm := make([]float32, 768*3072)
+		for i := range bm {
+			bm[i] = float32(i%5) * 0.1
+		}
+		pk := blas.Pack(bm, 768, 3072, 3072)
+		packedRate = gemmRate(func(m, n, k int, a, _, c []float32) { pk.Mul(m, a, k, c, n) }, *threads)
+		floor = max(floor, packedRate)
+	}
 
 	// BigBird-base, random weights.
 	bbCfg := loader.Config{Family: loader.FamilyBigBird, VocabSize: 50358, Hidden: 768, Layers: *layers, Heads: 12,
@@ -136,7 +156,7 @@ func main() {
 		}
 		return b
 	}
-	var bb4096, bbMixed float64
+	var bb4096, bbMixed timing
 	if !*skipBigBird {
 		fmt.Fprintln(os.Stderr, "building BigBird-base with random weights")
 		bb, err := e.Load(testmodel.Random(bbCfg, 1, 0.03))
@@ -159,7 +179,7 @@ func main() {
 	}
 
 	// MiniLM, real weights, the same 32 sentences' token ids as HF.
-	var mlms float64 = -1
+	mlms := timing{wall: -1}
 	var mlTokens int
 	if dir := miniLMDir(*py); dir != "" && len(hf.MiniLMTokens) > 0 {
 		w := loadMiniLM(dir)
@@ -180,31 +200,32 @@ func main() {
 	bbFlops := func(lengths ...int) float64 { return modelFlops(bbCfg, lengths) }
 	fmt.Printf("machine: %s, %d threads; raptor GEMM %s; torch %s, transformers %s\n",
 		cpuModel(), *threads, gemm.Name(), hf.Torch, hf.Transformers)
-	fmt.Printf("GEMM floor: raptor sgemm %.0f GFLOP/s on %d workers; torch sgemm (2048^3) %.0f GFLOP/s\n\n", floor, *threads, hf.SgemmGFLOPs)
-	fmt.Println("| workload | tokens | PyTorch HF (ms) | raptor CPU (ms) | speed-up | floor at raptor's sgemm rate (ms) |")
+	fmt.Printf("sgemm rate (256x3072x768 tiles on %d workers): %s %.0f GFLOP/s, raptor packed kernel %.0f GFLOP/s; torch sgemm (2048^3) %.0f GFLOP/s; the floor uses %.0f GFLOP/s\n", *threads, gemm.Name(), blasRate, packedRate, hf.SgemmGFLOPs, floor)
+	fmt.Printf("load average: %v before PyTorch's runs, %s before raptor's\n\n", hf.LoadAvg, raptorLoad)
+	fmt.Println("| workload | tokens | PyTorch HF ms (CPU ms) | raptor CPU ms (CPU ms) | speed-up | floor at the sgemm rate (ms) |")
 	fmt.Println("|---|---|---|---|---|---|")
-	row := func(name string, tokens int, hfms, rms, flops float64) {
+	row := func(name string, tokens int, hfms, hfcpu float64, r timing, flops float64) {
 		sp := "-"
 		if hfms > 0 {
-			sp = fmt.Sprintf("%.2fx", hfms/rms)
+			sp = fmt.Sprintf("%.2fx", hfms/r.wall)
 		}
-		fmt.Printf("| %s | %d | %s | %.0f | %s | %.0f |\n", name, tokens, msStr(hfms), rms, sp, flops/floor/1e6)
+		fmt.Printf("| %s | %d | %s (%s) | %.0f (%.0f) | %s | %.0f |\n", name, tokens, msStr(hfms), msStr(hfcpu), r.wall, r.cpu, sp, flops/floor/1e6)
 	}
 	sum := 0
 	for _, n := range mixed {
 		sum += n
 	}
 	if !*skipBigBird {
-		row("BigBird-base block_sparse, 1 x 4096", 4096, hf.BigBird4096ms, bb4096, bbFlops(4096))
-		row(fmt.Sprintf("BigBird-base block_sparse, 4 mixed %v (HF pads to %d)", mixed, slices.Max(mixed)), sum, hf.BigBirdMixedms, bbMixed, bbFlops(mixed...))
+		row("BigBird-base block_sparse, 1 x 4096", 4096, hf.BigBird4096ms, hf.BigBird4096CPU, bb4096, bbFlops(4096))
+		row(fmt.Sprintf("BigBird-base block_sparse, 4 mixed %v (HF pads to %d)", mixed, slices.Max(mixed)), sum, hf.BigBirdMixedms, hf.BigBirdMixCPU, bbMixed, bbFlops(mixed...))
 	}
-	if mlms > 0 {
+	if mlms.wall > 0 {
 		var lens []int
 		for _, ids := range hf.MiniLMTokens {
 			lens = append(lens, len(ids))
 		}
 		mlCfg := loader.Config{Hidden: 384, Layers: 6, Heads: 12, Intermediate: 1536}
-		row(fmt.Sprintf("all-MiniLM-L6-v2, 32 sentences (HF SDPA padded to %v)", hf.MiniLMPadded), mlTokens, hf.MiniLMms, mlms, modelFlops(mlCfg, lens))
+		row(fmt.Sprintf("all-MiniLM-L6-v2, 32 sentences (HF SDPA padded to %v)", hf.MiniLMPadded), mlTokens, hf.MiniLMms, hf.MiniLMCPU, mlms, modelFlops(mlCfg, lens))
 	}
 }
 
@@ -215,23 +236,46 @@ func msStr(v float64) string {
 	return fmt.Sprintf("%.0f", v)
 }
 
-// timeEncode returns the median wall time in ms of reps encodes (after one
-// warm-up) writing pooled outputs.
-func timeEncode(m *engine.Model, b *engine.Batch, hidden, reps int) float64 {
+// timeEncode returns the median wall and process CPU time in ms of reps
+// encodes (after one warm-up) writing hidden states and pooled outputs.
+func timeEncode(m *engine.Model, b *engine.Batch, hidden, reps int) timing {
 	out := engine.Outputs{Hidden: make([]float32, len(b.Tokens)*hidden), Pooled: make([]float32, b.NumSeqs()*hidden), Pooling: engine.PoolMean}
-	var ts []float64
+	var ts, cs []float64
 	for i := 0; i <= reps; i++ {
-		t := time.Now()
+		t, c := time.Now(), cpuTime()
 		if err := m.Encode(context.Background(), b, &out); err != nil {
 			fail(err)
 		}
 		if i > 0 {
 			ts = append(ts, float64(time.Since(t).Microseconds())/1e3)
+			cs = append(cs, (cpuTime()-c)*1e3)
 		}
 	}
 	slices.Sort(ts)
+	slices.Sort(cs)
 	fmt.Fprintf(os.Stderr, "raptor %d seqs, %d tokens: %v ms\n", b.NumSeqs(), len(b.Tokens), ts)
-	return ts[len(ts)/2]
+	return timing{ts[len(ts)/2], cs[len(cs)/2]}
+}
+
+// cpuTime is the process's user+system CPU time in seconds.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return "[" + strings.Join(f[:3], " ") + "]"
 }
 
 // modelFlops counts the real tokens' FLOPs: the GEMMs plus the attended
@@ -252,12 +296,12 @@ func modelFlops(c loader.Config, lengths []int) float64 {
 	return f
 }
 
-// gemmRate measures sgemm GFLOP/s with all workers multiplying 256 x 3072 x
-// 768 tiles (the FFN shape raptor runs) concurrently, as the engine does.
-func gemmRate(g blas.Gemm, workers int) float64 {
+// gemmRate measures GFLOP/s with all workers multiplying 256 x 768 by
+// 768 x 3072 (the FFN's shape) concurrently, as the engine does.
+func gemmRate(mul func(m, n, k int, a, b, c []float32), workers int) float64 {
 	const m, n, k = 256, 3072, 768
 	var wg sync.WaitGroup
-	const iters = 40
+	const iters = 30
 	start := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -271,7 +315,7 @@ func gemmRate(g blas.Gemm, workers int) float64 {
 				b[i] = float32(i%5) * 0.1
 			}
 			for i := 0; i < iters; i++ {
-				g.Sgemm(false, m, n, k, 1, a, k, b, n, 0, c, n)
+				mul(m, n, k, a, b, c)
 			}
 		}()
 	}
