@@ -76,7 +76,7 @@ ensure_model() {
   fi
   say "converting all-MiniLM-L6-v2 -> ${MODEL#"$ROOT"/}"
   mkdir -p "$(dirname "$MODEL")"
-  "$BUILD/raptor" convert "$src" --dtype f32 --compress zstd -o "$MODEL.tmp"
+  "$BUILD/raptor" convert "$src" --dtype f32 --compress zstd -o "$MODEL.tmp" >&2
   mv -f "$MODEL.tmp" "$MODEL"
 }
 
