@@ -44,13 +44,16 @@ def log(*a):
 
 
 def bench(fn, inner=10, reps=15, warm=3):
-    """Median ms per call over reps loops of inner back-to-back calls."""
+    """Median ms per call over reps loops of inner back-to-back calls. A GPU
+    sleep before each loop lets the host queue the calls ahead, so host
+    launch overhead stays out of the device time."""
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
     ts = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(2_000_000)
         a.record()
         for _ in range(inner):
             fn()
@@ -149,6 +152,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--variant", default="auto", help="kernel of the headline numbers: auto (wgmma on sm_90a) or mma")
     args = ap.parse_args()
     t_start = time.time()
     m = Module(log)
@@ -156,7 +160,7 @@ def main():
     dev = torch.cuda.get_device_name()
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-    for nst, var in ((2, ""), (3, ""), (2, "b3")):
+    for nst, var in ((2, "auto"), (2, "wg3"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),):
         name, smem, occ = m.attention_config(D, DT, nst, var)
         log(f"{name}: {smem} B shared, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
 
@@ -204,14 +208,20 @@ def main():
         log(f"\n== {wname}: {len(ls)} sequences, T={T}, attended pairs {pairs / 1e9:.3f} G "
             f"({pairs / dense_pairs:.1%} of dense)")
 
-        def mine(split=32, sort=1, nst=2, variant=""):
+        main_variant = "" if args.variant == "mma" else "auto"
+
+        def mine(split=32, sort=1, nst=2, variant=main_variant):
             return lambda: sa(q, k, v, o3, cu, seeds, seed=seed, layer=layer, r=R, split=split, sort=sort, nst=nst,
                               variant=variant)
 
         variants = [("raptor", dict()), ("raptor C=16", dict(split=16)), ("raptor C=64", dict(split=64)),
                     ("raptor no split", dict(split=NOSPLIT)), ("raptor no cost order", dict(sort=0)),
-                    ("raptor no split, no order", dict(split=NOSPLIT, sort=0)), ("raptor 3 stages", dict(nst=3)),
-                    ("raptor 3 CTAs/SM regs", dict(variant="b3"))]
+                    ("raptor no split, no order", dict(split=NOSPLIT, sort=0)),
+                    ("raptor wgmma 3 stages", dict(variant="wg3")),
+                    ("mma.sync", dict(variant="")), ("mma.sync 3 stages", dict(variant="s3")),
+                    ("mma.sync no split, no order", dict(variant="", split=NOSPLIT, sort=0))]
+        if args.variant == "mma":
+            variants = [v_ for v_ in variants if not v_[0].startswith(("raptor wgmma", "mma.sync"))]
         for vname, kw in variants:
             o.view(torch.int16).fill_(-1)
             ms, lo, hi = bench(mine(**kw))
@@ -220,7 +230,7 @@ def main():
                 f"{flop / ms / 1e9:6.1f} TFLOP/s  {flop / ms / 1e9 / P:5.1%} of peak")
         # schedule kernel alone
         pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 32, 1)
-        row["schedule kernel"], _, _ = bench(lambda: sa.schedule(pp))
+        row["schedule kernel"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
         log(f"  {'(schedule kernel alone)':28s} {row['schedule kernel'] * 1e3:9.1f} us")
         row["raptor ws MiB"] = (sa.ws.numel() + sa.partial.numel()) * 4 / 2 ** 20
         log(f"  {'(workspace + partials)':28s} {row['raptor ws MiB']:9.1f} MiB (allocated once, reused)")
@@ -312,7 +322,7 @@ def main():
         torch.cuda.empty_cache()
 
     log(f"\n{dev}; fp16, H={H}, D={D}, b={BLK}, r={R}; matmul peak fp16 {P:.0f} TFLOP/s; medians, us")
-    hdr = ("workload", "raptor", "TFLOP/s", "%peak", "no split+order", "Flex", "Flex+build", "FA2 dense",
+    hdr = ("workload", "raptor", "TFLOP/s", "%peak", "no split+order", "mma.sync", "Flex", "Flex+build", "FA2 dense",
            "vs Flex", "vs Flex+build", "vs FA2")
     log("| " + " | ".join(hdr) + " |")
     log("|" + "---|" * len(hdr))
@@ -322,6 +332,7 @@ def main():
         fa = r_.get("fa2")
         cells = [r_["workload"], f"{r_['raptor'] * 1e3:.0f}", f"{r_['tflops']:.0f}", f"{r_['peak_share']:.0%}",
                  f"{r_['raptor no split, no order'] * 1e3:.0f}",
+                 f"{r_['mma.sync'] * 1e3:.0f}" if r_.get("mma.sync") else "-",
                  f"{f * 1e3:.0f}" if f else "-", f"{fb * 1e3:.0f}" if fb else "-", f"{fa * 1e3:.0f}" if fa else "-",
                  f"{f / r_['raptor']:.2f}x" if f else "-", f"{fb / r_['raptor']:.2f}x" if fb else "-",
                  f"{fa / r_['raptor']:.2f}x" if fa else "-"]

@@ -32,6 +32,7 @@
 // every ldmatrix phase conflict-free for D = 32, 64 and 128.
 #include "common.cuh"
 #include "sparse_attention.cuh"
+#include "sparse_attention_sm90.cuh"
 
 namespace raptor {
 namespace sparse {
@@ -435,6 +436,308 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
   }
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// ------------------------------------------------------------------ sm_90a
+//
+// attention_wg is attention() with both matrix products on wgmma (the CTA's
+// four warps are one warpgroup computing the 64-row tile): S = Q K^T with Q
+// and K read by the tensor cores from shared memory, O += P V with P from
+// registers and V from shared memory (transposed operand). Tiles use the
+// 128-byte-swizzled layout wgmma reads: 64-column sub-tiles of 64 rows x 128 B
+// (8 KiB, 1024-byte aligned), 16-byte chunk c of row r at r*128 + ((c ^ r%8) << 4).
+// cp.async (generic proxy) fills them; each thread fences the async proxy
+// before the barrier that publishes a tile to wgmma.
+
+__device__ __forceinline__ unsigned sw_offset(int r, int col) {  // col a multiple of 8
+  return (unsigned)((col >> 6) * 8192 + r * 128 + ((((col >> 3) & 7) ^ (r & 7)) << 4));
+}
+
+__device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)((lbo & 0x3FFFF) >> 4) << 16) |
+         ((unsigned long long)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);  // 128-byte swizzle
+}
+
+__device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint4 ld_shared_v4(unsigned addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+
+template <int D>
+__device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned short* g, long long row_stride,
+                                             int valid, int tid) {
+  constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
+  static_assert(RS % 8 == 0, "rows of one thread share r % 8");
+  const int r0 = tid / CH, c = tid % CH;
+  const unsigned sb = sbase + sw_offset(r0, c * 8);
+  const unsigned short* g0 = g + c * 8;
+  const unsigned short* gr = g0 + r0 * row_stride;
+  const long long step = RS * row_stride;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const bool ok = r0 + it * RS < valid;
+    cp_async16(sb + it * RS * 128, ok ? gr + it * step : g0, ok);
+  }
+}
+
+template <typename T, int D, int NST>
+__device__ __forceinline__ void attention_wg(const AttnParams& p) {
+  static_assert(D == 64 || D == 128, "head dim");
+  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
+  constexpr int CH = D / 8;
+  constexpr int NT = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_wg[];
+  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
+  const unsigned sK = sQ + TB;
+  const unsigned sV = sK + NST * TB;
+  __shared__ int s_list[2 * kMaxList];
+  __shared__ int s_item[12];
+  __shared__ int s_last;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  int* ws = p.ws;
+  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
+  const int* part_base = ws + ws_part_base_offset(p.nseq);
+  int* sem = ws + ws_sem_offset(p.nseq);
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
+  const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
+  const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
+  T* Og = static_cast<T*>(p.o);
+  int hint = 0;
+
+  for (;;) {
+    if (tid == 0) {
+      const int tk = atomicAdd(ws, 1);
+      const int total = ws[1];
+      if (tk >= total) {
+        s_item[0] = -1;
+      } else {
+        const int nseg = ws[2];
+        int lo = hint, hi = nseg - 1;
+        for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
+        if (lo < hi && segs[lo + 1].w <= tk) {
+          while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (segs[mid].w <= tk) lo = mid;
+            else hi = mid - 1;
+          }
+        }
+        hint = lo;
+        const int4 sg = segs[lo];
+        const int local = tk - sg.w;
+        const int h = local / sg.z, e = local - h * sg.z;
+        const int s = sg.x;
+        const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
+        const int nb = num_blocks(n);
+        const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, r), C);
+        s_item[0] = s;
+        s_item[1] = h;
+        s_item[2] = it.qblock;
+        s_item[3] = it.kv_begin;
+        s_item[4] = it.kv_len;
+        s_item[5] = it.list;
+        s_item[6] = it.row;
+        s_item[7] = it.chunk;
+        s_item[8] = it.nchunks;
+        s_item[9] = tok0;
+        s_item[10] = n;
+      }
+    }
+    __syncthreads();
+    const int s = s_item[0];
+    if (s < 0) break;
+    int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
+    const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10];
+    const int nb = num_blocks(n);
+    int qvalid = imin(kBlock, n - qb * kBlock);
+    const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
+    const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
+    auto load_kv = [&](int kb, int stage) {
+      const int valid = imin(kBlock, n - kb * kBlock);
+      load_tile_sw<D>(sK + stage * TB, kbase + (long long)kb * kBlock * p.k_row, p.k_row, valid, tid);
+      load_tile_sw<D>(sV + stage * TB, vbase + (long long)kb * kBlock * p.v_row, p.v_row, valid, tid);
+    };
+    load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                    qvalid, tid);
+    load_kv(use_list ? 0 : kv_begin, 0);
+    cp_async_commit();
+    if (tid == 0 && use_list) {
+      const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+      s_item[4] = middle_list(s_list, s_list + kMaxList, p.seed, rs, p.layer, h, qb, nb, r);
+    }
+    __syncthreads();
+    const int L = s_item[4];
+    auto block_at = [&](int j) { return use_list ? s_list[j] : kv_begin + j; };
+#pragma unroll
+    for (int st = 1; st < NST - 1; ++st) {
+      if (st < L) load_kv(block_at(st), st);
+      cp_async_commit();
+    }
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
+
+    for (int j = 0; j < L; ++j) {
+      cp_async_wait<NST - 2>();
+      fence_proxy_async();
+      __syncthreads();
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
+        cp_async_commit();
+      }
+      const int kb = block_at(j);
+      const unsigned ks = sK + (j % NST) * TB;
+      const unsigned vs = sV + (j % NST) * TB;
+
+      // S = Q K^T (64 x 64) on the warpgroup
+      float sc[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) sc[i] = 0.f;
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
+        Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
+      }
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
+
+      // mask keys past the sequence end (only the sequence's last block);
+      // the running max stays in raw score units, exponents are one FFMA each
+      const int kvalid = n - kb * kBlock;
+      if (kvalid < kBlock) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
+        }
+      }
+      float mx0 = m0, mx1 = m1;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
+        mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float a0 = ex2((m0 - mx0) * sl2), a1 = ex2((m1 - mx1) * sl2);
+      m0 = mx0;
+      m1 = mx1;
+      const float ms0 = m0 * sl2, ms1 = m1 * sl2;
+      float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
+        sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
+        sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
+        sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
+        rs0 += sc[4 * i] + sc[4 * i + 1];
+        rs1 += sc[4 * i + 2] + sc[4 * i + 3];
+      }
+      l0 = l0 * a0 + rs0;
+      l1 = l1 * a1 + rs1;
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        o[4 * i] *= a0;
+        o[4 * i + 1] *= a0;
+        o[4 * i + 2] *= a1;
+        o[4 * i + 3] *= a1;
+      }
+      unsigned pa[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
+        pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
+        pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
+        pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
+      }
+      // O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
+        if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
+        else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
+      }
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+    }
+
+    h = s_item[1];
+    qb = s_item[2];
+    tok0 = s_item[9];
+    qvalid = imin(kBlock, s_item[10] - qb * kBlock);
+    const int row = s_item[6], chunk = s_item[7], nchunks = s_item[8];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    if (nchunks == 1) {
+      const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        st_shared_u32(sQ + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
+        st_shared_u32(sQ + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
+      }
+      __syncwarp();
+      T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
+#pragma unroll
+      for (int idx = lane; idx < 16 * CH; idx += 32) {
+        const int rr = warp * 16 + idx / CH, c = idx % CH;
+        if (rr < qvalid) *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) = ld_shared_v4(sQ + sw_offset(rr, c * 8));
+      }
+    } else {
+      const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
+      float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
+        *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
+      }
+      if (t4 == 0) {
+        pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
+        pf[64 * D + r1] = m1 * sl2;
+        pf[64 * D + 64 + r0] = l0;
+        pf[64 * D + 64 + r1] = l1;
+      }
+      __threadfence();
+      __syncthreads();
+      int* sm = sem + (s * H + h) * 2 + row;
+      if (tid == 0) s_last = atomicAdd(sm, 1) == nchunks - 1;
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
+                      Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
+                      qvalid, tid);
+        if (tid == 0) *sm = 0;
+      }
+    }
+    __syncthreads();
+  }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
 // block_exclusive_scan over all threads of the CTA (blockDim.x a multiple of
 // 32, at most 1024); sh holds 33 ints. Every thread must call it.
 __device__ __forceinline__ int block_exclusive_scan(int v, int& total, int* sh) {
@@ -576,6 +879,25 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   RAPTOR_SPARSE_ATTN(64, 3, 3, sparse_attention_d64_s3_##suffix, T)               \
   RAPTOR_SPARSE_ATTN(128, 3, 2, sparse_attention_d128_s3_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
+
+// sparse_attention_d{64,128}_wg[3]_{f16,bf16}: the wgmma kernel (sm_90a only;
+// elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
+// bytes (the tiles are aligned to 1024 bytes inside it).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
+#else
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
+#endif
+#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
+  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
+      const AttnParams p) {                                                       \
+    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
+  }
+#define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
+  RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
+  RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
+RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 // sparse_attention_plan writes, for testing, the key-block list of every
 // (query block, head) of a batch: out[(qbg*H + h)*(kMaxList+1)] = list length,

@@ -122,13 +122,20 @@ class Module:
         self.drv.check(rc, "cuLaunchKernel " + name)
 
     def attention_config(self, D, dtype, nst=2, variant=""):
-        """variant "" (NST=2), "s3" (3 stages), "b3" (D=64, NST=2, 3 CTAs/SM register budget)."""
+        """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
+        register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
+        "auto" (wg where it exists on this device, else mma.sync)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
-        if nst == 3:
+        if variant == "auto":
+            variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
+        if nst == 3 and not variant:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
-        nst = 3 if variant == "s3" else 2
-        smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
+        nst = 3 if variant in ("s3", "wg3") else 2
+        if variant.startswith("wg"):
+            smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
+        else:
+            smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
         key = (name, smem)
         if key not in self.occ:
             f = self.func(name)
@@ -189,7 +196,7 @@ class SparseAttention:
         self.m.launch("sparse_attention_schedule", 1, SCHEDULE_THREADS, 0, [p])
 
     def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=32, sort=1,
-                 nst=2, grid=None, variant=""):
+                 nst=2, grid=None, variant="auto"):
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5

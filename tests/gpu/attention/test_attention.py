@@ -160,7 +160,7 @@ def make_qkv(T, H, D, dtype, gen):
 
 
 def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1, split=32, sort=1, nst=2,
-             layout="fused", label="", refs=None, qkv=None, check_ref=True):
+             layout="fused", label="", refs=None, qkv=None, check_ref=True, variant="auto", grid=None):
     cu_host = cu_of(ls)
     T = cu_host[-1]
     cu = torch.tensor(cu_host, dtype=torch.int32, device="cuda")
@@ -179,7 +179,8 @@ def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1
     sa.partial.fill_(float("nan"))
     torch.cuda.synchronize()
     t0 = time.time()
-    sa(q, k, v, o, cu, seeds, seed=seed, layer=layer, r=r, sparse=sparse, split=split, sort=sort, nst=nst)
+    sa(q, k, v, o, cu, seeds, seed=seed, layer=layer, r=r, sparse=sparse, split=split, sort=sort, nst=nst,
+       variant=variant, grid=grid)
     torch.cuda.synchronize()
     tk = time.time() - t0
     finite = bool(torch.isfinite(o2).all())
@@ -223,45 +224,63 @@ def main():
 
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
     results = {}
-    for dtype in (torch.float16, torch.bfloat16):
-        for D in (32, 64, 128):
-            res = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng,
-                           label=f"{str(dtype)[6:]} D={D} H={H}")
-            results[(dtype, D)] = res
-            # determinism: same inputs again, bitwise
-            o1 = res["o"].clone()
-            again = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, qkv=res["qkv"],
-                             check_ref=False, label=f"{str(dtype)[6:]} D={D} rerun")
-            check(torch.equal(o1.view(torch.int16), again["o"].view(torch.int16)), f"{dtype} D={D}: not deterministic")
-            if D != 64:
-                del res["qkv"], res["refs"]
-    # batch invariance: a sub-batch alone gives bitwise the same rows
-    res = results[(torch.float16, 64)]
-    sub = [i for i, n in enumerate(ls) if n in (705, 4096, 1, 65)]
-    sub_ls = [ls[i] for i in sub]
-    sub_qkv = torch.cat([res["qkv"][res["cu"][i]:res["cu"][i + 1]] for i in sub])
-    alone = run_case(sa, sub_ls, [seeds_host[i] for i in sub], H, 64, torch.float16, seed, layer, r, gen, rng,
-                     qkv=sub_qkv, check_ref=False, label="sub-batch")
-    same = torch.equal(torch.cat([res["o"][res["cu"][i]:res["cu"][i + 1]] for i in sub]).view(torch.int16),
-                       alone["o"].view(torch.int16))
-    check(same, "batch invariance (sub-batch alone differs)")
-    log(f"batch invariance: sequences {sub_ls} alone == in the batch, bitwise: {same}")
-    # schedule variants and 3 stages, same inputs: each against the reference
-    for split, sort, nst, lbl in ((NOSPLIT, 1, 2, "no split"), (32, 0, 2, "no cost order"),
-                                  (NOSPLIT, 0, 2, "no split, no order"), (8, 1, 2, "split C=8"),
-                                  (32, 1, 3, "3 stages")):
-        v = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, split=split, sort=sort,
-                     nst=nst, qkv=res["qkv"], refs=res["refs"], label=f"f16 D=64 {lbl}")
-        d = (v["o"].float() - res["o"].float()).abs().max().item()
-        log(f"    max |diff| vs default schedule: {d:.3e}")
-    run_case(sa, ls, seeds_host, H, 128, torch.bfloat16, seed, layer, r, gen, rng, nst=3, label="bf16 D=128 3 stages")
+    kinds = [("mma.sync", "")] + ([("wgmma", "wg")] if m.arch == "sm_90a" else [])
+    for kname, variant in kinds:
+        for dtype in (torch.float16, torch.bfloat16):
+            for D in (32, 64, 128):
+                if variant == "wg" and D == 32:
+                    continue
+                res = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, variant=variant,
+                               label=f"{kname} {str(dtype)[6:]} D={D} H={H}")
+                results[(variant, dtype, D)] = res
+                # determinism: same inputs again, bitwise
+                o1 = res["o"].clone()
+                again = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, qkv=res["qkv"],
+                                 check_ref=False, variant=variant, label=f"{kname} {dtype} D={D} rerun")
+                check(torch.equal(o1.view(torch.int16), again["o"].view(torch.int16)),
+                      f"{kname} {dtype} D={D}: not deterministic")
+                if D != 64 or dtype != torch.float16:
+                    del res["qkv"], res["refs"]
+    for kname, variant in kinds:
+        # batch invariance: a sub-batch alone gives bitwise the same rows
+        res = results[(variant, torch.float16, 64)]
+        sub = [i for i, n in enumerate(ls) if n in (705, 4096, 1, 65)]
+        sub_ls = [ls[i] for i in sub]
+        sub_qkv = torch.cat([res["qkv"][res["cu"][i]:res["cu"][i + 1]] for i in sub])
+        alone = run_case(sa, sub_ls, [seeds_host[i] for i in sub], H, 64, torch.float16, seed, layer, r, gen, rng,
+                         qkv=sub_qkv, check_ref=False, variant=variant, label="sub-batch")
+        same = torch.equal(torch.cat([res["o"][res["cu"][i]:res["cu"][i + 1]] for i in sub]).view(torch.int16),
+                           alone["o"].view(torch.int16))
+        check(same, f"{kname}: batch invariance (sub-batch alone differs)")
+        log(f"{kname} batch invariance: sequences {sub_ls} alone == in the batch, bitwise: {same}")
+        # schedule variants, stages, a small persistent grid: each against the reference
+        for split, sort, var, grid, lbl in ((NOSPLIT, 1, variant, None, "no split"),
+                                            (32, 0, variant, None, "no cost order"),
+                                            (NOSPLIT, 0, variant, None, "no split, no order"),
+                                            (8, 1, variant, None, "split C=8"),
+                                            (32, 1, variant, 3, "3 CTAs in all"),
+                                            (32, 1, "wg3" if variant else "s3", None, "3 stages")):
+            v = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, split=split, sort=sort,
+                         variant=var, grid=grid, qkv=res["qkv"], refs=res["refs"], label=f"{kname} f16 D=64 {lbl}")
+            d = (v["o"].float() - res["o"].float()).abs().max().item()
+            log(f"    max |diff| vs default schedule: {d:.3e}")
+    run_case(sa, ls, seeds_host, H, 128, torch.bfloat16, seed, layer, r, gen, rng, variant="s3",
+             label="mma.sync bf16 D=128 3 stages")
+    if m.arch == "sm_90a":
+        wres = results[("wg", torch.float16, 64)]
+        mm = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, qkv=wres["qkv"],
+                      check_ref=False, variant="", label="mma.sync on the wgmma inputs")
+        log(f"wgmma vs mma.sync, f16 D=64, same inputs: max |diff| "
+            f"{(wres['o'].float() - mm['o'].float()).abs().max().item():.3e}")
     # separate contiguous Q/K/V, r = 1, dense model
-    run_case(sa, ls, seeds_host, H, 64, torch.bfloat16, seed, layer, r, gen, rng, layout="separate",
-             label="bf16 D=64 separate Q/K/V")
-    run_case(sa, ls, seeds_host, 2, 64, torch.float16, seed, 11, 1, gen, rng, label="f16 D=64 r=1")
-    small = [1, 100, 700, 2000, 4100]
-    run_case(sa, small, seeds_host[:len(small)], 3, 64, torch.float16, seed, layer, r, gen, rng, sparse=0,
-             label="f16 D=64 dense model")
+    for kname, variant in kinds:
+        run_case(sa, ls, seeds_host, H, 64, torch.bfloat16, seed, layer, r, gen, rng, layout="separate",
+                 variant=variant, label=f"{kname} bf16 D=64 separate Q/K/V")
+        run_case(sa, ls, seeds_host, 2, 128, torch.float16, seed, 11, 1, gen, rng, variant=variant,
+                 label=f"{kname} f16 D=128 r=1")
+        small = [1, 100, 700, 2000, 4100]
+        run_case(sa, small, seeds_host[:len(small)], 3, 64, torch.float16, seed, layer, r, gen, rng, sparse=0,
+                 variant=variant, label=f"{kname} f16 D=64 dense model")
     log(f"total {time.time() - t_start:.0f}s; {'ALL PASSED' if not FAILS else 'FAILED: ' + '; '.join(FAILS)}")
     return 0 if not FAILS else 1
 
