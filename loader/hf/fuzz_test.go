@@ -78,7 +78,7 @@ func stBytes(t testing.TB, cfgJSON, dtype string, pooler bool) []byte {
 }
 
 type hfSeed struct {
-	name              string
+	name               string
 	cfg, st, vocab, tc []byte
 }
 
