@@ -113,6 +113,9 @@ type Config struct {
 	// Tokenizer is the WordPiece tokenizer carried in the file; nil when the
 	// file has none. Shared, read-only.
 	Tokenizer *TokenizerSpec
+	// Head is the task head carried in the file; nil when the file has none
+	// (see loader/heads.go). Shared, read-only.
+	Head *HeadSpec
 }
 
 // HeadDim is Hidden / Heads.

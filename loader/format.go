@@ -82,7 +82,7 @@ func alignUp(n, a uint64) uint64 { return (n + a - 1) / a * a }
 
 // ExpectedTensors returns the canonical names and shapes of every tensor an
 // encoder with configuration cfg needs, in canonical order: embeddings, the
-// layers, then the pooler when cfg.Pooler is set.
+// layers, the pooler when cfg.Pooler is set, then the head's (HeadTensors).
 func ExpectedTensors(cfg Config) []ExpectedTensor {
 	h, in := cfg.Hidden, cfg.Intermediate
 	out := []ExpectedTensor{
@@ -112,7 +112,7 @@ func ExpectedTensors(cfg Config) []ExpectedTensor {
 	if cfg.Pooler {
 		out = append(out, ExpectedTensor{TensorPoolerWeight, []int{h, h}}, ExpectedTensor{TensorPoolerBias, []int{h}})
 	}
-	return out
+	return append(out, HeadTensors(cfg)...)
 }
 
 // ExpectedTensor is a tensor name and shape an encoder needs.

@@ -20,6 +20,7 @@ type header struct {
 	dataSize   uint64
 	tensors    []rawTensor
 	producer   string
+	head       *HeadSpec // appended: the optional task head
 }
 
 type rawConfig struct {
@@ -146,6 +147,8 @@ func encodeHeader(h *header) []byte {
 		producer = b.CreateString(h.producer)
 	}
 
+	headOff := encodeHead(b, h.head)
+
 	fb.ModelStart(b)
 	fb.ModelAddFormatVersion(b, h.version)
 	fb.ModelAddConfig(b, cfgOff)
@@ -158,6 +161,9 @@ func encodeHeader(h *header) []byte {
 	fb.ModelAddTensors(b, tensorsOff)
 	if h.producer != "" {
 		fb.ModelAddProducer(b, producer)
+	}
+	if headOff != 0 {
+		fb.ModelAddHead(b, headOff)
 	}
 	b.FinishWithFileIdentifier(fb.ModelEnd(b), []byte(Magic))
 	return b.FinishedBytes()
@@ -245,6 +251,11 @@ func decodeHeader(buf []byte) (*header, error) {
 		}
 		h.tok = rt
 	}
+	hd, err := decodeHead(m)
+	if err != nil {
+		return nil, err
+	}
+	h.head = hd
 	n := m.TensorsLength()
 	if n > maxTensors {
 		return nil, fmt.Errorf("%d tensors exceed the limit of %d", n, maxTensors)

@@ -229,6 +229,7 @@ func parse(data []byte, o options) (f *File, err error) {
 	}
 
 	cfg := configFromRaw(h.cfg, h.tok)
+	cfg.Head = h.head
 	if err := cfg.Validate(); err != nil {
 		return nil, invalid("%v", err)
 	}

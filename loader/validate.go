@@ -71,6 +71,7 @@ func (c *Config) Validate() error {
 		}
 		check(t.MaxLength >= 0 && t.MaxLength <= maxPositions, "tokenizer max length %d outside [0, %d]", t.MaxLength, maxPositions)
 	}
+	bad = append(bad, c.validateHead()...)
 	if len(bad) > 0 {
 		return fmt.Errorf("invalid config: %s", strings.Join(bad, "; "))
 	}

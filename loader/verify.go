@@ -66,6 +66,11 @@ var (
 		scalar("chunk_size", 4), scalar("data_offset", 8), scalar("data_size", 8),
 		{name: "tensors", kind: fTableList, sub: tensorSpec, required: true},
 		{name: "producer", kind: fString},
+		{name: "head", kind: fTable, sub: headSpec},
+	}}
+	headSpec = &tableSpec{"Head", []fieldSpec{
+		scalar("kind", 1), scalar("variant", 1), scalar("num_labels", 4),
+		{name: "labels", kind: fStrings}, scalar("question_sep_id", 4),
 	}}
 )
 

@@ -245,7 +245,7 @@ func (w *Writer) header() (*header, error) {
 		return nil, status.Errorf(status.InvalidArgument, "%d tensors exceed the limit of %d", len(w.tensors), maxTensors)
 	}
 	cfg, tok := rawFromConfig(w.cfg)
-	h := &header{version: FormatVersion, cfg: cfg, tok: tok, chunkSize: uint32(w.opts.ChunkSize), producer: w.opts.Producer}
+	h := &header{version: FormatVersion, cfg: cfg, tok: tok, chunkSize: uint32(w.opts.ChunkSize), producer: w.opts.Producer, head: w.cfg.Head}
 	var off uint64
 	h.tensors = make([]rawTensor, len(w.tensors))
 	for i := range w.tensors {

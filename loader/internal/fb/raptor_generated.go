@@ -137,6 +137,69 @@ func (v Codec) String() string {
 	return "Codec(" + strconv.FormatInt(int64(v), 10) + ")"
 }
 
+type HeadKind byte
+
+const (
+	HeadKindNone                   HeadKind = 0
+	HeadKindSequenceClassification HeadKind = 1
+	HeadKindTokenClassification    HeadKind = 2
+	HeadKindQuestionAnswering      HeadKind = 3
+)
+
+var EnumNamesHeadKind = map[HeadKind]string{
+	HeadKindNone:                   "None",
+	HeadKindSequenceClassification: "SequenceClassification",
+	HeadKindTokenClassification:    "TokenClassification",
+	HeadKindQuestionAnswering:      "QuestionAnswering",
+}
+
+var EnumValuesHeadKind = map[string]HeadKind{
+	"None":                   HeadKindNone,
+	"SequenceClassification": HeadKindSequenceClassification,
+	"TokenClassification":    HeadKindTokenClassification,
+	"QuestionAnswering":      HeadKindQuestionAnswering,
+}
+
+func (v HeadKind) String() string {
+	if s, ok := EnumNamesHeadKind[v]; ok {
+		return s
+	}
+	return "HeadKind(" + strconv.FormatInt(int64(v), 10) + ")"
+}
+
+type HeadVariant byte
+
+const (
+	HeadVariantLinear    HeadVariant = 0
+	HeadVariantPooler    HeadVariant = 1
+	HeadVariantDenseTanh HeadVariant = 2
+	HeadVariantDenseAct  HeadVariant = 3
+	HeadVariantBigBirdQA HeadVariant = 4
+)
+
+var EnumNamesHeadVariant = map[HeadVariant]string{
+	HeadVariantLinear:    "Linear",
+	HeadVariantPooler:    "Pooler",
+	HeadVariantDenseTanh: "DenseTanh",
+	HeadVariantDenseAct:  "DenseAct",
+	HeadVariantBigBirdQA: "BigBirdQA",
+}
+
+var EnumValuesHeadVariant = map[string]HeadVariant{
+	"Linear":    HeadVariantLinear,
+	"Pooler":    HeadVariantPooler,
+	"DenseTanh": HeadVariantDenseTanh,
+	"DenseAct":  HeadVariantDenseAct,
+	"BigBirdQA": HeadVariantBigBirdQA,
+}
+
+func (v HeadVariant) String() string {
+	if s, ok := EnumNamesHeadVariant[v]; ok {
+		return s
+	}
+	return "HeadVariant(" + strconv.FormatInt(int64(v), 10) + ")"
+}
+
 type Config struct {
 	_tab flatbuffers.Table
 }
@@ -603,6 +666,123 @@ func TokenizerEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
 }
 
+type Head struct {
+	_tab flatbuffers.Table
+}
+
+func GetRootAsHead(buf []byte, offset flatbuffers.UOffsetT) *Head {
+	n := flatbuffers.GetUOffsetT(buf[offset:])
+	x := &Head{}
+	x.Init(buf, n+offset)
+	return x
+}
+
+func GetSizePrefixedRootAsHead(buf []byte, offset flatbuffers.UOffsetT) *Head {
+	n := flatbuffers.GetUOffsetT(buf[offset+flatbuffers.SizeUint32:])
+	x := &Head{}
+	x.Init(buf, n+offset+flatbuffers.SizeUint32)
+	return x
+}
+
+func (rcv *Head) Init(buf []byte, i flatbuffers.UOffsetT) {
+	rcv._tab.Bytes = buf
+	rcv._tab.Pos = i
+}
+
+func (rcv *Head) Table() flatbuffers.Table {
+	return rcv._tab
+}
+
+func (rcv *Head) Kind() HeadKind {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(4))
+	if o != 0 {
+		return HeadKind(rcv._tab.GetByte(o + rcv._tab.Pos))
+	}
+	return 0
+}
+
+func (rcv *Head) MutateKind(n HeadKind) bool {
+	return rcv._tab.MutateByteSlot(4, byte(n))
+}
+
+func (rcv *Head) Variant() HeadVariant {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(6))
+	if o != 0 {
+		return HeadVariant(rcv._tab.GetByte(o + rcv._tab.Pos))
+	}
+	return 0
+}
+
+func (rcv *Head) MutateVariant(n HeadVariant) bool {
+	return rcv._tab.MutateByteSlot(6, byte(n))
+}
+
+func (rcv *Head) NumLabels() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(8))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Head) MutateNumLabels(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(8, n)
+}
+
+func (rcv *Head) Labels(j int) []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.ByteVector(a + flatbuffers.UOffsetT(j*4))
+	}
+	return nil
+}
+
+func (rcv *Head) LabelsLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *Head) QuestionSepId() int32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.GetInt32(o + rcv._tab.Pos)
+	}
+	return -1
+}
+
+func (rcv *Head) MutateQuestionSepId(n int32) bool {
+	return rcv._tab.MutateInt32Slot(12, n)
+}
+
+func HeadStart(builder *flatbuffers.Builder) {
+	builder.StartObject(5)
+}
+func HeadAddKind(builder *flatbuffers.Builder, kind HeadKind) {
+	builder.PrependByteSlot(0, byte(kind), 0)
+}
+func HeadAddVariant(builder *flatbuffers.Builder, variant HeadVariant) {
+	builder.PrependByteSlot(1, byte(variant), 0)
+}
+func HeadAddNumLabels(builder *flatbuffers.Builder, numLabels uint32) {
+	builder.PrependUint32Slot(2, numLabels, 0)
+}
+func HeadAddLabels(builder *flatbuffers.Builder, labels flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(3, flatbuffers.UOffsetT(labels), 0)
+}
+func HeadStartLabelsVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(4, numElems, 4)
+}
+func HeadAddQuestionSepId(builder *flatbuffers.Builder, questionSepId int32) {
+	builder.PrependInt32Slot(4, questionSepId, -1)
+}
+func HeadEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
+	return builder.EndObject()
+}
+
 type Tensor struct {
 	_tab flatbuffers.Table
 }
@@ -948,8 +1128,21 @@ func (rcv *Model) Producer() []byte {
 	return nil
 }
 
+func (rcv *Model) Head(obj *Head) *Head {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		x := rcv._tab.Indirect(o + rcv._tab.Pos)
+		if obj == nil {
+			obj = new(Head)
+		}
+		obj.Init(rcv._tab.Bytes, x)
+		return obj
+	}
+	return nil
+}
+
 func ModelStart(builder *flatbuffers.Builder) {
-	builder.StartObject(8)
+	builder.StartObject(9)
 }
 func ModelAddFormatVersion(builder *flatbuffers.Builder, formatVersion uint32) {
 	builder.PrependUint32Slot(0, formatVersion, 0)
@@ -977,6 +1170,9 @@ func ModelStartTensorsVector(builder *flatbuffers.Builder, numElems int) flatbuf
 }
 func ModelAddProducer(builder *flatbuffers.Builder, producer flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(7, flatbuffers.UOffsetT(producer), 0)
+}
+func ModelAddHead(builder *flatbuffers.Builder, head flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(8, flatbuffers.UOffsetT(head), 0)
 }
 func ModelEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
