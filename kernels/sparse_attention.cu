@@ -30,6 +30,23 @@
 //
 // Shared memory rows are padded by 16 bytes (pitch D+8 elements), which makes
 // every ldmatrix phase conflict-free for D = 32, 64 and 128.
+//
+// Two implementations of the attention kernel share the schedule, the plan
+// and the epilogue:
+//   sparse_attention_d{32,64,128}[_s3|_b3]_{f16,bf16}  mma.sync (sm_80 and up);
+//       dynamic shared memory (1 + 2*NST) * 64 * (D+8) * 2 bytes, NST = 2
+//       (3 for _s3; _b3 is D=64 with a 3-CTA/SM register budget)
+//   sparse_attention_d{64,128}[_wg|_wg3]_{f16,bf16}    wgmma (sm_90a only; traps
+//       elsewhere); dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024 bytes
+// Use the _wg kernel on sm_90a for D = 64 and 128 (1.4 to 1.5x the mma.sync
+// kernel on an H100, bench/RESULTS.md) and the plain mma.sync kernel
+// otherwise. Launch: sparse_attention_schedule <<<1, 1024>>> (p), then the
+// attention kernel <<<SMs x resident CTAs per SM, 128, smem>>> (p) on the same
+// stream, after raising the kernel's dynamic shared-memory limit to smem; the
+// same AttnParams for both. p.ws holds ws_ints(nseq, H) ints and p.partial
+// partial_slots_bound(T, nseq, H, C) * partial_slot_floats(D) floats; the
+// schedule kernel initialises both (no memset). Default C (split_blocks) 32,
+// sort_by_cost 1.
 #include "common.cuh"
 #include "sparse_attention.cuh"
 #include "sparse_attention_sm90.cuh"
