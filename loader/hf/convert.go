@@ -1,7 +1,8 @@
 // Package hf converts HuggingFace checkpoints (config.json plus
 // model.safetensors, or a sharded model.safetensors.index.json) of
-// BertModel, RobertaModel, BigBirdModel and sentence-transformers BERT models
-// into raptor weight files.
+// BertModel, RobertaModel, BigBirdModel and sentence-transformers BERT models,
+// and their sequence-classification, token-classification and
+// question-answering task models (heads.go), into raptor weight files.
 package hf
 
 import (
@@ -132,12 +133,18 @@ func Convert(dir string, opts Options) (*Result, error) {
 		aliases[loader.TensorPoolerBias] = "pooler.bias"
 	}
 	source := func(canon string) string {
+		if headTensorNames[canon] {
+			return canon // HF keeps task heads outside the model prefix
+		}
 		if a, ok := aliases[canon]; ok {
 			return prefix + a
 		}
 		return prefix + canon
 	}
 	_, cfg.Pooler = all[source(loader.TensorPoolerWeight)]
+	if cfg.Head, err = readHead(dir, cfg, all); err != nil {
+		return nil, err
+	}
 	tok, notes, err := readTokenizer(dir, cfg)
 	if err != nil {
 		return nil, err
@@ -178,7 +185,7 @@ func Convert(dir string, opts Options) (*Result, error) {
 		problems = append(problems, fmt.Sprintf("missing %d tensor(s): %s", len(missing), strings.Join(missing, ", ")))
 	}
 	if len(unknown) > 0 {
-		problems = append(problems, fmt.Sprintf("%d unknown tensor(s) (heads and other modules are not supported yet): %s", len(unknown), strings.Join(unknown, ", ")))
+		problems = append(problems, fmt.Sprintf("%d unknown tensor(s) (modules raptor does not run; task heads: see SupportedHeadArchitectures): %s", len(unknown), strings.Join(unknown, ", ")))
 	}
 	if len(problems) > 0 {
 		return nil, status.Errorf(status.InvalidModel, "checkpoint %s (prefix %q): %s", dir, prefix, strings.Join(problems, "; "))

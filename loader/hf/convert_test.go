@@ -291,7 +291,7 @@ func TestConvertErrors(t *testing.T) {
 				m["cls.predictions.bias"] = &stTensor{DType: "F32", Shape: []int{99}, Data: make([]byte, 4*99)}
 				m["classifier.weight"] = &stTensor{DType: "F32", Shape: []int{2, 32}, Data: make([]byte, 4*64)}
 			}, nil)
-		}, status.InvalidModel, `(prefix "bert."): missing 2 tensor(s): bert.encoder.layer.1.output.dense.bias, bert.pooler.dense.bias; 2 unknown tensor(s) (heads and other modules are not supported yet): classifier.weight, cls.predictions.bias`},
+		}, status.InvalidModel, `(prefix "bert."): missing 2 tensor(s): bert.encoder.layer.1.output.dense.bias, bert.pooler.dense.bias; 2 unknown tensor(s) (modules raptor does not run; task heads: see SupportedHeadArchitectures): classifier.weight, cls.predictions.bias`},
 		{"wrong shape", func(t *testing.T) string {
 			return variant(t, nil, func(c map[string]any) { c["intermediate_size"] = 36 })
 		}, status.InvalidModel, "has shape [37 32], config.json implies [36 32]"},
