@@ -112,8 +112,13 @@ const (
 
 // Outputs are caller-provided destinations. Nil slices are not computed.
 type Outputs struct {
-	Hidden    []float32 // nil, or at least T*hidden: last hidden states, packed
-	Pooled    []float32 // nil, or at least nseq*hidden
-	Pooling   Pooling
-	Normalize bool // L2-normalise pooled vectors
+	Hidden []float32 // nil, or at least T*hidden: last hidden states, packed
+	Pooled []float32 // nil, or at least nseq*hidden
+	// HiddenDevice and PooledDevice are float32 destinations in the memory
+	// of the engine's GPU (CUDA backend only; status.Unsupported on the
+	// CPU), holding at least T*hidden and nseq*hidden floats; the caller
+	// vouches for their size. Each excludes its host slice.
+	HiddenDevice, PooledDevice uintptr
+	Pooling                    Pooling
+	Normalize                  bool // L2-normalise pooled vectors
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/raptor-infer/raptor/internal/blas"
@@ -22,9 +23,11 @@ type Engine struct {
 	closed bool
 }
 
-// New starts an engine. BackendAuto picks the CPU backend for now (there is
-// no GPU backend yet) and logs so once; BackendCUDA fails with
-// status.BackendUnavailable.
+// New starts an engine. BackendCUDA opens the CUDA backend (internal/gpu)
+// or fails with its error (status.BackendUnavailable when no usable GPU or
+// CUDA library is found; status.Unsupported for ComputeFP32). BackendAuto
+// tries the CUDA backend and, when it is unavailable (or the compute dtype
+// is fp32), logs one line and runs on the CPU.
 func New(opts Options) (*Engine, error) {
 	e := &Engine{opts: opts, log: opts.Log}
 	if e.log == nil {
@@ -35,10 +38,28 @@ func New(opts Options) (*Engine, error) {
 	}
 	switch opts.Backend {
 	case BackendAuto:
-		e.logf(LogInfo, "no GPU backend is available in this build; using the CPU backend")
+		be, err := openCUDA(opts, e.log)
+		if err == nil {
+			e.be = be
+			e.logf(LogInfo, "engine ready: %s", e.be.name())
+			return e, nil
+		}
+		switch status.CodeOf(err) {
+		case status.BackendUnavailable, status.Unsupported:
+			msg := strings.Join(strings.Fields(err.Error()), " ") // one line
+			e.logf(LogInfo, "no GPU backend available, using the CPU backend: %s", msg)
+		default:
+			return nil, err
+		}
 	case BackendCPU:
 	case BackendCUDA:
-		return nil, status.Errorf(status.BackendUnavailable, "the CUDA backend is not available in this build")
+		be, err := openCUDA(opts, e.log)
+		if err != nil {
+			return nil, err
+		}
+		e.be = be
+		e.logf(LogInfo, "engine ready: %s", e.be.name())
+		return e, nil
 	default:
 		return nil, status.Errorf(status.InvalidArgument, "unknown backend %d", opts.Backend)
 	}

@@ -104,16 +104,28 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	if err := m.validate(b, out); err != nil {
 		return err
 	}
-	if out.Hidden == nil && out.Pooled == nil {
+	if out.Hidden == nil && out.Pooled == nil && out.HiddenDevice == 0 && out.PooledDevice == 0 {
 		return nil
 	}
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
+	mb0 := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, TokenTypes: b.TokenTypes, Seeds: b.Seeds}
+	if oe, ok := m.bm.(outputEncoder); ok {
+		if err := oe.encode(ctx, mb0, out); err != nil {
+			if e := ctxErr(ctx); e != nil {
+				return e
+			}
+			return err
+		}
+		return nil
+	}
+	if out.HiddenDevice != 0 || out.PooledDevice != 0 {
+		return status.Errorf(status.Unsupported, "device-memory outputs need the CUDA backend; this engine runs on %s", m.e.be.name())
+	}
 	T, H := len(b.Tokens), m.cfg.Hidden
 	hidden := make([]float32, T*H)
-	mb := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, TokenTypes: b.TokenTypes, Seeds: b.Seeds}
-	if err := m.bm.forward(ctx, mb, hidden); err != nil {
+	if err := m.bm.forward(ctx, mb0, hidden); err != nil {
 		if e := ctxErr(ctx); e != nil {
 			return e
 		}
@@ -186,8 +198,11 @@ func (m *Model) validate(b *Batch, out *Outputs) error {
 	if out.Hidden != nil && len(out.Hidden) < T*H {
 		return status.Errorf(status.BufferTooSmall, "hidden output holds %d floats, needs %d", len(out.Hidden), T*H)
 	}
-	if out.Pooled != nil {
-		if len(out.Pooled) < nseq*H {
+	if (out.Hidden != nil && out.HiddenDevice != 0) || (out.Pooled != nil && out.PooledDevice != 0) {
+		return status.Errorf(status.InvalidArgument, "an output has both a host slice and a device pointer")
+	}
+	if out.Pooled != nil || out.PooledDevice != 0 {
+		if out.Pooled != nil && len(out.Pooled) < nseq*H {
 			return status.Errorf(status.BufferTooSmall, "pooled output holds %d floats, needs %d", len(out.Pooled), nseq*H)
 		}
 		switch out.Pooling {

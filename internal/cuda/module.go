@@ -29,6 +29,7 @@ type Function struct {
 	Registers    int // per thread
 	LocalBytes   int // local memory (stack, spills) per thread
 	MaxThreads   int // largest block it can be launched with
+	grid         int // persistent grid of an attention kernel, once sized
 }
 
 // Dim3 is a grid or block shape.
@@ -139,10 +140,23 @@ func (c *Ctx) Occupancy(f *Function, block int, smem int) (int, error) {
 	return int(n), err
 }
 
+// RawArg is a kernel parameter passed by value as raw bytes: a struct
+// parameter (e.g. kernels/sparse_attention.cuh's AttnParams), laid out by
+// the caller exactly as the kernel declares it. All RawArgs of one launch
+// together hold at most rawArgBytes bytes.
+type RawArg []byte
+
+// rawArgBase is where RawArg values start in the parameter arena (after the
+// 64 pointer slots and 64 8-byte value slots); rawArgBytes is their room.
+const (
+	rawArgBase  = 1024
+	rawArgBytes = argArenaBytes - rawArgBase
+)
+
 // Launch enqueues f on stream s. Each argument becomes one kernel
 // parameter: DevPtr, Buffer (its Ptr), int32, uint32, int64, uint64,
-// float32, float64 or bool; nil is a null pointer. Plain int is refused:
-// say which width the kernel takes.
+// float32, float64, bool or RawArg (a by-value struct); nil is a null
+// pointer. Plain int is refused: say which width the kernel takes.
 func (c *Ctx) Launch(f *Function, grid, block Dim3, smem uint32, s Stream, args ...any) error {
 	const maxArgs = 64
 	if len(args) > maxArgs {
@@ -156,9 +170,17 @@ func (c *Ctx) Launch(f *Function, grid, block Dim3, smem uint32, s Stream, args 
 	// driver copies the values during cuLaunchKernel, so the arena is free
 	// again as soon as the call returns.
 	base := c.args
+	raw := rawArgBase
 	for i, a := range args {
 		v := unsafe.Add(base, 512+8*i)
 		switch x := a.(type) {
+		case RawArg:
+			if raw+len(x) > argArenaBytes {
+				return status.Errorf(status.Internal, "cuda: %s: by-value arguments exceed %d bytes", f.Name, rawArgBytes)
+			}
+			v = unsafe.Add(base, raw)
+			copy(unsafe.Slice((*byte)(v), len(x)), x)
+			raw += (len(x) + 15) &^ 15
 		case nil:
 			*(*uint64)(v) = 0
 		case DevPtr:

@@ -335,5 +335,36 @@ func KernelNames() map[string][]string {
 	}
 	out["pack"] = append(out["pack"], "pack_rows", "unpack_rows", "gather_rows")
 	out["convert"] = append(out["convert"], "fill_uniform_f32")
+	out["encoder"] = []string{"finish_rows_f16", "finish_rows_bf16", "finish_rows_f32"}
+	out["sparse_attention"] = AttentionKernelNames()
 	return out
+}
+
+// FinishRows enqueues out[r] = f(src[idx[r]]) for r < rows (idx 0: src[r]),
+// out fp32 [rows, cols]: f applies tanh element-wise if tanh, then divides
+// the row by max(||row||, 1e-12) if normalize. src is F16, BF16 or F32. It
+// finishes pooled outputs: CLS rows (idx = cu_seqlens), the pooler's tanh,
+// L2 normalisation.
+func (c *Ctx) FinishRows(dt DType, out, src, idx DevPtr, rows, cols int, tanh, normalize bool) error {
+	const op = "FinishRows"
+	if dt != F16 && dt != BF16 && dt != F32 {
+		return status.Errorf(status.InvalidArgument, "cuda: %s of %s", op, dt)
+	}
+	if err := checkNonNull(op, out, src); err != nil {
+		return err
+	}
+	if rows <= 0 || cols <= 0 {
+		return nil
+	}
+	f, err := c.Function("encoder", "finish_rows_"+dt.String())
+	if err != nil {
+		return err
+	}
+	b := func(v bool) int32 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	return c.Launch(f, D1(rows), D1(256), 0, c.compute, out, src, idx, int32(cols), b(tanh), b(normalize))
 }

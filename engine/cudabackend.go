@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/raptor-infer/raptor/internal/cuda"
+	"github.com/raptor-infer/raptor/internal/gpu"
+	"github.com/raptor-infer/raptor/internal/model"
+	"github.com/raptor-infer/raptor/internal/status"
+)
+
+// outputEncoder is implemented by backend models that write an encode's
+// outputs themselves: pooling on the device, and destinations in device
+// memory (Outputs.HiddenDevice, PooledDevice). The CPU backend does not
+// implement it; the engine pools its hidden states on the host.
+type outputEncoder interface {
+	encode(ctx context.Context, b *model.Batch, out *Outputs) error
+}
+
+// cudaBackend is the CUDA backend (internal/gpu) behind the seam.
+type cudaBackend struct{ b *gpu.Backend }
+
+// openCUDA opens the CUDA backend. The compute dtype must be FP16 or BF16:
+// the GPU path has no fp32 compute, so ComputeFP32 is status.Unsupported
+// (BackendAuto then serves fp32 on the CPU).
+func openCUDA(opts Options, log LogFunc) (backend, error) {
+	var dt cuda.DType
+	switch opts.Compute {
+	case ComputeFP16:
+		dt = cuda.F16
+	case ComputeBF16:
+		dt = cuda.BF16
+	case ComputeFP32:
+		return nil, status.Errorf(status.Unsupported, "the CUDA backend computes in fp16 or bf16, not fp32 (use the CPU backend for fp32)")
+	default:
+		return nil, status.Errorf(status.InvalidArgument, "unknown compute dtype %d", opts.Compute)
+	}
+	b, err := gpu.Open(gpu.Options{Device: opts.Device, CacheDir: opts.KernelCacheDir, DType: dt, Seed: opts.Seed,
+		Log: func(l cuda.LogLevel, msg string) { log(LogLevel(l), msg) }})
+	if err != nil {
+		return nil, err
+	}
+	return cudaBackend{b}, nil
+}
+
+func (c cudaBackend) name() string { return c.b.Name() }
+func (c cudaBackend) close()       { c.b.Close() }
+func (c cudaBackend) load(p *model.Params) (backendModel, error) {
+	m, err := c.b.Load(p)
+	if err != nil {
+		return nil, err
+	}
+	return cudaModel{m}, nil
+}
+
+type cudaModel struct{ m *gpu.Model }
+
+func (c cudaModel) forward(ctx context.Context, b *model.Batch, hidden []float32) error {
+	return c.m.Forward(ctx, b, &gpu.Outputs{Hidden: hidden})
+}
+
+func (c cudaModel) encode(ctx context.Context, b *model.Batch, out *Outputs) error {
+	o := &gpu.Outputs{Hidden: out.Hidden, HiddenDev: out.HiddenDevice, PooledDev: out.PooledDevice,
+		Pooling: gpu.Pooling(out.Pooling), Normalize: out.Normalize}
+	if out.Pooled != nil {
+		o.Pooled = out.Pooled
+	}
+	return c.m.Forward(ctx, b, o)
+}
+
+func (c cudaModel) release() { c.m.Release() }

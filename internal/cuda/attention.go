@@ -1,0 +1,173 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/raptor-infer/raptor/internal/status"
+)
+
+// Go launcher of the fused block-sparse attention kernel
+// (kernels/sparse_attention.cu, its contract in sparse_attention.cuh). The
+// kernel builds the attention plan and its work schedule on the GPU from
+// cu_seqlens and the request seeds, so a call is two launches and no host
+// work beyond the parameter block. A sequence of n <= (5+2r)*64 tokens, or
+// any sequence when Sparse is false, attends densely in the same launch.
+
+// AttnBlock is the kernel's block size: sparse plans must use it.
+const AttnBlock = 64
+
+// AttnMaxRandom is the most random blocks the kernel supports.
+const AttnMaxRandom = 16
+
+// attnSplitBlocks is the split-KV chunk of global rows (key blocks).
+const attnSplitBlocks = 32
+
+// AttnHeadDims lists the head dimensions the kernel is instantiated for.
+var AttnHeadDims = []int{32, 64, 128}
+
+// AttentionArgs describe one attention call over a packed batch. Strides
+// are in elements; rows of one head are HeadDim contiguous 16-bit elements,
+// pointers 16-byte aligned, strides multiples of 8.
+type AttentionArgs struct {
+	DType                      DType
+	Q, K, V, O                 DevPtr
+	QRow, KRow, VRow, ORow     int64
+	QHead, KHead, VHead, OHead int64
+	CuSeqlens                  DevPtr // int32[NSeq+1] on the device
+	ReqSeeds                   DevPtr // uint64[NSeq] on the device, or 0 (all 0)
+	Seed                       uint64 // the engine seed of the plan
+	NSeq, Heads, HeadDim       int
+	Tokens                     int // T = cu_seqlens[NSeq]; sizes the partials bound
+	Layer, RandomBlocks        int
+	Sparse                     bool
+	Scale                      float32 // 0: 1/sqrt(HeadDim)
+	// Workspace holds AttnWorkspaceBytes(NSeq, Heads) bytes; Partial holds
+	// AttnPartialBytes(...) bytes when Sparse (0 otherwise). The schedule
+	// kernel initialises both: no memset is needed.
+	Workspace, Partial DevPtr
+}
+
+// AttnWorkspaceBytes is the schedule workspace of a call (ws_ints).
+func AttnWorkspaceBytes(nseq, heads int) int64 {
+	return 4 * (16 + 17*int64(nseq) + 2*int64(heads)*int64(nseq))
+}
+
+// AttnPartialBytes bounds the split-KV partials of a sparse call of T
+// tokens in nseq sequences (partial_slots_bound * partial_slot_floats).
+func AttnPartialBytes(T, nseq, heads, headDim int) int64 {
+	C := int64(attnSplitBlocks)
+	slots := 2 * int64(heads) * (((int64(T)+AttnBlock-1)/AttnBlock+int64(nseq))/C + int64(nseq))
+	return 4 * max(1, slots) * (64*int64(headDim) + 128)
+}
+
+// attnSmem is the dynamic shared memory of the NST=2 mma.sync kernels.
+func attnSmem(d int) int { return (1 + 2*2) * 64 * (d + 8) * 2 }
+
+// Attention enqueues the schedule and attention kernels of a on the compute
+// stream.
+func (c *Ctx) Attention(a AttentionArgs) error {
+	const op = "Attention"
+	if err := checkDType16(op, a.DType); err != nil {
+		return err
+	}
+	okD := false
+	for _, d := range AttnHeadDims {
+		okD = okD || d == a.HeadDim
+	}
+	if !okD {
+		return status.Errorf(status.Unsupported, "cuda: attention head dimension %d (the kernel has %v)", a.HeadDim, AttnHeadDims)
+	}
+	if a.RandomBlocks < 0 || a.RandomBlocks > AttnMaxRandom {
+		return status.Errorf(status.Unsupported, "cuda: attention with %d random blocks (at most %d)", a.RandomBlocks, AttnMaxRandom)
+	}
+	if a.NSeq <= 0 || a.Heads <= 0 {
+		return nil
+	}
+	if err := checkNonNull(op, a.Q, a.K, a.V, a.O, a.CuSeqlens, a.Workspace); err != nil {
+		return err
+	}
+	if a.Sparse {
+		if err := checkNonNull(op, a.Partial); err != nil {
+			return err
+		}
+	}
+	if err := checkAligned(op, 16, a.Q, a.K, a.V, a.O); err != nil {
+		return err
+	}
+	for _, s := range []int64{a.QRow, a.KRow, a.VRow, a.ORow, a.QHead, a.KHead, a.VHead, a.OHead} {
+		if s%8 != 0 || s <= 0 {
+			return status.Errorf(status.InvalidArgument, "cuda: %s: stride %d is not a positive multiple of 8", op, s)
+		}
+	}
+	scale := a.Scale
+	if scale == 0 {
+		scale = float32(1 / math.Sqrt(float64(a.HeadDim)))
+	}
+	p := make([]byte, 168)
+	le := binary.LittleEndian
+	for i, v := range []uint64{uint64(a.Q), uint64(a.K), uint64(a.V), uint64(a.O),
+		uint64(a.QRow), uint64(a.KRow), uint64(a.VRow), uint64(a.ORow),
+		uint64(a.QHead), uint64(a.KHead), uint64(a.VHead), uint64(a.OHead),
+		uint64(a.CuSeqlens), uint64(a.ReqSeeds), a.Seed, uint64(a.Workspace), uint64(a.Partial)} {
+		le.PutUint64(p[8*i:], v)
+	}
+	sparse := int32(0)
+	if a.Sparse {
+		sparse = 1
+	}
+	for i, v := range []int32{int32(a.NSeq), int32(a.Heads), int32(a.Layer), int32(a.RandomBlocks), sparse, attnSplitBlocks, 1} {
+		le.PutUint32(p[136+4*i:], uint32(v))
+	}
+	le.PutUint32(p[164:], math.Float32bits(scale))
+
+	sched, err := c.Function("sparse_attention", "sparse_attention_schedule")
+	if err != nil {
+		return err
+	}
+	if err := c.Launch(sched, D1(1), D1(1024), 0, c.compute, RawArg(p)); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("sparse_attention_d%d_%s", a.HeadDim, a.DType)
+	f, err := c.Function("sparse_attention", name)
+	if err != nil {
+		return err
+	}
+	smem := attnSmem(a.HeadDim)
+	grid, err := c.attnGrid(f, smem)
+	if err != nil {
+		return err
+	}
+	return c.Launch(f, D1(grid), D1(128), uint32(smem), c.compute, RawArg(p))
+}
+
+// attnGrid sets f's dynamic shared memory limit (once) and returns its
+// persistent grid: SMs x resident CTAs per SM.
+func (c *Ctx) attnGrid(f *Function, smem int) (int, error) {
+	if f.grid > 0 {
+		return f.grid, nil
+	}
+	if smem > 48<<10 {
+		if err := c.drv.check("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", c.drv.cuFuncSetAttribute(f.handle, funcAttrMaxDynSmem, int32(smem))); err != nil {
+			return 0, err
+		}
+	}
+	occ, err := c.Occupancy(f, 128, smem)
+	if err != nil {
+		return 0, err
+	}
+	f.grid = c.info.SMs * max(occ, 1)
+	return f.grid, nil
+}
+
+// AttentionKernelNames lists the kernels Attention launches.
+func AttentionKernelNames() []string {
+	out := []string{"sparse_attention_schedule"}
+	for _, dt := range []DType{F16, BF16} {
+		for _, d := range AttnHeadDims {
+			out = append(out, fmt.Sprintf("sparse_attention_d%d_%s", d, dt))
+		}
+	}
+	return out
+}

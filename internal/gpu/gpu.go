@@ -1,0 +1,624 @@
+// Package gpu is raptor's CUDA backend: an encoder's weights on one GPU in
+// fp16 or bf16, and the forward pass of a packed variable-length batch as a
+// fixed sequence of kernels on one stream (issue 7).
+//
+// Per batch: one upload of the inputs (token ids, token types, position
+// ids, cu_seqlens, request seeds) on the copy stream; then on the compute
+// stream the embedding gather + LayerNorm, and per layer the fused QKV GEMM
+// with its bias epilogue writing [T, 3, heads, D] (the attention kernel's
+// layout), the fused attention kernel (kernels/sparse_attention.cu: plan and
+// schedule built on the GPU; dense sequences in the same launch), the
+// output projection with bias, residual + LayerNorm, FFN1 (bias + GELU: the
+// exact erf GELU runs as a BiasGELU kernel after a plain GEMM, because
+// cuBLASLt's GELU epilogue is the tanh approximation, which serves the
+// gelu_new/tanh models), FFN2 with bias, residual + LayerNorm; then pooling
+// and the fp32 outputs on the device; then one download on the copy stream.
+// Every buffer is taken from the caching allocator before the first kernel:
+// nothing between the first and the last kernel of a batch synchronises,
+// reads the device or allocates. GEMMs accumulate in fp32; LayerNorm
+// statistics are fp32.
+//
+// A batch runs in two steps on the device worker (cuda.Device.Do): enqueue
+// (everything above, returning at once) and finish (wait for the batch's
+// download event, copy the results out, release its buffers). Between them
+// the worker enqueues other callers' batches, so with concurrent callers the
+// next batch's upload and kernels are queued while the previous batch's
+// download runs on the copy stream.
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"unsafe"
+
+	"github.com/raptor-infer/raptor/internal/cuda"
+	"github.com/raptor-infer/raptor/internal/model"
+	"github.com/raptor-infer/raptor/internal/status"
+	"github.com/raptor-infer/raptor/loader"
+)
+
+// Options configure Open.
+type Options struct {
+	Device   int
+	CacheDir string     // kernel cache ("" default, "off" in memory)
+	DType    cuda.DType // cuda.F16 or cuda.BF16
+	Seed     uint64     // engine seed of the attention plan
+	Log      func(level cuda.LogLevel, msg string)
+}
+
+// Backend is one GPU.
+type Backend struct {
+	dev  *cuda.Device
+	dt   cuda.DType
+	seed uint64
+}
+
+// Open opens the device. Errors are *status.Error: BackendUnavailable when
+// no usable GPU or CUDA library is found, InvalidArgument for a bad dtype.
+func Open(o Options) (*Backend, error) {
+	if o.DType != cuda.F16 && o.DType != cuda.BF16 {
+		return nil, status.Errorf(status.Unsupported, "gpu: compute dtype %s (the CUDA backend computes in f16 or bf16)", o.DType)
+	}
+	dev, err := cuda.Open(cuda.Config{Device: o.Device, CacheDir: o.CacheDir, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{dev: dev, dt: o.DType, seed: o.Seed}, nil
+}
+
+// Device is the underlying device (for tests and benchmarks).
+func (b *Backend) Device() *cuda.Device { return b.dev }
+
+// DType is the compute dtype.
+func (b *Backend) DType() cuda.DType { return b.dt }
+
+// Name describes the backend.
+func (b *Backend) Name() string {
+	return fmt.Sprintf("cuda %s, %s", b.dev.Info(), b.dt)
+}
+
+// Close releases the device.
+func (b *Backend) Close() { b.dev.Close() }
+
+type layerW struct {
+	qkvW, qkvB, aoW, aoB, ln1W, ln1B, iW, iB, oW, oB, ln2W, ln2B cuda.DevPtr
+}
+
+// Model is a model's weights on the device.
+type Model struct {
+	b      *Backend
+	cfg    loader.Config
+	arena  cuda.Buffer
+	word   cuda.DevPtr
+	pos    cuda.DevPtr
+	typ    cuda.DevPtr
+	embW   cuda.DevPtr
+	embB   cuda.DevPtr
+	layers []layerW
+	poolW  cuda.DevPtr
+	poolB  cuda.DevPtr
+}
+
+// Supported says whether the CUDA backend can run cfg; the error is
+// status.Unsupported naming the limit.
+func Supported(cfg loader.Config) error {
+	bad := func(format string, args ...any) error {
+		return status.Errorf(status.Unsupported, "gpu: "+format, args...)
+	}
+	if cfg.Hidden%8 != 0 || cfg.Hidden > cuda.MaxLayerNormCols {
+		return bad("hidden size %d (need a multiple of 8, at most %d)", cfg.Hidden, cuda.MaxLayerNormCols)
+	}
+	if cfg.Intermediate%8 != 0 {
+		return bad("intermediate size %d (need a multiple of 8)", cfg.Intermediate)
+	}
+	d, ok := cfg.HeadDim(), false
+	for _, x := range cuda.AttnHeadDims {
+		ok = ok || x == d
+	}
+	if !ok {
+		return bad("head dimension %d (the attention kernel has %v)", d, cuda.AttnHeadDims)
+	}
+	if cfg.Attention == loader.AttentionBlockSparse {
+		if cfg.BlockSize != cuda.AttnBlock {
+			return bad("block size %d (the sparse kernel's block is %d)", cfg.BlockSize, cuda.AttnBlock)
+		}
+		if cfg.RandomBlocks > cuda.AttnMaxRandom {
+			return bad("%d random blocks (at most %d)", cfg.RandomBlocks, cuda.AttnMaxRandom)
+		}
+	}
+	return nil
+}
+
+// Load copies p's weights to the device in the compute dtype: the Q, K and
+// V weights stay fused as one [3*hidden, hidden] matrix (model.Params'
+// layout). It compiles every kernel the forward uses, so the first batch
+// compiles nothing.
+func (b *Backend) Load(p *model.Params) (*Model, error) {
+	cfg := p.Config
+	if err := Supported(cfg); err != nil {
+		return nil, err
+	}
+	m := &Model{b: b, cfg: cfg, layers: make([]layerW, len(p.Layers))}
+	type tensor struct {
+		dst  *cuda.DevPtr
+		data []float32
+	}
+	var ts []tensor
+	add := func(dst *cuda.DevPtr, data []float32) { ts = append(ts, tensor{dst, data}) }
+	add(&m.word, p.WordEmb)
+	add(&m.pos, p.PosEmb)
+	add(&m.typ, p.TypeEmb)
+	add(&m.embW, p.EmbLNW)
+	add(&m.embB, p.EmbLNB)
+	for i := range p.Layers {
+		l, w := &p.Layers[i], &m.layers[i]
+		add(&w.qkvW, l.QKVW)
+		add(&w.qkvB, l.QKVB)
+		add(&w.aoW, l.AttnOutW)
+		add(&w.aoB, l.AttnOutB)
+		add(&w.ln1W, l.AttnLNW)
+		add(&w.ln1B, l.AttnLNB)
+		add(&w.iW, l.InterW)
+		add(&w.iB, l.InterB)
+		add(&w.oW, l.OutW)
+		add(&w.oB, l.OutB)
+		add(&w.ln2W, l.OutLNW)
+		add(&w.ln2B, l.OutLNB)
+	}
+	if p.PoolerW != nil {
+		add(&m.poolW, p.PoolerW)
+		add(&m.poolB, p.PoolerB)
+	}
+	es := b.dt.Size()
+	var total, largest int64
+	for _, t := range ts {
+		total += align(int64(len(t.data)) * es)
+		largest = max(largest, int64(len(t.data)))
+	}
+	err := b.dev.Do(func(c *cuda.Ctx) error {
+		arena, err := c.Alloc(total)
+		if err != nil {
+			return err
+		}
+		tmp, err := c.Alloc(4 * largest)
+		if err != nil {
+			c.Free(arena)
+			return err
+		}
+		defer c.Free(tmp)
+		off := int64(0)
+		for _, t := range ts {
+			*t.dst = arena.Ptr.Add(off)
+			off += align(int64(len(t.data)) * es)
+			if err := cuda.UploadSlice(c, tmp.Ptr, t.data); err != nil {
+				c.Free(arena)
+				return err
+			}
+			if err := c.Convert(b.dt, *t.dst, cuda.F32, tmp.Ptr, int64(len(t.data))); err != nil {
+				c.Free(arena)
+				return err
+			}
+		}
+		if err := c.Sync(); err != nil {
+			c.Free(arena)
+			return err
+		}
+		m.arena = arena
+		return warmKernels(c, b.dt, cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// warmKernels loads every module the forward uses (compiling it at most
+// once; later from the disk cache).
+func warmKernels(c *cuda.Ctx, dt cuda.DType, cfg loader.Config) error {
+	for _, k := range [][2]string{
+		{"sparse_attention", "sparse_attention_schedule"},
+		{"sparse_attention", fmt.Sprintf("sparse_attention_d%d_%s", cfg.HeadDim(), dt)},
+		{"encoder", "finish_rows_" + dt.String()},
+		{"layernorm", "add_ln_" + dt.String() + "_v1"},
+		{"activation", "bias_gelu_erf_" + dt.String()},
+		{"pack", "mean_pool_" + dt.String()},
+		{"convert", dt.String() + "_to_f32"},
+	} {
+		if _, err := c.Function(k[0], k[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func align(n int64) int64 { return (n + 255) &^ 255 }
+
+// Release frees the model's device memory.
+func (m *Model) Release() {
+	if m.arena.Ptr == 0 {
+		return
+	}
+	a := m.arena
+	m.arena = cuda.Buffer{}
+	_ = m.b.dev.Do(func(c *cuda.Ctx) error { return c.Free(a) })
+}
+
+// Pooling selects a pooled output (the engine's values).
+type Pooling int32
+
+const (
+	PoolCLS    Pooling = 0
+	PoolMean   Pooling = 1
+	PoolPooler Pooling = 2
+)
+
+// Outputs are the destinations of one batch: host slices, or fp32 device
+// pointers (of this device; the caller guarantees their size: T*hidden and
+// nseq*hidden floats). Unset destinations are not computed.
+type Outputs struct {
+	Hidden    []float32
+	Pooled    []float32
+	HiddenDev uintptr
+	PooledDev uintptr
+	Pooling   Pooling
+	Normalize bool
+}
+
+// pending is an enqueued batch.
+type pending struct {
+	arena   cuda.Buffer
+	host    cuda.HostBuffer
+	evIn    cuda.Event
+	evDone  cuda.Event
+	evOut   cuda.Event
+	hidOff  int64 // offset of the hidden output in host, -1: none
+	poolOff int64
+	T, S    int
+}
+
+// Forward runs a validated batch and writes out. ctx is checked before the
+// batch is enqueued and after it finishes; a batch once enqueued runs to
+// completion.
+func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var p *pending
+	err := m.b.dev.Do(func(c *cuda.Ctx) error {
+		var err error
+		p, err = m.enqueue(c, b, out)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return m.b.dev.Do(func(c *cuda.Ctx) error { return m.finish(c, p, out) })
+}
+
+// Timed runs Forward's enqueue with timing events around the compute
+// stream's work (for benchmarks): it returns the milliseconds from the
+// first to the last kernel of the batch.
+func (m *Model) Timed(b *model.Batch, out *Outputs) (float32, error) {
+	var ms float32
+	err := m.b.dev.Do(func(c *cuda.Ctx) error {
+		e0, err := c.NewEvent(true)
+		if err != nil {
+			return err
+		}
+		defer c.DestroyEvent(e0)
+		e1, err := c.NewEvent(true)
+		if err != nil {
+			return err
+		}
+		defer c.DestroyEvent(e1)
+		p, err := m.enqueueTimed(c, b, out, e0, e1)
+		if err != nil {
+			return err
+		}
+		if err := m.finish(c, p, out); err != nil {
+			return err
+		}
+		ms, err = c.Elapsed(e0, e1)
+		return err
+	})
+	return ms, err
+}
+
+func (m *Model) enqueue(c *cuda.Ctx, b *model.Batch, out *Outputs) (*pending, error) {
+	return m.enqueueTimed(c, b, out, 0, 0)
+}
+
+// input layout (bytes, each part 256-aligned) shared by the pinned host
+// buffer and the device arena's head.
+type inLayout struct {
+	tok, typ, pos, cu, seeds, size int64
+}
+
+func layoutIn(T, S int, types, seeds bool) inLayout {
+	var l inLayout
+	off := int64(0)
+	next := func(n int64) int64 { o := off; off += align(n); return o }
+	l.tok = next(4 * int64(T))
+	l.typ = -1
+	if types {
+		l.typ = next(4 * int64(T))
+	}
+	l.pos = next(4 * int64(T))
+	l.cu = next(4 * int64(S+1))
+	l.seeds = -1
+	if seeds {
+		l.seeds = next(8 * int64(S))
+	}
+	l.size = off
+	return l
+}
+
+func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, err error) {
+	cfg := &m.cfg
+	dt, es := m.b.dt, m.b.dt.Size()
+	T, S := len(b.Tokens), b.NumSeqs()
+	H, I, heads, D := cfg.Hidden, cfg.Intermediate, cfg.Heads, cfg.HeadDim()
+	wantHidden := out.Hidden != nil || out.HiddenDev != 0
+	wantPooled := out.Pooled != nil || out.PooledDev != 0
+	sparse := cfg.Attention == loader.AttentionBlockSparse
+
+	in := layoutIn(T, S, b.TokenTypes != nil, b.Seeds != nil)
+	// device arena: inputs, then the activations, then outputs
+	off := in.size
+	next := func(n int64) cuda.DevPtr { o := off; off += align(n); return cuda.DevPtr(o) }
+	x := next(int64(T) * int64(H) * es)
+	qkv := next(int64(T) * 3 * int64(H) * es)
+	att := next(int64(T) * int64(H) * es)
+	tmp := next(int64(T) * int64(H) * es)
+	inter := next(int64(T) * int64(I) * es)
+	ws := next(cuda.AttnWorkspaceBytes(S, heads))
+	var part cuda.DevPtr
+	if sparse {
+		part = next(cuda.AttnPartialBytes(T, S, heads, D))
+	}
+	var hid32, pool32, cls, poolY cuda.DevPtr
+	if out.Hidden != nil {
+		hid32 = next(4 * int64(T) * int64(H))
+	}
+	if out.Pooled != nil {
+		pool32 = next(4 * int64(S) * int64(H))
+	}
+	if wantPooled && out.Pooling == PoolPooler {
+		cls = next(int64(S) * int64(H) * es)
+		poolY = next(int64(S) * int64(H) * es)
+	}
+	// host (pinned): inputs, then the downloaded outputs
+	hoff := in.size
+	p := &pending{hidOff: -1, poolOff: -1, T: T, S: S}
+	if out.Hidden != nil {
+		p.hidOff = hoff
+		hoff += align(4 * int64(T) * int64(H))
+	}
+	if out.Pooled != nil {
+		p.poolOff = hoff
+		hoff += align(4 * int64(S) * int64(H))
+	}
+
+	if p.arena, err = c.Alloc(off); err != nil {
+		return nil, err
+	}
+	if p.host, err = c.HostAlloc(hoff); err != nil {
+		c.Free(p.arena)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			// Let whatever was enqueued drain before the buffers go back.
+			_ = c.SyncStream(c.CopyStream())
+			_ = c.Sync()
+			m.release(c, p)
+		}
+	}()
+	for _, e := range []*cuda.Event{&p.evIn, &p.evDone, &p.evOut} {
+		if *e, err = c.NewEvent(false); err != nil {
+			return nil, err
+		}
+	}
+	base := p.arena.Ptr
+	dev := func(o cuda.DevPtr) cuda.DevPtr { return base + o }
+	x, qkv, att, tmp, inter, ws = dev(x), dev(qkv), dev(att), dev(tmp), dev(inter), dev(ws)
+	if part != 0 {
+		part = dev(part)
+	}
+	if hid32 != 0 {
+		hid32 = dev(hid32)
+	}
+	if pool32 != 0 {
+		pool32 = dev(pool32)
+	}
+	if cls != 0 {
+		cls, poolY = dev(cls), dev(poolY)
+	}
+
+	// inputs into pinned memory, one upload on the copy stream
+	hb := p.host.Bytes()
+	i32 := func(o int64, n int) []int32 { return unsafe.Slice((*int32)(unsafe.Pointer(&hb[o])), n) }
+	copy(i32(in.tok, T), b.Tokens)
+	if in.typ >= 0 {
+		copy(i32(in.typ, T), b.TokenTypes)
+	}
+	pos := i32(in.pos, T)
+	for s := 0; s < S; s++ {
+		start, end := b.Seq(s)
+		for t := start; t < end; t++ {
+			pos[t] = int32(t - start + cfg.PositionOffset)
+		}
+	}
+	copy(i32(in.cu, S+1), b.CuSeqlens)
+	if in.seeds >= 0 {
+		copy(unsafe.Slice((*uint64)(unsafe.Pointer(&hb[in.seeds])), S), b.Seeds)
+	}
+	cp, cs := c.CopyStream(), c.Compute()
+	if err = c.CopyHtoDAsync(base, p.host, 0, in.size, cp); err != nil {
+		return nil, err
+	}
+	if err = c.RecordEvent(p.evIn, cp); err != nil {
+		return nil, err
+	}
+	if err = c.WaitEvent(cs, p.evIn); err != nil {
+		return nil, err
+	}
+	if e0 != 0 {
+		if err = c.RecordEvent(e0, cs); err != nil {
+			return nil, err
+		}
+	}
+	cu := base.Add(in.cu)
+	var typeIDs, seeds cuda.DevPtr
+	if in.typ >= 0 {
+		typeIDs = base.Add(in.typ)
+	}
+	if in.seeds >= 0 {
+		seeds = base.Add(in.seeds)
+	}
+
+	// ---- first kernel
+	if err = c.EmbedLayerNorm(cuda.EmbedArgs{DType: dt, Out: x, IDs: base.Add(in.tok), PosIDs: base.Add(in.pos), TypeIDs: typeIDs,
+		Word: m.word, Pos: m.pos, Type: m.typ, Gamma: m.embW, Beta: m.embB, Rows: T, Cols: H,
+		Vocab: cfg.VocabSize, NPos: cfg.MaxPositions, NType: cfg.TypeVocabSize, Eps: cfg.LayerNormEps}); err != nil {
+		return nil, err
+	}
+	eps := cfg.LayerNormEps
+	tanhGELU := cfg.Activation == loader.ActGELUTanh
+	hd := int64(H)
+	for l, w := range m.layers {
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: 3 * H, K: H, X: x, W: w.qkvW, Bias: w.qkvB, Y: qkv, Epilogue: cuda.EpilogueBias}); err != nil {
+			return nil, err
+		}
+		if err = c.Attention(cuda.AttentionArgs{DType: dt, Q: qkv, K: qkv.Add(hd * es), V: qkv.Add(2 * hd * es), O: att,
+			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
+			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
+			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part}); err != nil {
+			return nil, err
+		}
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: H, X: att, W: w.aoW, Bias: w.aoB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
+			return nil, err
+		}
+		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln1W, w.ln1B, T, H, eps); err != nil {
+			return nil, err
+		}
+		if tanhGELU {
+			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Bias: w.iB, Y: inter, Epilogue: cuda.EpilogueGELUBias})
+		} else {
+			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Y: inter, Epilogue: cuda.EpilogueNone})
+			if err == nil {
+				err = c.BiasGELU(dt, inter, inter, w.iB, T, I, false)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: I, X: inter, W: w.oW, Bias: w.oB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
+			return nil, err
+		}
+		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln2W, w.ln2B, T, H, eps); err != nil {
+			return nil, err
+		}
+	}
+
+	// ---- outputs
+	if wantHidden {
+		dst := hid32
+		if out.HiddenDev != 0 {
+			dst = cuda.DevPtr(out.HiddenDev)
+		}
+		if err = c.Convert(cuda.F32, dst, dt, x, int64(T)*hd); err != nil {
+			return nil, err
+		}
+	}
+	if wantPooled {
+		dst := pool32
+		if out.PooledDev != 0 {
+			dst = cuda.DevPtr(out.PooledDev)
+		}
+		switch out.Pooling {
+		case PoolCLS:
+			err = c.FinishRows(dt, dst, x, cu, S, H, false, out.Normalize)
+		case PoolMean:
+			err = c.MeanPool(dt, dst, x, cu, S, H)
+			if err == nil && out.Normalize {
+				err = c.FinishRows(cuda.F32, dst, dst, 0, S, H, false, true)
+			}
+		case PoolPooler:
+			if m.poolW == 0 {
+				return nil, status.Errorf(status.InvalidArgument, "gpu: pooler pooling on a model without a pooler")
+			}
+			err = c.GatherRows(cls, x, cu, S, T, H*int(es))
+			if err == nil {
+				err = c.Linear(cuda.LinearArgs{DType: dt, M: S, N: H, K: H, X: cls, W: m.poolW, Bias: m.poolB, Y: poolY, Epilogue: cuda.EpilogueBias})
+			}
+			if err == nil {
+				err = c.FinishRows(dt, dst, poolY, 0, S, H, true, out.Normalize)
+			}
+		default:
+			err = status.Errorf(status.InvalidArgument, "gpu: unknown pooling %d", out.Pooling)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// ---- last kernel
+	if e1 != 0 {
+		if err = c.RecordEvent(e1, cs); err != nil {
+			return nil, err
+		}
+	}
+	if err = c.RecordEvent(p.evDone, cs); err != nil {
+		return nil, err
+	}
+	if err = c.WaitEvent(cp, p.evDone); err != nil {
+		return nil, err
+	}
+	if out.Hidden != nil {
+		if err = c.CopyDtoHAsync(p.host, p.hidOff, hid32, 4*int64(T)*hd, cp); err != nil {
+			return nil, err
+		}
+	}
+	if out.Pooled != nil {
+		if err = c.CopyDtoHAsync(p.host, p.poolOff, pool32, 4*int64(S)*hd, cp); err != nil {
+			return nil, err
+		}
+	}
+	if err = c.RecordEvent(p.evOut, cp); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// finish waits for p's download and copies the host outputs.
+func (m *Model) finish(c *cuda.Ctx, p *pending, out *Outputs) error {
+	defer m.release(c, p)
+	if err := c.EventSync(p.evOut); err != nil {
+		return err
+	}
+	hb := p.host.Bytes()
+	H := m.cfg.Hidden
+	f32 := func(o int64, n int) []float32 { return unsafe.Slice((*float32)(unsafe.Pointer(&hb[o])), n) }
+	if out.Hidden != nil {
+		copy(out.Hidden, f32(p.hidOff, p.T*H))
+	}
+	if out.Pooled != nil {
+		copy(out.Pooled, f32(p.poolOff, p.S*H))
+	}
+	return nil
+}
+
+// release returns p's buffers and events. The device buffers may be reused
+// by later work on the compute stream (stream order keeps that safe); the
+// pinned buffer is only released after its download completed or the batch
+// failed before any copy was enqueued.
+func (m *Model) release(c *cuda.Ctx, p *pending) {
+	for _, e := range []cuda.Event{p.evIn, p.evDone, p.evOut} {
+		if e != 0 {
+			c.DestroyEvent(e)
+		}
+	}
+	c.Free(p.arena)
+	c.HostFree(p.host)
+	*p = pending{}
+}
