@@ -110,7 +110,8 @@ const (
 	PoolPooler Pooling = 2
 )
 
-// Outputs are caller-provided destinations. Nil slices are not computed.
+// Outputs are caller-provided destinations. Nil slices (and zero device
+// pointers) are not computed.
 type Outputs struct {
 	Hidden []float32 // nil, or at least T*hidden: last hidden states, packed
 	Pooled []float32 // nil, or at least nseq*hidden
@@ -121,4 +122,8 @@ type Outputs struct {
 	HiddenDevice, PooledDevice uintptr
 	Pooling                    Pooling
 	Normalize                  bool // L2-normalise pooled vectors
+	// Logits: nil, or at least the LogitsShape of the batch (rows*cols
+	// floats) for a model with a task head (status.Unsupported without one).
+	// Computed on the host from the last hidden states (see heads.go).
+	Logits []float32
 }

@@ -19,6 +19,7 @@ type Model struct {
 	bm  backendModel
 
 	poolerW, poolerB []float32
+	head             *head // task head (heads.go); nil for a bare encoder
 
 	mu     sync.RWMutex
 	closed bool
@@ -44,6 +45,9 @@ func (e *Engine) Load(w Weights) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{e: e, cfg: p.Config, poolerW: p.PoolerW, poolerB: p.PoolerB}
+	if m.head, err = loadHead(p.Config, w.Float32, p.PoolerW, p.PoolerB); err != nil {
+		return nil, err
+	}
 	m.bm, err = e.be.load(p)
 	if err != nil {
 		return nil, err
@@ -85,6 +89,9 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	}
 	if ctx == nil {
 		ctx = context.Background()
+	}
+	if out.Logits != nil {
+		return m.encodeLogits(ctx, b, out) // heads.go: Encode, then the head
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -215,7 +222,7 @@ func (m *Model) validate(b *Batch, out *Outputs) error {
 			return status.Errorf(status.InvalidArgument, "unknown pooling %d", out.Pooling)
 		}
 	}
-	return nil
+	return m.validateLogits(b, out)
 }
 
 // pool writes the pooled vector of every sequence.
