@@ -79,6 +79,7 @@ func float32Bytes(s []float32) []byte {
 type outSpec struct {
 	fp16           bool
 	hidden, pooled unsafe.Pointer // nil = not requested
+	logits         unsafe.Pointer // nil = not requested; always float32 (heads.go)
 }
 
 // readOutput checks a C output description for a batch of T tokens in S
@@ -90,7 +91,7 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 	if o == nil {
 		return spec, outs, status.Errorf(status.InvalidArgument, "output is NULL")
 	}
-	if err := checkSize("raptor_output_t", o.struct_size, C.sizeof_raptor_output_t); err != nil {
+	if err := checkSizes("raptor_output_t", o.struct_size, C.RAPTOR_OUTPUT_V1_SIZE, C.sizeof_raptor_output_t); err != nil {
 		return spec, outs, err
 	}
 	switch o.memory {
@@ -156,6 +157,7 @@ func (s *outSpec) deliver(out *engine.Outputs) (err error) {
 	}()
 	writeFloats(s.hidden, out.Hidden, s.fp16)
 	writeFloats(s.pooled, out.Pooled, s.fp16)
+	writeFloats(s.logits, out.Logits, false)
 	return nil
 }
 
@@ -195,6 +197,9 @@ func (m *modelObj) prepare(b *C.raptor_batch_t, o *C.raptor_output_t) (engine.Ba
 		return batch, outSpec{}, engine.Outputs{}, err
 	}
 	spec, outs, err := readOutput(o, len(batch.Tokens), batch.NumSeqs(), m.cfg.Hidden)
+	if err == nil {
+		err = m.readLogits(o, &batch, &spec, &outs) // heads.go
+	}
 	return batch, spec, outs, err
 }
 

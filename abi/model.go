@@ -158,11 +158,11 @@ func raptorgo_model_get_info(h C.uintptr_t, info *C.raptor_model_info_t) (st C.r
 	if info == nil {
 		return failf(name, status.InvalidArgument, "info is NULL")
 	}
-	if err := checkSize("raptor_model_info_t", info.struct_size, C.sizeof_raptor_model_info_t); err != nil {
+	if err := checkSizes("raptor_model_info_t", info.struct_size, C.RAPTOR_MODEL_INFO_V1_SIZE, C.sizeof_raptor_model_info_t); err != nil {
 		return fail(name, err)
 	}
 	c := &m.cfg
-	*info = C.raptor_model_info_t{
+	full := C.raptor_model_info_t{
 		struct_size:         C.sizeof_raptor_model_info_t,
 		family:              C.int32_t(c.Family),
 		vocab_size:          C.int32_t(c.VocabSize),
@@ -184,6 +184,8 @@ func raptorgo_model_get_info(h C.uintptr_t, info *C.raptor_model_info_t) (st C.r
 		has_tokenizer:       boolInt(m.tok != nil),
 		layer_norm_eps:      C.float(c.LayerNormEps),
 	}
+	fillInfoHead(&full, c) // heads.go
+	copyStruct(unsafe.Pointer(info), unsafe.Pointer(&full), info.struct_size)
 	return C.RAPTOR_OK
 }
 

@@ -103,9 +103,11 @@ void raptor_batch_default(raptor_batch_t* batch) {
 }
 
 void raptor_output_default(raptor_output_t* out) {
+  /* Fills the ABI v1 part only: a host built against an older header has a
+   * smaller struct. raptor_output_init fills the appended fields too. */
   if (out == NULL) return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
+  memset(out, 0, RAPTOR_OUTPUT_V1_SIZE);
+  out->struct_size = RAPTOR_OUTPUT_V1_SIZE;
   out->memory = RAPTOR_MEMORY_HOST;
   out->dtype = RAPTOR_DTYPE_FP32;
   out->pooling = RAPTOR_POOLING_MEAN;
@@ -134,3 +136,22 @@ raptor_status_t raptor_request_cancel(raptor_request_t* req) { return raptorgo_r
 const char* raptor_request_error(raptor_request_t* req) { return raptorgo_request_error((uintptr_t)req); }
 
 void raptor_request_free(raptor_request_t* req) { raptorgo_request_free((uintptr_t)req); }
+
+/* ---- task heads (appended) ------------------------------------------------ */
+
+void raptor_output_init(raptor_output_t* out, size_t struct_size) {
+  if (out == NULL || (struct_size != RAPTOR_OUTPUT_V1_SIZE && struct_size != sizeof *out)) return;
+  raptor_output_default(out);
+  memset((char*)out + RAPTOR_OUTPUT_V1_SIZE, 0, struct_size - RAPTOR_OUTPUT_V1_SIZE);
+  out->struct_size = struct_size;
+}
+
+raptor_status_t raptor_model_logits_shape(const raptor_model_t* model, const raptor_batch_t* batch,
+                                          int64_t* rows, int64_t* cols) {
+  return raptorgo_model_logits_shape((uintptr_t)model, (raptor_batch_t*)batch, rows, cols);
+}
+
+raptor_status_t raptor_model_label(const raptor_model_t* model, int32_t id, char* buf, size_t cap,
+                                   size_t* len) {
+  return raptorgo_model_label((uintptr_t)model, id, buf, cap, len);
+}

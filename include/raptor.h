@@ -245,6 +245,10 @@ typedef struct raptor_model_info {
   int32_t has_pooler;        /* nonzero if the file has BERT's pooler */
   int32_t has_tokenizer;     /* nonzero if the file carries a WordPiece vocabulary */
   float layer_norm_eps;
+  /* Appended (task heads). A host built against an older header passes the
+   * older sizeof, RAPTOR_MODEL_INFO_V1_SIZE, and gets the fields above only. */
+  int32_t head_kind;         /* RAPTOR_HEAD_*; RAPTOR_HEAD_NONE for a bare encoder */
+  int32_t num_labels;        /* logits per row (2 for question answering); 0 without a head */
 } raptor_model_info_t;
 
 /* Fills *info (whose struct_size the caller sets) with the model's config. */
@@ -303,10 +307,22 @@ typedef struct raptor_output {
   size_t pooled_bytes;
   int32_t pooling;     /* RAPTOR_POOLING_*; default MEAN */
   int32_t normalize;   /* nonzero: L2-normalise pooled vectors; default 0 */
+  /* Appended (task heads). A host built against an older header passes the
+   * older sizeof, RAPTOR_OUTPUT_V1_SIZE, and cannot ask for logits.
+   * logits: NULL, or logits_bytes >= rows * cols * 4: always FP32 whatever
+   * `dtype` says (question-answering logits reach -1e6, beyond fp16), host
+   * memory only, row-major [rows, cols] as raptor_model_logits_shape gives.
+   * A model without a task head gives RAPTOR_ERR_UNSUPPORTED. The head runs
+   * on the host from the last hidden states, whatever the backend. */
+  void* logits;
+  size_t logits_bytes;
 } raptor_output_t;
 
-/* Zeroes *out, sets out->struct_size, dtype FP32, memory HOST, pooling MEAN.
- * NULL is ignored. */
+/* Zeroes the ABI v1 fields of *out (RAPTOR_OUTPUT_V1_SIZE bytes: safe for a
+ * host built against any header), sets out->struct_size to
+ * RAPTOR_OUTPUT_V1_SIZE, dtype FP32, memory HOST, pooling MEAN. To use the
+ * appended fields (logits), call raptor_output_init(out, sizeof *out)
+ * instead. NULL is ignored. */
 RAPTOR_API void raptor_output_default(raptor_output_t* out);
 
 /* ------------------------------------------------------------------------ */
@@ -364,6 +380,52 @@ RAPTOR_API const char* raptor_request_error(raptor_request_t* req);
 /* Frees a request handle. A pending request is cancelled; its callback, if
  * any, still runs exactly once. NULL is ignored. */
 RAPTOR_API void raptor_request_free(raptor_request_t* req);
+
+/* ------------------------------------------------------------------------ */
+/* Task heads (appended)                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The sizes of raptor_model_info_t and raptor_output_t before the head
+ * fields were appended (LP64 and ILP32 alike); the library accepts them as
+ * struct_size, and the current sizeof. */
+#define RAPTOR_MODEL_INFO_V1_SIZE (sizeof(size_t) == 8 ? 88u : 80u)
+#define RAPTOR_OUTPUT_V1_SIZE (sizeof(size_t) == 8 ? 56u : 36u)
+
+/* The task a model's head computes (raptor_model_info_t.head_kind), from the
+ * HF *For* checkpoint it was converted from. Logits shapes:
+ *   SEQUENCE_CLASSIFICATION  [num_seqs, num_labels], from each sequence's first token
+ *   TOKEN_CLASSIFICATION     [num_tokens, num_labels], packed like the input
+ *   QUESTION_ANSWERING       [num_tokens, 2]: start logit, end logit */
+enum {
+  RAPTOR_HEAD_NONE = 0,
+  RAPTOR_HEAD_SEQUENCE_CLASSIFICATION = 1,
+  RAPTOR_HEAD_TOKEN_CLASSIFICATION = 2,
+  RAPTOR_HEAD_QUESTION_ANSWERING = 3
+};
+
+/* As raptor_output_default, then zeroes the fields appended since and sets
+ * out->struct_size = struct_size, which must be RAPTOR_OUTPUT_V1_SIZE or
+ * sizeof(raptor_output_t) (anything else: *out is left untouched).
+ * NULL is ignored. */
+RAPTOR_API void raptor_output_init(raptor_output_t* out, size_t struct_size);
+
+/* Sets *rows and *cols to the shape of the logits of `batch` (validated as
+ * raptor_encode does): the buffer needs rows * cols * 4 bytes. A model
+ * without a head gives RAPTOR_ERR_UNSUPPORTED. */
+RAPTOR_API raptor_status_t raptor_model_logits_shape(const raptor_model_t* model,
+                                                     const raptor_batch_t* batch,
+                                                     int64_t* rows, int64_t* cols);
+
+/* Copies the name of label `id` (config.json's id2label) into buf as UTF-8
+ * with a terminating NUL, and sets *len to its length without the NUL.
+ * Size query: with buf == NULL and cap == 0 it only sets *len. A cap below
+ * the length + 1 gives RAPTOR_ERR_BUFFER_TOO_SMALL. A model whose file
+ * has no label names gives "LABEL_<id>", as HF does; a model without a head
+ * gives RAPTOR_ERR_UNSUPPORTED; id outside [0, num_labels) gives
+ * RAPTOR_ERR_OUT_OF_RANGE.
+ * Ownership: buf stays the caller's; nothing is retained. */
+RAPTOR_API raptor_status_t raptor_model_label(const raptor_model_t* model, int32_t id,
+                                              char* buf, size_t cap, size_t* len);
 
 #ifdef __cplusplus
 } /* extern "C" */

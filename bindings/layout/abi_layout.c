@@ -59,6 +59,8 @@ int main(void) {
   OFF(raptor_model_info_t, has_pooler);
   OFF(raptor_model_info_t, has_tokenizer);
   OFF(raptor_model_info_t, layer_norm_eps);
+  OFF(raptor_model_info_t, head_kind);
+  OFF(raptor_model_info_t, num_labels);
 
   SIZE(raptor_batch_t);
   OFF(raptor_batch_t, struct_size);
@@ -79,5 +81,7 @@ int main(void) {
   OFF(raptor_output_t, pooled_bytes);
   OFF(raptor_output_t, pooling);
   OFF(raptor_output_t, normalize);
+  OFF(raptor_output_t, logits);
+  OFF(raptor_output_t, logits_bytes);
   return 0;
 }

@@ -57,6 +57,8 @@ type cModelInfo struct {
 	HasPooler         int32
 	HasTokenizer      int32
 	LayerNormEps      float32
+	HeadKind          int32 // appended: RAPTOR_HEAD_*
+	NumLabels         int32
 }
 
 type cBatch struct {
@@ -79,6 +81,8 @@ type cOutput struct {
 	PooledBytes uintptr
 	Pooling     int32
 	Normalize   int32
+	Logits      unsafe.Pointer // appended: task-head logits, always float32
+	LogitsBytes uintptr
 }
 
 // C enum values (raptor.h).

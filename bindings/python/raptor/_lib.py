@@ -98,6 +98,8 @@ class raptor_model_info_t(ctypes.Structure):
         ("has_pooler", ctypes.c_int32),
         ("has_tokenizer", ctypes.c_int32),
         ("layer_norm_eps", ctypes.c_float),
+        ("head_kind", ctypes.c_int32),
+        ("num_labels", ctypes.c_int32),
     ]
 
 
@@ -124,6 +126,8 @@ class raptor_output_t(ctypes.Structure):
         ("pooled_bytes", ctypes.c_size_t),
         ("pooling", ctypes.c_int32),
         ("normalize", ctypes.c_int32),
+        ("logits", ctypes.c_void_p),
+        ("logits_bytes", ctypes.c_size_t),
     ]
 
 

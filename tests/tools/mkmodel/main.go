@@ -5,6 +5,8 @@
 //	tiny-bigbird.raptor  BigBird (RoBERTa embeddings), block-sparse attention
 //	                     (block 8, 1 random block: sequences over 56 tokens are
 //	                     sparse), no tokenizer
+//	tiny-bert-cls.raptor tiny-bert's shape with a sequence-classification head
+//	                     (BERT pooler + classifier, labels negative/neutral/positive)
 //
 // Usage: go run ./tests/tools/mkmodel [-o DIR] (default build/testmodels).
 // The same command always writes the same bytes; files already up to date are
@@ -68,6 +70,14 @@ func models() []model {
 			Attention: loader.AttentionBlockSparse, BlockSize: 8, RandomBlocks: 1,
 			DType: loader.F16,
 		}, 2},
+		{"tiny-bert-cls.raptor", loader.Config{
+			Family: loader.FamilyBERT, VocabSize: len(vocab), Hidden: 32, Layers: 2, Heads: 4,
+			Intermediate: 64, MaxPositions: 128, TypeVocabSize: 2, LayerNormEps: 1e-12,
+			Activation: loader.ActGELU, PadTokenID: 0, Attention: loader.AttentionDense,
+			Pooler: true, DType: loader.F32, Tokenizer: tokenizerSpec(),
+			Head: &loader.HeadSpec{Kind: loader.HeadSequenceClassification, Variant: loader.HeadPooler,
+				NumLabels: 3, Labels: []string{"negative", "neutral", "positive"}, QuestionSepID: -1},
+		}, 3},
 	}
 }
 
