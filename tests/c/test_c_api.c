@@ -888,7 +888,7 @@ static void test_encode(void) {
   raptor_output_t dout;
   memset(&dout, 0x5a, sizeof dout);
   raptor_output_default(&dout);
-  CHECK(dout.struct_size == sizeof dout && dout.memory == RAPTOR_MEMORY_HOST && dout.dtype == RAPTOR_DTYPE_FP32);
+  CHECK(dout.struct_size == RAPTOR_OUTPUT_V1_SIZE && dout.memory == RAPTOR_MEMORY_HOST && dout.dtype == RAPTOR_DTYPE_FP32);
   CHECK(dout.pooling == RAPTOR_POOLING_MEAN && dout.normalize == 0 && dout.hidden == NULL && dout.pooled_bytes == 0);
   raptor_batch_default(NULL);
   raptor_output_default(NULL);
