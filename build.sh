@@ -142,7 +142,9 @@ fuzz_all() {
     for name in $(go test -list '^Fuzz' "$d" | grep '^Fuzz' || true); do
       n=$((n + 1))
       echo "--- fuzz $pkg $name (${RAPTOR_FUZZTIME:-20s})"
-      go test -run '^$' -fuzz "^${name}\$" -fuzztime="${RAPTOR_FUZZTIME:-20s}" "$d" || rc=1
+      # Minimizing each new input (default: up to 60 s each) would take the whole budget
+      # on inputs of a few KB: bound it in executions.
+      go test -run '^$' -fuzz "^${name}\$" -fuzztime="${RAPTOR_FUZZTIME:-20s}" -fuzzminimizetime=100x "$d" || rc=1
     done
   done
   echo "fuzz targets run: $n"
@@ -155,6 +157,17 @@ ctest_all() {
     -DRAPTOR_GO_BUILD=OFF -DRAPTOR_MODEL="$MODEL" >/dev/null
   cmake --build "$BUILD/cmake" -j "$(nproc)" -- --no-print-directory >/dev/null
   ctest --test-dir "$BUILD/cmake" --output-on-failure
+}
+
+# ctest_san SANITIZER: the C and C++ hosts (and tests/hardening, a shorter soak)
+# built with -fsanitize=address (LeakSanitizer included, tests/lsan.supp) or undefined.
+ctest_san() {
+  local dir=$BUILD/cmake-$1
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRAPTOR_LIBRARY="$BUILD/libraptor.so" \
+    -DRAPTOR_GO_BUILD=OFF -DRAPTOR_MODEL="$MODEL" -DRAPTOR_SANITIZE="$1" \
+    -DRAPTOR_TESTMODELS_DIR="$BUILD/testmodels" -DRAPTOR_SOAK_SECONDS=10 -DRAPTOR_FUZZ_ABI_ITERATIONS=50000 >/dev/null
+  cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null
+  ctest --test-dir "$dir" --output-on-failure -E '^install$'
 }
 
 pytest_all() {
@@ -194,6 +207,8 @@ test_all() {
   run_suite go-fuzz "each Fuzz target, ${RAPTOR_FUZZTIME:-20s}" fuzz_all
   if [ -f CMakeLists.txt ]; then
     run_suite ctest "C and C++ hosts" ctest_all
+    run_suite ctest-asan "C/C++ hosts, AddressSanitizer + LSan" ctest_san address
+    run_suite ctest-ubsan "C/C++ hosts, UndefinedBehaviorSanitizer" ctest_san undefined
   else
     skip_suite ctest "no CMakeLists.txt yet"
   fi
