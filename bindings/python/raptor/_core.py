@@ -11,6 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import _heads
 from . import _lib as L
 from ._errors import InvalidArgumentError, InvalidHandleError, OutOfRangeError, WaitTimeoutError, check, error_for
 
@@ -67,7 +68,8 @@ def set_log_handler(fn, level=L.LOG_INFO):
 ModelInfo = namedtuple("ModelInfo", [
     "family", "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
     "max_sequence_length", "type_vocab_size", "activation", "attention", "block_size", "random_blocks",
-    "position_offset", "pad_token_id", "weight_dtype", "has_pooler", "has_tokenizer", "layer_norm_eps"])
+    "position_offset", "pad_token_id", "weight_dtype", "has_pooler", "has_tokenizer", "layer_norm_eps",
+    "head_kind", "num_labels"])
 ModelInfo.__doc__ = "A model's config (raptor_model_info_t), with enums as names."
 
 Encoding = namedtuple("Encoding", ["pooled", "hidden", "packed", "cu_seqlens"])
@@ -214,6 +216,7 @@ class Model(_Closing):
             v["weight_dtype"] = _WEIGHT_DTYPES.get(v["weight_dtype"], v["weight_dtype"])
             v["has_pooler"] = bool(v["has_pooler"])
             v["has_tokenizer"] = bool(v["has_tokenizer"])
+            v["head_kind"] = _heads.HEAD_KINDS.get(v["head_kind"], v["head_kind"])
             self._info = ModelInfo(**v)
         return self._info
 
@@ -298,6 +301,21 @@ class Model(_Closing):
         call = _Call(self, token_ids, cu_seqlens, pooling, normalize, hidden, dtype, token_type_ids, seeds,
                      None, None)
         return Request(self, call)
+
+    @property
+    def labels(self):
+        """The label names of the model's task head in id order ([] without a head)."""
+        return _heads.labels(self)
+
+    def classify(self, inputs, token_type_ids=None, max_tokens=0, seeds=None):
+        """Runs the model's task head on a list of inputs (str or token-id
+        sequences) and returns a Logits (logits, labels, kind, cu_seqlens).
+        A model without a head raises UnsupportedError."""
+        ids, cu, tt = self._pack_all(inputs, token_type_ids, max_tokens)
+        call = _Call(self, ids, cu, None, False, False, "float32", tt, seeds, None, None)
+        _heads.attach_logits(call, self, True)
+        check(L.lib().raptor_encode(self.handle, ctypes.byref(call.batch), ctypes.byref(call.output)))
+        return _heads.Logits(call.logits, self.labels, self.info.head_kind, call.cu)
 
     def close(self):
         """Frees the model; its pending requests complete with SHUTDOWN first."""

@@ -172,6 +172,11 @@ _PROTOTYPES = {
     "raptor_request_cancel": (raptor_status_t, [raptor_request_p]),
     "raptor_request_error": (ctypes.c_char_p, [raptor_request_p]),
     "raptor_request_free": (None, [raptor_request_p]),
+    # task heads (appended)
+    "raptor_model_logits_shape": (
+        raptor_status_t, [raptor_model_p, _P(raptor_batch_t), _P(ctypes.c_int64), _P(ctypes.c_int64)]),
+    "raptor_model_label": (
+        raptor_status_t, [raptor_model_p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t, c_size_t_p]),
 }
 
 
