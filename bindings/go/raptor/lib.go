@@ -29,6 +29,8 @@ const ABIVersion = 1
 // Library is a loaded libraptor.so. It is never unloaded.
 type Library struct {
 	path string
+	dl   uintptr    // the dlopen handle
+	hd   headsFuncs // appended functions (heads.go), resolved on first use
 
 	abiVersion           func() uint32
 	version              func() string
@@ -74,7 +76,7 @@ func Open(path string) (*Library, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raptor: loading %s: %w", path, err)
 	}
-	l := &Library{path: path}
+	l := &Library{path: path, dl: h}
 	if err := l.register(h); err != nil {
 		return nil, fmt.Errorf("raptor: %s: %w", path, err)
 	}

@@ -31,6 +31,8 @@ type ModelInfo struct {
 	HasPooler         bool
 	HasTokenizer      bool
 	LayerNormEps      float32
+	HeadKind          HeadKind // task head (appended to the ABI); HeadNone for a bare encoder
+	NumLabels         int      // logits per row; 0 without a head
 }
 
 // Model is a loaded model (raptor_model_t). It is safe for concurrent use.
@@ -72,6 +74,7 @@ func (m *Model) Info() (ModelInfo, error) {
 		BlockSize: int(c.BlockSize), RandomBlocks: int(c.RandomBlocks), PositionOffset: int(c.PositionOffset),
 		PadTokenID: int(c.PadTokenID), WeightDType: DType(c.WeightDType), HasPooler: c.HasPooler != 0,
 		HasTokenizer: c.HasTokenizer != 0, LayerNormEps: c.LayerNormEps,
+		HeadKind: HeadKind(c.HeadKind), NumLabels: int(c.NumLabels),
 	}, nil
 }
 
