@@ -32,6 +32,7 @@ const defaultModelName = "models/all-MiniLM-L6-v2.raptor"
 type encodeFlags struct {
 	model, backend, pooling, format, out string
 	normalize, ids, verbose              bool
+	task                                 bool // print the task head's top label per input (task.go)
 	threads, maxBatchTokens, maxTokens   int
 }
 
@@ -49,6 +50,7 @@ func runEncode(args []string) int {
 	fs.IntVar(&f.maxBatchTokens, "max-batch-tokens", 16384, "token budget of one batch")
 	fs.IntVar(&f.maxTokens, "max-tokens", 0, "truncate text to this many tokens (0 = the model's longest sequence)")
 	fs.BoolVar(&f.verbose, "v", false, "also print the engine's informational log lines")
+	fs.BoolVar(&f.task, "task", false, "run the model's task head (HF *For* checkpoints) and print JSONL: the top label per input (sequence classification), per token (token classification) or the best answer span (question answering)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: raptor encode [flags] [INPUT|-]\n\nReads one input per line from INPUT (default: stdin) and writes one embedding per input.\n\nflags:")
 		fs.PrintDefaults()
@@ -205,6 +207,18 @@ func encodeMain(ctx context.Context, f *encodeFlags, input string) error {
 	seqs, err := readInputs(in, tok, f.ids, maxTokens, cfg.VocabSize, maxSeq)
 	if err != nil {
 		return err
+	}
+	if f.task {
+		w := io.Writer(os.Stdout)
+		if f.out != "-" {
+			file, err := os.Create(f.out)
+			if err != nil {
+				return err
+			}
+			defer file.Close()
+			w = file
+		}
+		return encodeTask(ctx, model, seqs, f.maxBatchTokens, w)
 	}
 
 	var w io.Writer = os.Stdout
