@@ -57,12 +57,12 @@ enum { MAX_FAULTS = 3 };
 /* The statuses the faults of one call allow. */
 typedef struct {
   int n;
-  raptor_status_t want[MAX_FAULTS];
-  const char* what[MAX_FAULTS];
+  raptor_status_t want[MAX_FAULTS + 1]; /* + out_req NULL for raptor_submit */
+  const char* what[MAX_FAULTS + 1];
 } faults_t;
 
 static void add_fault(faults_t* f, raptor_status_t st, const char* what) {
-  if (f->n < MAX_FAULTS) {
+  if (f->n < MAX_FAULTS + 1) {
     f->want[f->n] = st;
     f->what[f->n] = what;
     f->n++;
