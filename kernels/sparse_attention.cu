@@ -753,6 +753,393 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     __syncthreads();
   }
 }
+
+// ex2_h2 is 2^x of both halves of an f16x2 word (one MUFU instruction).
+__device__ __forceinline__ unsigned ex2_h2(unsigned x) {
+  unsigned y;
+  asm("ex2.approx.f16x2 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
+// hsum8 is the sum of the 16 halves of e as fp32 (a tree of HADD2, then one
+// conversion of the last pair).
+__device__ __forceinline__ float hsum8(const unsigned (&e)[8]) {
+  unsigned a[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) asm("add.rn.f16x2 %0, %1, %2;" : "=r"(a[i]) : "r"(e[2 * i]), "r"(e[2 * i + 1]));
+  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(a[0]) : "r"(a[0]), "r"(a[1]));
+  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(a[2]) : "r"(a[2]), "r"(a[3]));
+  float f0, f1, f2, f3;
+  asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, %2; cvt.f32.f16 %0, lo; cvt.f32.f16 %1, hi; }"
+      : "=f"(f0), "=f"(f1) : "r"(a[0]));
+  asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, %2; cvt.f32.f16 %0, lo; cvt.f32.f16 %1, hi; }"
+      : "=f"(f2), "=f"(f3) : "r"(a[2]));
+  return (f0 + f1) + (f2 + f3);
+}
+__device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+// pv is O += P V for one 64-key block: P in registers (A operand), V from the
+// swizzled tile at vs (MN-major B operand).
+// pv_desc computes the four operand descriptors of pv (outside the wgmma
+// pipeline stage: ptxas serialises wgmma when ordinary instructions define a
+// wgmma input between the stage's fence and its wait).
+__device__ __forceinline__ void pv_desc(unsigned long long (&dv)[4], unsigned vs) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) dv[kk] = wg_desc(vs + kk * 2048, 8192, 1024);
+}
+template <typename T, int D>
+__device__ __forceinline__ void pv(float (&o)[D / 2], const unsigned (&pa)[4][4], const unsigned long long (&dv)[4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv[kk]);
+    else Wg<T>::rs_m64n128_tb(o, pa[kk], dv[kk]);
+  }
+}
+__device__ __forceinline__ void reg_fence_u(unsigned& x) { asm volatile("" : "+r"(x)::"memory"); }
+// kRescale: the running row max of attention_wp moves only when a row's max
+// grows by more than this (log2 units; FlashAttention-4's conditional rescaling).
+constexpr float kRescale = 8.f;
+template <bool B> struct BoolTag { static constexpr bool value = B; };
+
+// attention_wp is attention_wg with a cheaper softmax and (PIPE) the softmax
+// of block j overlapped with the PV product of block j-1 in one warpgroup:
+//   - EXP16 (fp16 only): exponentials as ex2.approx.f16x2, two per MUFU
+//     instruction, P produced directly in the fp16 operand layout;
+//   - conditional rescaling (kRescale): O and l are rescaled only when some
+//     row's max grew by more than 2^8, which after the first block is rare;
+//   - PIPE: per block, QK^T(j) and then PV(j-1) are issued back to back;
+//     wait_group 1 returns when S(j) is ready and the softmax of block j runs
+//     while the tensor cores do PV(j-1). V needs 3 ring stages (V(j-1) is in
+//     use while block j+1 loads), K 2: shared memory (1 + 2 + 3) * 64 * D * 2
+//     + 1024 bytes (PIPE), (1 + 2 + 2) * 64 * D * 2 + 1024 bytes otherwise.
+template <typename T, int D, bool PIPE, bool EXP16>
+__device__ __forceinline__ void attention_wp(const AttnParams& p) {
+  static_assert(D == 64 || D == 128, "head dim");
+  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
+  constexpr int CH = D / 8;
+  constexpr int NT = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_wg[];
+  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
+  const unsigned sK = sQ + TB;
+  constexpr int KS = 2, VS = PIPE ? 3 : 2;  // K and V ring stages
+  const unsigned sV = sK + KS * TB;
+  __shared__ int s_list[2 * kMaxList];
+  __shared__ int s_item[12];
+  __shared__ int s_last;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  int* ws = p.ws;
+  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
+  const int* part_base = ws + ws_part_base_offset(p.nseq);
+  int* sem = ws + ws_sem_offset(p.nseq);
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
+  const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
+  const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
+  T* Og = static_cast<T*>(p.o);
+  int hint = 0;
+
+  for (;;) {
+    if (tid == 0) {
+      const int tk = atomicAdd(ws, 1);
+      const int total = ws[1];
+      if (tk >= total) {
+        s_item[0] = -1;
+      } else {
+        const int nseg = ws[2];
+        int lo = hint, hi = nseg - 1;
+        for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
+        if (lo < hi && segs[lo + 1].w <= tk) {
+          while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (segs[mid].w <= tk) lo = mid;
+            else hi = mid - 1;
+          }
+        }
+        hint = lo;
+        const int4 sg = segs[lo];
+        const int local = tk - sg.w;
+        const int h = local / sg.z, e = local - h * sg.z;
+        const int s = sg.x;
+        const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
+        const int nb = num_blocks(n);
+        const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, r), C);
+        s_item[0] = s;
+        s_item[1] = h;
+        s_item[2] = it.qblock;
+        s_item[3] = it.kv_begin;
+        s_item[4] = it.kv_len;
+        s_item[5] = it.list;
+        s_item[6] = it.row;
+        s_item[7] = it.chunk;
+        s_item[8] = it.nchunks;
+        s_item[9] = tok0;
+        s_item[10] = n;
+      }
+    }
+    __syncthreads();
+    const int s = s_item[0];
+    if (s < 0) break;
+    int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
+    const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10];
+    const int nb = num_blocks(n);
+    int qvalid = imin(kBlock, n - qb * kBlock);
+    const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
+    const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
+    auto load_kv = [&](int kb, int kst, int vst) {
+      const int valid = imin(kBlock, n - kb * kBlock);
+      load_tile_sw<D>(sK + kst * TB, kbase + (long long)kb * kBlock * p.k_row, p.k_row, valid, tid);
+      load_tile_sw<D>(sV + vst * TB, vbase + (long long)kb * kBlock * p.v_row, p.v_row, valid, tid);
+    };
+    load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                    qvalid, tid);
+    load_kv(use_list ? 0 : kv_begin, 0, 0);
+    cp_async_commit();
+    if (tid == 0 && use_list) {
+      const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+      s_item[4] = middle_list(s_list, s_list + kMaxList, p.seed, rs, p.layer, h, qb, nb, r);
+    }
+    __syncthreads();
+    const int L = s_item[4];
+    auto block_at = [&](int j) { return use_list ? s_list[j] : kv_begin + j; };
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
+    unsigned pa[4][4];  // P of the block whose PV product is pending (PIPE)
+
+    // one iteration per key block; FIRST (PIPE only) peels block 0, which has
+    // no pending PV, so that no wgmma sits on a run-time branch (ptxas
+    // serialises wgmma issued under divergent-looking control flow)
+    auto iter = [&](const int j, auto first_tag) {
+      constexpr bool FIRST = decltype(first_tag)::value;
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+      // block j+1 into K stage (j+1)%2 (K_{j-1}: its QK^T was waited for in
+      // iteration j-1) and V stage (j+1)%VS (PIPE: V_{j-2}, whose PV product
+      // was waited for in iteration j-1; else V_{j-1}, likewise)
+      if (j + 1 < L) load_kv(block_at(j + 1), (j + 1) % KS, (j + 1) % VS);
+      cp_async_commit();
+      const int kb = block_at(j);
+      const unsigned ks = sK + (j % KS) * TB;
+
+      // S = Q K^T (64 x 64) on the warpgroup; with PIPE the previous block's
+      // O += P V is queued behind it and runs during this block's softmax
+      float acc[32];
+      unsigned long long dq[D / 16], dk[D / 16], dv[4];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
+        dq[kk] = wg_desc(sQ + off, 16, 1024);
+        dk[kk] = wg_desc(ks + off, 16, 1024);
+      }
+      if constexpr (PIPE && !FIRST) pv_desc(dv, sV + ((j - 1) % VS) * TB);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        if (kk == 0) Wg<T>::ss0_m64n64(acc, dq[kk], dk[kk]);
+        else Wg<T>::ss1_m64n64(acc, dq[kk], dk[kk]);
+      }
+      wg_commit();
+      if constexpr (PIPE && !FIRST) {
+        wg_fence();  // its own stage (as FlashAttention-3's gemm calls)
+        pv<T, D>(o, pa, dv);
+        wg_commit();
+        wg_wait1();
+      } else {
+        wg_wait0();
+      }
+      // the softmax works on a copy: S's registers are wgmma operands of the
+      // stage still in flight (PV), which ordinary instructions must not write
+      float sc[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) asm volatile("mov.b32 %0, %1;" : "=f"(sc[i]) : "f"(acc[i]) : "memory");
+
+      // mask keys past the sequence end (only the sequence's last block)
+      const int kvalid = n - kb * kBlock;
+      if (kvalid < kBlock) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
+        }
+      }
+      float mx0 = m0, mx1 = m1;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
+        mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      // conditional rescaling: the running max moves only when some row of
+      // the warp grew by more than kRescale (log2 units), so P <= 2^kRescale;
+      // l and O always use the same (possibly stale) max, the result is exact
+      const bool grow = (mx0 - m0) * sl2 > kRescale || (mx1 - m1) * sl2 > kRescale;
+      const bool rescale = __any_sync(0xffffffffu, grow);
+      float a0 = 1.f, a1 = 1.f;
+      if (rescale) {
+        a0 = ex2((m0 - mx0) * sl2);
+        a1 = ex2((m1 - mx1) * sl2);
+        m0 = mx0;
+        m1 = mx1;
+        l0 *= a0;
+        l1 *= a1;
+      }
+      const float ms0 = m0 * sl2, ms1 = m1 * sl2;
+      unsigned pn[4][4];
+      if constexpr (EXP16) {
+        // fp16 P: x = S*scale*log2e - m in fp32 (one FFMA), packed to f16x2,
+        // two exponentials per MUFU instruction; row sums by HADD2 then fp32
+        unsigned e0[8], e1[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          e0[i] = ex2_h2(DType<half_t>::pack2(fmaf(sc[4 * i], sl2, -ms0), fmaf(sc[4 * i + 1], sl2, -ms0)));
+          e1[i] = ex2_h2(DType<half_t>::pack2(fmaf(sc[4 * i + 2], sl2, -ms1), fmaf(sc[4 * i + 3], sl2, -ms1)));
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          pn[kk][0] = e0[2 * kk];
+          pn[kk][1] = e1[2 * kk];
+          pn[kk][2] = e0[2 * kk + 1];
+          pn[kk][3] = e1[2 * kk + 1];
+        }
+        l0 += hsum8(e0);
+        l1 += hsum8(e1);
+      } else {
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
+          sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
+          sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
+          sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
+          rs0 += sc[4 * i] + sc[4 * i + 1];
+          rs1 += sc[4 * i + 2] + sc[4 * i + 3];
+        }
+        l0 += rs0;
+        l1 += rs1;
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          pn[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
+          pn[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
+          pn[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
+          pn[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
+        }
+      }
+      if constexpr (PIPE && !FIRST) {
+        wg_wait0();  // the previous block's PV has landed in o
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+        // pa stays live (its registers untouched) until the PV that reads it
+        // has completed: keeps the compiler from computing pn into them
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) reg_fence_u(pa[kk][c]);
+        }
+      }
+      if (rescale) {
+#pragma unroll
+        for (int i = 0; i < NT; ++i) {
+          o[4 * i] *= a0;
+          o[4 * i + 1] *= a0;
+          o[4 * i + 2] *= a1;
+          o[4 * i + 3] *= a1;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) pa[kk][c] = pn[kk][c];
+      }
+      if constexpr (!PIPE) {
+        unsigned long long dv2[4];
+        pv_desc(dv2, sV + (j % VS) * TB);
+        wg_fence();
+        pv<T, D>(o, pa, dv2);
+        wg_commit();
+        wg_wait0();
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+      }
+    };
+    if constexpr (PIPE) {
+      iter(0, BoolTag<true>{});
+      for (int j = 1; j < L; ++j) iter(j, BoolTag<false>{});
+    } else {
+      for (int j = 0; j < L; ++j) iter(j, BoolTag<false>{});
+    }
+    if constexpr (PIPE) {
+      unsigned long long dv[4];
+      pv_desc(dv, sV + ((L - 1) % VS) * TB);
+      wg_fence();
+      pv<T, D>(o, pa, dv);
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+    }
+
+    h = s_item[1];
+    qb = s_item[2];
+    tok0 = s_item[9];
+    qvalid = imin(kBlock, s_item[10] - qb * kBlock);
+    const int row = s_item[6], chunk = s_item[7], nchunks = s_item[8];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    if (nchunks == 1) {
+      const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        st_shared_u32(sQ + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
+        st_shared_u32(sQ + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
+      }
+      __syncwarp();
+      T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
+#pragma unroll
+      for (int idx = lane; idx < 16 * CH; idx += 32) {
+        const int rr = warp * 16 + idx / CH, c = idx % CH;
+        if (rr < qvalid) *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) = ld_shared_v4(sQ + sw_offset(rr, c * 8));
+      }
+    } else {
+      const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
+      float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
+        *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
+      }
+      if (t4 == 0) {
+        pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
+        pf[64 * D + r1] = m1 * sl2;
+        pf[64 * D + 64 + r0] = l0;
+        pf[64 * D + 64 + r1] = l1;
+      }
+      __threadfence();
+      __syncthreads();
+      int* sm = sem + (s * H + h) * 2 + row;
+      if (tid == 0) s_last = atomicAdd(sm, 1) == nchunks - 1;
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
+                      Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
+                      qvalid, tid);
+        if (tid == 0) *sm = 0;
+      }
+    }
+    __syncthreads();
+  }
+}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // block_exclusive_scan over all threads of the CTA (blockDim.x a multiple of
@@ -915,6 +1302,37 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
+
+// sparse_attention_d{64,128}_{wp,wx,wq}_{f16,bf16}: attention_wp (sm_90a only;
+// elsewhere it traps). wp: softmax of block j overlapped with PV of block j-1
+// (PIPE), f16x2 exponentials for fp16 inputs (fp32 for bf16), conditional
+// rescaling; dynamic shared memory 6 * 64 * D * 2 + 1024 bytes. wx: the same
+// softmax without PIPE, 5 * 64 * D * 2 + 1024 bytes. wq: PIPE with fp32
+// exponentials (an ablation of wp), 6 * 64 * D * 2 + 1024 bytes.
+namespace raptor {
+namespace sparse {
+template <typename T> struct IsHalf { static constexpr bool value = false; };
+template <> struct IsHalf<half_t> { static constexpr bool value = true; };
+}  // namespace sparse
+}  // namespace raptor
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RAPTOR_SPARSE_ATTN_WP_BODY(T, D, PIPE, E16) \
+  raptor::sparse::attention_wp<T, D, PIPE, E16 && raptor::sparse::IsHalf<T>::value>(p);
+#else
+#define RAPTOR_SPARSE_ATTN_WP_BODY(T, D, PIPE, E16) __trap();
+#endif
+#define RAPTOR_SPARSE_ATTN_WP(D, PIPE, E16, MINB, NAME, T)                        \
+  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
+      const AttnParams p) {                                                       \
+    RAPTOR_SPARSE_ATTN_WP_BODY(T, D, PIPE, E16)                                   \
+  }
+#define RAPTOR_SPARSE_ATTN_WP_DT(suffix, T)                                       \
+  RAPTOR_SPARSE_ATTN_WP(64, true, true, 4, sparse_attention_d64_wp_##suffix, T)   \
+  RAPTOR_SPARSE_ATTN_WP(64, false, true, 4, sparse_attention_d64_wx_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WP(64, true, false, 4, sparse_attention_d64_wq_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WP(128, true, true, 2, sparse_attention_d128_wp_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WP(128, false, true, 2, sparse_attention_d128_wx_##suffix, T)
+RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WP_DT)
 
 // sparse_attention_plan writes, for testing, the key-block list of every
 // (query block, head) of a batch: out[(qbg*H + h)*(kMaxList+1)] = list length,
