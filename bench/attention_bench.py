@@ -160,8 +160,7 @@ def main():
     dev = torch.cuda.get_device_name()
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-    for nst, var in (((2, "auto"), (2, "wg3"), (2, "wp"), (2, "wx"), (2, "wq"), (2, ""), (3, ""))
-                     if args.variant == "auto" else ((2, ""),)):
+    for nst, var in ((2, "auto"), (2, "wg3"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),):
         name, smem, occ = m.attention_config(D, DT, nst, var)
         log(f"{name}: {smem} B shared, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
 
@@ -219,14 +218,10 @@ def main():
                     ("raptor no split", dict(split=NOSPLIT)), ("raptor no cost order", dict(sort=0)),
                     ("raptor no split, no order", dict(split=NOSPLIT, sort=0)),
                     ("raptor wgmma 3 stages", dict(variant="wg3")),
-                    ("raptor wp", dict(variant="wp")), ("raptor wx", dict(variant="wx")),
-                    ("raptor wq", dict(variant="wq")),
-                    ("raptor wp no split", dict(variant="wp", split=NOSPLIT)),
-                    ("raptor wp C=64", dict(variant="wp", split=64)),
                     ("mma.sync", dict(variant="")), ("mma.sync 3 stages", dict(variant="s3")),
                     ("mma.sync no split, no order", dict(variant="", split=NOSPLIT, sort=0))]
         if args.variant == "mma":
-            variants = [v_ for v_ in variants if not v_[0].startswith(("raptor w", "mma.sync"))]
+            variants = [v_ for v_ in variants if not v_[0].startswith(("raptor wgmma", "mma.sync"))]
         for vname, kw in variants:
             o.view(torch.int16).fill_(-1)
             ms, lo, hi = bench(mine(**kw))
@@ -341,17 +336,6 @@ def main():
                  f"{f * 1e3:.0f}" if f else "-", f"{fb * 1e3:.0f}" if fb else "-", f"{fa * 1e3:.0f}" if fa else "-",
                  f"{f / r_['raptor']:.2f}x" if f else "-", f"{fb / r_['raptor']:.2f}x" if fb else "-",
                  f"{fa / r_['raptor']:.2f}x" if fa else "-"]
-        log("| " + " | ".join(cells) + " |")
-    # the sm_90a variants side by side, each against Flex (mask build not counted)
-    vn = ("raptor", "raptor wx", "raptor wq", "raptor wp", "raptor wp C=64", "raptor wp no split")
-    log("| workload | " + " | ".join(vn) + " | Flex | best vs Flex |")
-    log("|" + "---|" * (len(vn) + 3))
-    for r_ in results:
-        f = r_.get("flex")
-        have = [r_[v_] for v_ in vn if r_.get(v_)]
-        cells = [r_["workload"]] + [f"{r_[v_] * 1e3:.0f}" + (f" ({f / r_[v_]:.2f}x)" if f else "") if r_.get(v_)
-                                    else "-" for v_ in vn]
-        cells += [f"{f * 1e3:.0f}" if f else "-", f"{f / min(have):.2f}x" if f and have else "-"]
         log("| " + " | ".join(cells) + " |")
     json.dump(dict(device=dev, peak=P, results=results), open(os.path.join(OUT, "attention_bench.json"), "w"),
               indent=1, default=str)

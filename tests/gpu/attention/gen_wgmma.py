@@ -45,23 +45,6 @@ def ss(n, ty, tname):
 '''
 
 
-def ss0(n, ty, tname, z=0):
-    nd = n // 2
-    regs = ", ".join(f"%{i}" for i in range(nd))
-    outs = ", ".join(f'"=f"(d[{i}])' for i in range(nd))
-    return f'''  // ss0: d = A[64x16] * B[16x{n}], ss1: d += A * B, scale-d an immediate (ss0 writes d without
-  // reading it: no zero-initialisation, no setp; ordinary instructions defining wgmma inputs
-  // inside a pipelined stage make ptxas serialise the wgmma).
-  static __device__ __forceinline__ void ss{z}_m64n{n}(float (&d)[{nd}], unsigned long long a, unsigned long long b) {{
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{nd}, %{nd + 1}, {z}, 1, 1, 0, 0;\\n"
-        : {outs if z == 0 else outs.replace('"=f"', '"+f"')}
-        : "l"(a), "l"(b)
-        : "memory");
-  }}
-'''
-
-
 def rs(n, ty, tname):
     nd = n // 2
     regs = ", ".join(f"%{i}" for i in range(nd))
@@ -71,10 +54,11 @@ def rs(n, ty, tname):
   static __device__ __forceinline__ void rs_m64n{n}_tb(float (&d)[{nd}], const unsigned (&a)[4],
                                                      unsigned long long b) {{
     asm volatile(
+        "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{nd + 5}, 0;\\n"
         "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, {{%{nd}, %{nd + 1}, %{nd + 2}, %{nd + 3}}}, "
-        "%{nd + 4}, 1, 1, 1, 1;\\n"
+        "%{nd + 4}, p, 1, 1, 1;\\n}}\\n"
         : {outs}
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)
         : "memory");
   }}
 '''
@@ -84,8 +68,6 @@ out = [HDR]
 for tname, ty in (("half_t", "f16"), ("bf16_t", "bf16")):
     out.append(f"template <> struct Wg<{tname}> {{\n")
     out.append(ss(64, ty, tname))
-    out.append(ss0(64, ty, tname))
-    out.append(ss0(64, ty, tname, 1))
     out.append(rs(64, ty, tname))
     out.append(rs(128, ty, tname))
     out.append("};\n\n")

@@ -124,8 +124,7 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "wp" (wgmma, softmax overlapped with PV, f16x2 exponentials for fp16, conditional rescaling; D=64/128),
-        "wx" (the wp softmax without the overlap; D=64/128), "wq" (wp with fp32 exponentials; D=64), "auto" (wg where it exists on this device, else mma.sync)."""
+        "auto" (wg where it exists on this device, else mma.sync)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
             variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
@@ -133,11 +132,7 @@ class Module:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
         nst = 3 if variant in ("s3", "wg3") else 2
-        if variant in ("wp", "wq"):  # Q + 2 K + 3 V stages
-            smem = 6 * BLOCK * D * 2 + 1024
-        elif variant == "wx":  # Q + 2 K + 2 V stages
-            smem = 5 * BLOCK * D * 2 + 1024
-        elif variant.startswith("wg"):
+        if variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2

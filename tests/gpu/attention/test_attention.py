@@ -224,12 +224,11 @@ def main():
 
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
     results = {}
-    kinds = [("mma.sync", "")] + ([("wgmma", "wg"), ("wgmma-wp", "wp"), ("wgmma-wx", "wx")]
-                                  if m.arch == "sm_90a" else [])
+    kinds = [("mma.sync", "")] + ([("wgmma", "wg")] if m.arch == "sm_90a" else [])
     for kname, variant in kinds:
         for dtype in (torch.float16, torch.bfloat16):
             for D in (32, 64, 128):
-                if variant.startswith("w") and D == 32:
+                if variant == "wg" and D == 32:
                     continue
                 res = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, variant=variant,
                                label=f"{kname} {str(dtype)[6:]} D={D} H={H}")
