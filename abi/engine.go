@@ -139,7 +139,13 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 		return fail(name, err)
 	}
 	e := &engineObj{eng: eng, models: map[*modelObj]handle{}, requests: map[*requestObj]handle{}}
-	e.async = engine.NewAsync(engine.AsyncOptions{QueueCapacity: opts.QueueCapacity, Stats: &e.stats, Log: logMessage})
+	e.async = engine.NewAsync(engine.AsyncOptions{
+		QueueCapacity:  opts.QueueCapacity,
+		MaxBatchTokens: opts.MaxBatchTokens,
+		MaxQueueDelay:  opts.MaxQueueDelay,
+		Stats:          &e.stats,
+		Log:            logMessage,
+	})
 	h, err := handles.add(kindEngine, e)
 	if err != nil {
 		e.async.Close()

@@ -21,105 +21,267 @@ type validator interface {
 	validate(b *Batch, out *Outputs) error
 }
 
-// DefaultQueueCapacity is the queue capacity used when AsyncOptions leaves it 0.
-const DefaultQueueCapacity = 1024
+// Defaults of AsyncOptions.
+const (
+	DefaultQueueCapacity = 1024
+	DefaultLanes         = 2
+	DefaultSlack         = time.Second
+)
 
 // AsyncOptions configure an Async.
 type AsyncOptions struct {
-	// QueueCapacity is how many requests may wait (queued, not yet
-	// running) before Submit answers status.Busy; 0 = DefaultQueueCapacity.
+	// QueueCapacity is how many requests may wait (queued, not yet in a
+	// batch) before Submit answers status.Busy; 0 = DefaultQueueCapacity.
 	QueueCapacity int
-	// Workers is how many requests run at once; 0 = runtime.GOMAXPROCS(0).
-	Workers int
+	// MaxBatchTokens is the token budget of a batch: the scheduler merges
+	// requests of one model up to it (a larger request runs alone);
+	// 0 = DefaultOptions().MaxBatchTokens.
+	MaxBatchTokens int
+	// MaxQueueDelay is how long a request may wait for its batch to fill;
+	// 0 = a batch closes as soon as a lane is free.
+	MaxQueueDelay time.Duration
+	// Lanes is how many batches compute at once; 0 = DefaultLanes. With
+	// two or more, one lane is kept for short batches while the others run
+	// long ones (see NewLengthAware).
+	Lanes int
+	// Deliverers is how many goroutines scatter results, write outputs and
+	// run completion callbacks; 0 = max(2, GOMAXPROCS).
+	Deliverers int
+	// DefaultSlack is how far after its submit a request without a
+	// deadline is due, for ordering only; 0 = DefaultSlack.
+	DefaultSlack time.Duration
 	// Stats receives the counters; nil = a private Stats.
 	Stats *Stats
-	// Scheduler orders the queue; nil = NewFIFO().
+	// Scheduler forms the batches; nil = NewLengthAware().
 	Scheduler Scheduler
 	// Log reports faults (a panicking encoder or callback); nil = silent.
 	Log LogFunc
 }
 
-// Async runs requests asynchronously: a bounded queue ordered by a
-// Scheduler, drained by a pool of worker goroutines that call an Encoder.
+// Async serves requests asynchronously, in a pipeline of goroutines:
+//
+//	Submit -> bounded queue -> former -> lanes -> dispatcher -> deliverers
+//
+// The former asks the Scheduler for the next batch whenever a compute lane
+// is free, and packs it (concatenates the requests' tokens, cu_seqlens,
+// token types and seeds) off the lanes. Each lane runs one batch at a time
+// through the Encoder; with two lanes, batch k+1 is packed and starts while
+// batch k computes. Finished batches go to the dispatcher, whose
+// deliverers scatter each request's hidden states, pool them, write the
+// outputs (SubmitOptions.Deliver) and run the callbacks, while the lanes
+// compute the next batches.
+//
 // Every accepted request completes exactly once: successfully, with the
-// encoder's error, with status.Cancelled, or with status.Shutdown when its
-// Target or the Async is closed first.
+// encoder's error, with status.Cancelled, status.DeadlineExceeded, or
+// status.Shutdown when its Target or the Async is closed first. A request
+// can be cancelled (or expire) at any point before its delivery starts; it
+// then completes at once, and its batch stops early if no member is left.
 type Async struct {
 	mu       sync.Mutex
-	work     sync.Cond // signalled when the queue gains a request or Async closes
 	sched    Scheduler
 	capacity int
-	closed   bool
+	budget   int
+	delay    time.Duration
+	slack    time.Duration
+	closed   bool // Submit answers Shutdown
+	draining bool // closed; queued requests still run, batches close at once
+	stop     bool // the former exits
 	targets  map[*Target]struct{}
+	seq      uint64
+	live     int           // accepted requests not completed yet
+	drained  chan struct{} // closed when live reaches 0 after a drain started
+	space    chan struct{} // closed when queue space frees, for blocked submits
+	waiters  int           // submits blocked on space
+	shutdown chan struct{} // closed when Shutdown has finished
 
-	stats   *Stats
-	log     LogFunc
-	workers sync.WaitGroup
+	laneBusy []bool
+	longBusy int
+	rate     float64 // measured cost units per second of the device (0 = unknown)
+
+	poke     chan struct{}  // wakes the former
+	lanes    []chan *batch  // one per lane, from the former
+	finished chan *batch    // lanes -> dispatcher
+	deliver  chan delivery  // dispatcher -> deliverers
+	wg       sync.WaitGroup // every goroutine of the pipeline
+
+	stats *Stats
+	log   LogFunc
 }
 
-// NewAsync starts an Async and its workers. Close stops them.
+// NewAsync starts an Async and its goroutines. Close or Shutdown stops
+// them.
 func NewAsync(opts AsyncOptions) *Async {
 	a := &Async{
 		sched:    opts.Scheduler,
 		capacity: opts.QueueCapacity,
+		budget:   opts.MaxBatchTokens,
+		delay:    max(opts.MaxQueueDelay, 0),
+		slack:    opts.DefaultSlack,
 		targets:  map[*Target]struct{}{},
 		stats:    opts.Stats,
 		log:      opts.Log,
+		poke:     make(chan struct{}, 1),
 	}
-	a.work.L = &a.mu
 	if a.sched == nil {
-		a.sched = NewFIFO()
+		a.sched = NewLengthAware()
 	}
 	if a.capacity <= 0 {
 		a.capacity = DefaultQueueCapacity
 	}
+	if a.budget <= 0 {
+		a.budget = DefaultOptions().MaxBatchTokens
+	}
+	if a.slack <= 0 {
+		a.slack = DefaultSlack
+	}
 	if a.stats == nil {
 		a.stats = new(Stats)
 	}
-	n := opts.Workers
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+	a.stats.budget.Store(int64(a.budget))
+	a.stats.mu.Lock()
+	a.stats.startLocked(time.Now()) // the uptime clock
+	a.stats.mu.Unlock()
+	lanes := opts.Lanes
+	if lanes <= 0 {
+		lanes = DefaultLanes
 	}
-	a.workers.Add(n)
-	for range n {
-		go a.worker()
+	deliverers := opts.Deliverers
+	if deliverers <= 0 {
+		deliverers = max(2, runtime.GOMAXPROCS(0))
+	}
+	a.laneBusy = make([]bool, lanes)
+	a.finished = make(chan *batch, lanes)
+	a.deliver = make(chan delivery)
+	var lanesWG sync.WaitGroup
+	for i := range lanes {
+		ch := make(chan *batch)
+		a.lanes = append(a.lanes, ch)
+		lanesWG.Add(1)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer lanesWG.Done()
+			a.lane(i, ch)
+		}()
+	}
+	a.wg.Add(3 + deliverers)
+	go func() {
+		defer a.wg.Done()
+		a.former()
+		for _, ch := range a.lanes {
+			close(ch)
+		}
+	}()
+	go func() {
+		defer a.wg.Done()
+		lanesWG.Wait()
+		close(a.finished)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.dispatch()
+	}()
+	for range deliverers {
+		go func() {
+			defer a.wg.Done()
+			for d := range a.deliver {
+				a.deliverOne(d.b, d.i)
+			}
+		}()
 	}
 	return a
 }
 
-// Stats returns the counters and the current queue depth.
+// Stats returns the counters, the current queue depth and the capacity.
 func (a *Async) Stats() StatsSnapshot {
 	s := a.stats.Snapshot()
 	a.mu.Lock()
 	s.QueueDepth = int64(a.sched.Len())
+	s.QueueCapacity = int64(a.capacity)
 	a.mu.Unlock()
 	return s
 }
 
-// Close rejects new requests with status.Shutdown, completes every pending
-// request (queued ones with status.Shutdown; running ones are cancelled with
-// status.Shutdown and complete when their encoder returns), waits for their
-// callbacks to return and stops the workers. It must not be called from a
-// completion callback. Close is idempotent.
-func (a *Async) Close() {
+// Close completes every pending request with status.Shutdown and stops the
+// Async: Shutdown(false, 0).
+func (a *Async) Close() { _ = a.Shutdown(false, 0) }
+
+// Shutdown rejects new requests with status.Shutdown, then either drains
+// (drain: queued and running requests complete normally, batches closing at
+// once) for up to timeout (negative = no limit), or does not wait (drain
+// false). Requests still pending then complete with status.Shutdown
+// (those being delivered complete normally). Shutdown returns when every
+// request has completed and its callback has returned, and the pipeline's
+// goroutines have stopped. It returns a status.Timeout error if the drain
+// did not finish in time, and nil otherwise. It must not be called from a
+// completion callback. Later calls wait for the first one and return nil.
+func (a *Async) Shutdown(drain bool, timeout time.Duration) error {
 	a.mu.Lock()
-	a.closed = true
+	if a.shutdown != nil {
+		ch := a.shutdown
+		a.mu.Unlock()
+		<-ch
+		return nil
+	}
+	a.shutdown = make(chan struct{})
+	a.closed, a.draining = true, drain
+	a.drained = make(chan struct{})
+	if a.live == 0 {
+		close(a.drained)
+	}
+	a.freeSpace(true)
+	drained := a.drained
+	a.mu.Unlock()
+	a.wake()
+
+	var err error
+	if drain {
+		var expired <-chan time.Time
+		if timeout >= 0 {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case <-drained:
+		case <-expired:
+			a.mu.Lock()
+			n := a.live
+			a.mu.Unlock()
+			err = status.Errorf(status.Timeout, "shutdown: %d requests had not completed after draining for %v; they complete with SHUTDOWN", n, timeout)
+		}
+	}
+	a.mu.Lock()
 	targets := make([]*Target, 0, len(a.targets))
 	for t := range a.targets {
 		targets = append(targets, t)
 	}
-	a.work.Broadcast()
 	a.mu.Unlock()
 	for _, t := range targets {
 		t.Close()
 	}
-	a.workers.Wait()
+	a.mu.Lock()
+	a.stop = true
+	a.mu.Unlock()
+	a.wake()
+	a.wg.Wait()
+	close(a.shutdown)
+	return err
 }
 
 // Target returns the submission point for enc. Each model gets its own, so
 // that freeing the model can complete its requests without touching others.
 func (a *Async) Target(enc Encoder) *Target {
 	t := &Target{a: a, enc: enc, live: map[*Request]struct{}{}}
+	t.cost = func(n int) float64 { return float64(n) }
+	if c, ok := enc.(coster); ok {
+		t.cost = c.seqCost
+	}
+	if m, ok := enc.(merger); ok {
+		t.merge = m
+	}
+	t.tokenCost = t.cost(1)
+	t.longCost = float64(a.budget) * t.tokenCost / 4
 	a.mu.Lock()
 	if a.closed {
 		t.closed = true
@@ -132,59 +294,102 @@ func (a *Async) Target(enc Encoder) *Target {
 
 // Target submits requests to one Encoder through an Async.
 type Target struct {
-	a       *Async
-	enc     Encoder
-	closed  bool                  // guarded by a.mu
-	live    map[*Request]struct{} // queued or running; guarded by a.mu
-	pending sync.WaitGroup        // accepted requests whose completion has not returned
+	a         *Async
+	enc       Encoder
+	merge     merger              // nil: each request is a batch of its own
+	cost      func(n int) float64 // the cost model
+	tokenCost float64             // cost(1)
+	longCost  float64             // a batch costing more is long: a quarter of a full batch
+	closed    bool                // guarded by a.mu
+	live      map[*Request]struct{}
+	pending   sync.WaitGroup // accepted requests whose completion has not returned
 }
 
-// SubmitOptions are the optional hooks of one request.
+// SubmitOptions are the optional settings of one request.
 type SubmitOptions struct {
 	// Done, if set, is called exactly once when the request completes, on a
 	// goroutine of the Async (never inside Submit or Cancel). Poll, Wait and
-	// Err already report the result when it runs.
+	// Err already report the result when it runs. It must not wait for
+	// other requests: that can deadlock once every deliverer is in a
+	// callback.
 	Done func(r *Request)
-	// Deliver, if set, runs on the worker after a successful Encode and
+	// Deliver, if set, runs on a deliverer after a successful Encode and
 	// before the request completes (to convert or copy outputs into their
 	// final place). Its error fails the request. It does not run for a
 	// request that was cancelled.
 	Deliver func() error
+	// Priority ranks the request: higher runs first. Default 0.
+	Priority int32
+	// Deadline, if not zero, is when the request must have completed: if
+	// it has not started being delivered by then, it completes with
+	// status.DeadlineExceeded at once. A deadline already past fails
+	// Submit with status.DeadlineExceeded.
+	Deadline time.Time
+	// BlockTimeout is how long Submit waits for queue space when the queue
+	// is full: 0 = answer status.Busy at once, negative = no limit. It must
+	// be 0 inside a completion callback (a blocked callback can stop the
+	// queue from draining).
+	BlockTimeout time.Duration
 }
 
 type reqState uint8
 
 const (
-	stateQueued  reqState = iota
-	stateRunning          // a worker (or a canceller) owns it; it completes soon
+	stateQueued     reqState = iota
+	stateBatched             // in a batch: packing, waiting for its lane, computing, or waiting for delivery
+	stateDelivering          // a deliverer owns it; it completes soon, cancel no longer applies
+	stateFinishing           // a canceller owns it; it completes soon
 	stateDone
 )
 
 // Request is one asynchronous encode.
 type Request struct {
-	t      *Target
-	batch  Batch
-	out    Outputs
-	opts   SubmitOptions
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	t     *Target
+	batch Batch
+	out   Outputs
+	opts  SubmitOptions
 
-	schedElem any      // the Scheduler's bookkeeping
-	state     reqState // guarded by t.a.mu
-	cause     error    // guarded by t.a.mu: why it was cancelled, nil if it was not
+	// Scheduling facts, fixed at Submit.
+	seq       uint64
+	prio      int32
+	submitted time.Time
+	deadline  time.Time
+	due       time.Time
+	tokens    int
+	maxLen    int
+	cost      float64
+	solo      bool // runs as a batch of its own (device outputs, or no merger)
+
+	schedElem any         // the Scheduler's bookkeeping
+	state     reqState    // guarded by t.a.mu
+	inBatch   *batch      // guarded by t.a.mu: its batch while stateBatched
+	timer     *time.Timer // the deadline
 
 	err  error         // the result; written before done is closed
 	done chan struct{} // closed on completion
 }
 
+// Tokens is the number of tokens of the request.
+func (r *Request) Tokens() int { return r.tokens }
+
 // Submit queues a request. The batch is copied before Submit returns; out's
-// slices are written by the worker and must stay valid and untouched until
-// the request completes. Errors: status.InvalidArgument (nil batch or
-// outputs), status.Busy (queue full; nothing was queued), status.Shutdown
-// (the Target or the Async is closed), and the encoder's own validation
-// errors (status.InvalidArgument, status.OutOfRange, status.BufferTooSmall)
-// when it can validate up front, as *Model does.
+// slices are written by a deliverer and must stay valid and untouched until
+// the request completes. Errors (nothing was queued): status.InvalidArgument
+// (nil batch or outputs), status.Busy (queue full, after BlockTimeout),
+// status.Shutdown (the Target or the Async is closed),
+// status.DeadlineExceeded (the deadline has passed), and the encoder's own
+// validation errors (status.InvalidArgument, status.OutOfRange for a too
+// long sequence, status.BufferTooSmall) when it can validate up front, as
+// *Model does.
 func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, error) {
+	r, err := t.submit(b, out, opts)
+	if err != nil {
+		t.a.stats.RecordReject(err)
+	}
+	return r, err
+}
+
+func (t *Target) submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, error) {
 	if b == nil || out == nil {
 		return nil, status.Errorf(status.InvalidArgument, "nil batch or outputs")
 	}
@@ -193,15 +398,9 @@ func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 			return nil, err // a bad request fails now, not at completion
 		}
 	}
-	a := t.a
-	a.mu.Lock()
-	switch {
-	case a.closed || t.closed:
-		a.mu.Unlock()
-		return nil, status.Errorf(status.Shutdown, "the engine or model is shutting down")
-	case a.sched.Len() >= a.capacity:
-		a.mu.Unlock()
-		return nil, status.Errorf(status.Busy, "the request queue is full (%d requests waiting); retry later", a.capacity)
+	start := time.Now()
+	if !opts.Deadline.IsZero() && !opts.Deadline.After(start) {
+		return nil, status.Errorf(status.DeadlineExceeded, "the request's deadline passed %v before it was submitted", start.Sub(opts.Deadline))
 	}
 	r := &Request{
 		t: t,
@@ -211,23 +410,116 @@ func (t *Target) Submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 			TokenTypes: slices.Clone(b.TokenTypes),
 			Seeds:      slices.Clone(b.Seeds),
 		},
-		out:  *out,
-		opts: opts,
-		done: make(chan struct{}),
+		out:      *out,
+		opts:     opts,
+		prio:     opts.Priority,
+		deadline: opts.Deadline,
+		tokens:   len(b.Tokens),
+		solo:     t.merge == nil || out.HiddenDevice != 0 || out.PooledDevice != 0,
+		done:     make(chan struct{}),
 	}
-	r.ctx, r.cancel = context.WithCancelCause(context.Background())
+	for s := 0; s < r.batch.NumSeqs(); s++ {
+		n := int(r.batch.CuSeqlens[s+1] - r.batch.CuSeqlens[s])
+		r.maxLen = max(r.maxLen, n)
+		r.cost += t.cost(n)
+	}
+	if r.batch.NumSeqs() == 0 {
+		r.cost = t.cost(r.tokens)
+	}
+
+	a := t.a
+	var until time.Time
+	if opts.BlockTimeout > 0 {
+		until = start.Add(opts.BlockTimeout)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	a.mu.Lock()
+	for {
+		if a.closed || t.closed {
+			a.mu.Unlock()
+			return nil, status.Errorf(status.Shutdown, "the engine or model is shutting down")
+		}
+		if a.sched.Len() < a.capacity {
+			break
+		}
+		wait := time.Until(until)
+		if opts.BlockTimeout == 0 || (opts.BlockTimeout > 0 && wait <= 0) {
+			a.mu.Unlock()
+			if opts.BlockTimeout > 0 {
+				return nil, status.Errorf(status.Busy, "the request queue stayed full (%d requests waiting) for %v; retry later", a.capacity, opts.BlockTimeout)
+			}
+			return nil, status.Errorf(status.Busy, "the request queue is full (%d requests waiting); retry later", a.capacity)
+		}
+		if a.space == nil {
+			a.space = make(chan struct{})
+		}
+		space := a.space
+		a.waiters++
+		a.mu.Unlock()
+		var expired <-chan time.Time
+		if opts.BlockTimeout > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-space:
+		case <-expired:
+		}
+		a.mu.Lock()
+		a.waiters--
+	}
+	now := time.Now()
+	a.seq++
+	r.seq, r.submitted = a.seq, now
+	r.due = now.Add(a.slack)
+	if !r.deadline.IsZero() {
+		r.due = r.deadline
+		d := r.deadline.Sub(now)
+		r.timer = time.AfterFunc(d, func() {
+			r.cancelWith(status.Errorf(status.DeadlineExceeded, "the request's deadline (%v after submit) passed before it completed", d.Round(time.Microsecond)), false)
+		})
+	}
 	t.live[r] = struct{}{}
 	t.pending.Add(1)
+	a.live++
 	a.sched.Push(r)
 	a.stats.RecordSubmit()
-	a.work.Signal()
+	lane := slices.Contains(a.laneBusy, false)
 	a.mu.Unlock()
+	if lane {
+		a.wake()
+	}
 	return r, nil
 }
 
+// freeSpace wakes the submits blocked on a full queue (a.mu held).
+func (a *Async) freeSpace(force bool) {
+	if a.space != nil && (a.waiters > 0 || force) {
+		close(a.space)
+		a.space = nil
+	}
+}
+
+// wake pokes the former.
+func (a *Async) wake() {
+	select {
+	case a.poke <- struct{}{}:
+	default:
+	}
+}
+
 // Close rejects new requests with status.Shutdown, completes this target's
-// pending requests with status.Shutdown (running ones when their encoder
-// returns) and waits until their callbacks have returned. It must not be
+// pending requests with status.Shutdown (those being delivered complete
+// normally) and waits until their callbacks have returned. It must not be
 // called from a completion callback of this target. Close is idempotent.
 func (t *Target) Close() {
 	a := t.a
@@ -240,55 +532,286 @@ func (t *Target) Close() {
 	}
 	a.mu.Unlock()
 	for _, r := range reqs {
-		r.cancelWith(status.Errorf(status.Shutdown, "the engine or model was shut down before the request completed"))
+		r.cancelWith(status.Errorf(status.Shutdown, "the engine or model was shut down before the request completed"), true)
 	}
 	t.pending.Wait()
 }
 
-func (a *Async) worker() {
-	defer a.workers.Done()
+// batch is one batch of the pipeline: requests of one Target.
+type batch struct {
+	t       *Target
+	reqs    []*Request
+	ins     []Batch   // the requests' inputs (taken under a.mu)
+	outs    []Outputs // the requests' outputs
+	offsets []int     // token offset of each request in merged
+	merged  Batch     // the packed batch, when it holds several requests
+	hidden  []float32 // merged's hidden states
+	tokens  int
+	cost    float64
+	lane    int
+	long    bool
+	conc    int // lanes busy when it was formed, itself included
+	alive   int // guarded by a.mu: members still stateBatched
+	ctx     context.Context
+	cancel  context.CancelFunc
+	err     error // the encoder's result
+}
+
+type delivery struct {
+	b *batch
+	i int
+}
+
+// schedState describes the pipeline to the Scheduler (a.mu held).
+func (a *Async) schedState(now time.Time, free int) SchedState {
+	busy := len(a.laneBusy) - free
+	rate := a.rate
+	st := SchedState{
+		Now:            now,
+		MaxBatchTokens: a.budget,
+		MaxQueueDelay:  a.delay,
+		Draining:       a.draining,
+		ShortOnly:      len(a.laneBusy) > 1 && free == 1 && a.longBusy >= len(a.laneBusy)-1,
+		Predict: func(cost float64) time.Duration {
+			if rate <= 0 {
+				return 0
+			}
+			return time.Duration(cost / rate * float64(1+busy) * 1.25 * float64(time.Second))
+		},
+	}
+	return st
+}
+
+// former forms and packs batches while a lane is free.
+func (a *Async) former() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		a.mu.Lock()
-		for a.sched.Len() == 0 && !a.closed {
-			a.work.Wait()
-		}
-		r := a.sched.Pop()
-		if r == nil { // closed and drained
+		if a.stop {
 			a.mu.Unlock()
 			return
 		}
-		r.state = stateRunning
+		var b *batch
+		var wake time.Time
+		lane, free := -1, 0
+		for i, busy := range a.laneBusy {
+			if !busy {
+				free++
+				if lane < 0 {
+					lane = i
+				}
+			}
+		}
+		if lane >= 0 && a.sched.Len() > 0 {
+			st := a.schedState(time.Now(), free)
+			var reqs []*Request
+			reqs, wake = a.sched.Next(&st)
+			if len(reqs) > 0 {
+				b = a.newBatch(reqs, lane, len(a.laneBusy)-free+1)
+				a.freeSpace(false)
+			}
+		}
 		a.mu.Unlock()
-		a.run(r)
+		if b != nil {
+			a.pack(b)
+			a.lanes[b.lane] <- b
+			continue
+		}
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), 0))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-a.poke:
+		case <-timer.C:
+		}
 	}
 }
 
-func (a *Async) run(r *Request) {
-	err := a.protect("encoder", func() error { return r.t.enc.Encode(r.ctx, &r.batch, &r.out) })
-	a.stats.RecordBatch(len(r.batch.Tokens), err)
-	if err == nil && r.opts.Deliver != nil {
-		a.mu.Lock()
-		cancelled := r.cause != nil
-		a.mu.Unlock()
-		if !cancelled {
-			err = a.protect("output delivery", r.opts.Deliver)
+// newBatch takes reqs out of the queue into a batch on lane (a.mu held).
+func (a *Async) newBatch(reqs []*Request, lane, conc int) *batch {
+	b := &batch{t: reqs[0].t, reqs: reqs, lane: lane, conc: conc, alive: len(reqs)}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	for _, r := range reqs {
+		r.state, r.inBatch = stateBatched, b
+		b.ins = append(b.ins, r.batch)
+		b.outs = append(b.outs, r.out)
+		b.tokens += r.tokens
+		b.cost += r.cost
+	}
+	b.long = b.cost > b.t.longCost
+	a.laneBusy[lane] = true
+	if b.long {
+		a.longBusy++
+	}
+	a.stats.recordSchedBatch(len(reqs), b.tokens)
+	return b
+}
+
+// pack concatenates the requests of a batch of several.
+func (a *Async) pack(b *batch) {
+	if len(b.reqs) == 1 {
+		return
+	}
+	m := &b.merged
+	m.Tokens = make([]int32, 0, b.tokens)
+	m.CuSeqlens = []int32{0}
+	types, seeds := false, false
+	for i := range b.ins {
+		types = types || b.ins[i].TokenTypes != nil
+		seeds = seeds || b.ins[i].Seeds != nil
+	}
+	if types {
+		m.TokenTypes = make([]int32, 0, b.tokens)
+	}
+	for i := range b.ins {
+		in := &b.ins[i]
+		off := int32(len(m.Tokens))
+		b.offsets = append(b.offsets, int(off))
+		m.Tokens = append(m.Tokens, in.Tokens...)
+		for _, c := range in.CuSeqlens[1:] {
+			m.CuSeqlens = append(m.CuSeqlens, off+c)
 		}
+		if types {
+			if in.TokenTypes != nil {
+				m.TokenTypes = append(m.TokenTypes, in.TokenTypes...)
+			} else {
+				m.TokenTypes = append(m.TokenTypes, make([]int32, len(in.Tokens))...)
+			}
+		}
+		if seeds {
+			if in.Seeds != nil {
+				m.Seeds = append(m.Seeds, in.Seeds...)
+			} else {
+				m.Seeds = append(m.Seeds, make([]uint64, in.NumSeqs())...)
+			}
+		}
+	}
+}
+
+// lane computes the batches of lane i.
+func (a *Async) lane(i int, ch <-chan *batch) {
+	for b := range ch {
+		a.compute(b)
+		b.cancel()
+		a.mu.Lock()
+		a.laneBusy[i] = false
+		if b.long {
+			a.longBusy--
+		}
+		a.mu.Unlock()
+		a.wake()
+		a.finished <- b
+	}
+}
+
+// compute runs the encoder on a batch, unless none of its requests is left.
+func (a *Async) compute(b *batch) {
+	now := time.Now()
+	a.mu.Lock()
+	alive := b.alive
+	for _, r := range b.reqs {
+		if r.state == stateBatched {
+			a.stats.queueLat.record(now.Sub(r.submitted))
+		}
+	}
+	a.mu.Unlock()
+	if alive == 0 {
+		b.err = status.Errorf(status.Cancelled, "every request of the batch completed before it ran")
+		return
+	}
+	end := a.stats.BeginCompute()
+	err := a.protect("encoder", func() error {
+		if len(b.reqs) == 1 {
+			return b.t.enc.Encode(b.ctx, &b.ins[0], &b.outs[0])
+		}
+		b.hidden = make([]float32, b.tokens*b.t.merge.hiddenSize())
+		return b.t.enc.Encode(b.ctx, &b.merged, &Outputs{Hidden: b.hidden})
+	})
+	end()
+	dur := time.Since(now)
+	a.stats.RecordBatch(b.tokens, err)
+	if err == nil && dur > 0 {
+		sample := b.cost / dur.Seconds() * float64(b.conc)
+		a.mu.Lock()
+		if a.rate == 0 {
+			a.rate = sample
+		} else {
+			a.rate += 0.3 * (sample - a.rate)
+		}
+		a.mu.Unlock()
+	}
+	b.err = err
+}
+
+// dispatch hands each request of a finished batch to a deliverer.
+func (a *Async) dispatch() {
+	defer close(a.deliver)
+	for b := range a.finished {
+		for i := range b.reqs {
+			a.deliver <- delivery{b, i}
+		}
+	}
+}
+
+// deliverOne scatters, delivers and completes request i of b, unless it
+// completed already (cancelled, expired, shut down).
+func (a *Async) deliverOne(b *batch, i int) {
+	r := b.reqs[i]
+	a.mu.Lock()
+	if r.state != stateBatched || r.inBatch != b {
+		a.mu.Unlock()
+		return
+	}
+	r.state = stateDelivering
+	b.alive--
+	a.mu.Unlock()
+	err := b.err
+	if err == nil && len(b.reqs) > 1 {
+		err = a.protect("scatter", func() error { a.scatter(b, i); return nil })
+	}
+	if err == nil && r.opts.Deliver != nil {
+		err = a.protect("output delivery", r.opts.Deliver)
 	}
 	a.finish(r, err)
 }
 
-// finish completes r with err, or with its cancel cause if it was cancelled:
-// a request cancelled before it completes always reports the cancel.
-func (a *Async) finish(r *Request, err error) {
-	a.mu.Lock()
-	if r.cause != nil {
-		err = r.cause
+// scatter copies request i's hidden states out of the merged batch and
+// pools them.
+func (a *Async) scatter(b *batch, i int) {
+	H := b.t.merge.hiddenSize()
+	in, out := &b.ins[i], &b.outs[i]
+	off := b.offsets[i]
+	hid := b.hidden[off*H : (off+len(in.Tokens))*H]
+	if out.Hidden != nil {
+		copy(out.Hidden, hid)
 	}
-	r.state = stateDone
+	b.t.merge.fromHidden(in, hid, out)
+}
+
+// finish completes r with err (its state is owned by the caller).
+func (a *Async) finish(r *Request, err error) {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	a.mu.Lock()
+	r.state, r.inBatch = stateDone, nil
 	delete(r.t.live, r)
+	a.live--
+	if a.live == 0 && a.drained != nil {
+		select {
+		case <-a.drained:
+		default:
+			close(a.drained)
+		}
+	}
 	a.mu.Unlock()
 
-	r.cancel(nil) // releases the context
+	if err == nil {
+		a.stats.totalLat.record(time.Since(r.submitted))
+	}
 	r.batch, r.out = Batch{}, Outputs{}
 	r.err = err
 	a.stats.RecordResult(err)
@@ -312,35 +835,41 @@ func (a *Async) protect(what string, f func() error) (err error) {
 	return f()
 }
 
-// Cancel asks to cancel the request. A queued request completes with
-// status.Cancelled at once (its callback runs on another goroutine); a
-// running one is interrupted and completes with status.Cancelled when its
-// encoder returns. Cancelling a completed request does nothing.
+// Cancel asks to cancel the request. If it has not started being
+// delivered, it completes with status.Cancelled at once (its callback runs
+// on another goroutine), and its batch, if it is computing and has no other
+// member left, stops early. Cancelling a completed request (or one being
+// delivered) does nothing.
 func (r *Request) Cancel() {
-	r.cancelWith(status.Errorf(status.Cancelled, "request cancelled"))
+	r.cancelWith(status.Errorf(status.Cancelled, "request cancelled"), true)
 }
 
-func (r *Request) cancelWith(cause error) {
+// cancelWith completes r with cause unless it is being delivered or done;
+// spawn runs the completion on a new goroutine when r has a callback.
+func (r *Request) cancelWith(cause error, spawn bool) {
 	a := r.t.a
 	a.mu.Lock()
+	var stopBatch context.CancelFunc
 	switch r.state {
-	case stateDone:
-		a.mu.Unlock()
-		return
-	case stateRunning:
-		if r.cause == nil {
-			r.cause = cause
+	case stateQueued:
+		a.sched.Remove(r)
+		a.freeSpace(false)
+	case stateBatched:
+		b := r.inBatch
+		b.alive--
+		if b.alive == 0 {
+			stopBatch = b.cancel
 		}
+	default:
 		a.mu.Unlock()
-		r.cancel(cause)
 		return
 	}
-	// Queued: take it out of the queue and complete it here.
-	a.sched.Remove(r)
-	r.state = stateRunning
-	r.cause = cause
+	r.state = stateFinishing
 	a.mu.Unlock()
-	if r.opts.Done != nil {
+	if stopBatch != nil {
+		stopBatch()
+	}
+	if spawn && r.opts.Done != nil {
 		go a.finish(r, cause) // the callback never runs inside the caller's Cancel
 	} else {
 		a.finish(r, cause)

@@ -1,41 +1,64 @@
 package engine
 
-import "container/list"
+import (
+	"container/list"
+	"math/bits"
+	"slices"
+	"time"
+)
 
-// Scheduler orders the queued requests of an Async. Async calls every method
-// with its mutex held, so an implementation needs no locking of its own and
-// must not block.
-//
-// This is the seam for the length-aware batching scheduler: the FIFO below
-// runs one request per batch in arrival order.
+// Scheduler turns the queue of an Async into batches. Async calls every
+// method with its mutex held, so an implementation needs no locking of its
+// own and must not block.
 type Scheduler interface {
 	// Push queues r. Async enforces the queue capacity before calling it.
 	Push(r *Request)
-	// Pop removes and returns the next request to run, or nil if none.
-	Pop() *Request
-	// Remove takes r out of the queue (it was cancelled); false if r was not
-	// queued.
+	// Remove takes r out of the queue (it was cancelled, or its deadline
+	// passed); false if r was not queued.
 	Remove(r *Request) bool
 	// Len is the number of queued requests.
 	Len() int
+	// Next is called when a compute lane is free and the queue is not
+	// empty. It returns the requests of the next batch, all of one Target,
+	// taken out of the queue; or nil and the time to ask again (the zero
+	// time: when the queue or the lanes change).
+	Next(s *SchedState) (batch []*Request, wake time.Time)
 }
 
-// NewFIFO returns a Scheduler that runs requests in arrival order.
+// SchedState is what a Scheduler knows when it forms a batch.
+type SchedState struct {
+	Now            time.Time
+	MaxBatchTokens int           // token budget of a batch (one larger request runs alone)
+	MaxQueueDelay  time.Duration // a batch closes when its oldest request waited this long
+	// Draining: no request will arrive any more; close batches at once.
+	Draining bool
+	// ShortOnly: every other lane runs a long batch, so this one must be
+	// short (cost at most its Target's LongCost), leaving a lane for short
+	// requests while long ones compute.
+	ShortOnly bool
+	// Predict is the expected wall time of a batch of the given cost
+	// started now, with the lanes busy as they are; 0 while no batch has
+	// been measured yet.
+	Predict func(cost float64) time.Duration
+}
+
+// NewFIFO returns a Scheduler that runs requests one per batch, in arrival
+// order, at once (no queue delay): submit-one-at-a-time.
 func NewFIFO() Scheduler { return &fifo{} }
 
 type fifo struct{ l list.List }
 
 func (f *fifo) Push(r *Request) { r.schedElem = f.l.PushBack(r) }
 
-func (f *fifo) Pop() *Request {
+func (f *fifo) Next(*SchedState) ([]*Request, time.Time) {
 	e := f.l.Front()
 	if e == nil {
-		return nil
+		return nil, time.Time{}
 	}
 	f.l.Remove(e)
 	r := e.Value.(*Request)
 	r.schedElem = nil
-	return r
+	return []*Request{r}, time.Time{}
 }
 
 func (f *fifo) Remove(r *Request) bool {
@@ -49,3 +72,190 @@ func (f *fifo) Remove(r *Request) bool {
 }
 
 func (f *fifo) Len() int { return f.l.Len() }
+
+// NewLengthAware returns the default Scheduler: dynamic, length-aware
+// batching with priorities and deadlines.
+//
+// Order. Requests are ranked by priority (higher first), then by due time
+// (the deadline, or submit time + the Async's DefaultSlack for a request
+// without one: earliest deadline first, FIFO among requests without
+// deadlines), then by arrival. The best-ranked request is the next batch's
+// anchor; a higher priority always goes first (strict priority).
+//
+// Closing. A batch closes when its Target's queued tokens reach the token
+// budget, when the oldest queued request has waited MaxQueueDelay, or early
+// enough for a deadline (deadline - 2x the request's predicted compute
+// time), whichever comes first; at once when draining.
+//
+// Filling. After the anchor, requests of the same Target join in two
+// passes, each while the token budget holds: first those due before the
+// batch after this one could finish (in rank order), then the rest by
+// length class (⌊log2 of the longest sequence⌋) nearest the anchor's, so a
+// batch groups similar lengths: GEMMs stay large and attention work per
+// sequence stays balanced. A request joins only if the batch's predicted
+// finish (SchedState.Predict of the cost model, SequenceCost) stays within
+// the deadline of every member that could still make it, so a long request
+// never holds short ones past their deadlines; and while the other lanes
+// run long batches, only a short batch is formed (SchedState.ShortOnly).
+//
+// Every queued request is scanned once per batch: O(queue) per batch.
+func NewLengthAware() Scheduler { return &lengthAware{} }
+
+type lengthAware struct{ q []*Request }
+
+func (s *lengthAware) Push(r *Request) {
+	r.schedElem = len(s.q)
+	s.q = append(s.q, r)
+}
+
+func (s *lengthAware) Remove(r *Request) bool {
+	i, ok := r.schedElem.(int)
+	if !ok || i < 0 || i >= len(s.q) || s.q[i] != r {
+		return false
+	}
+	last := len(s.q) - 1
+	s.q[i] = s.q[last]
+	s.q[i].schedElem = i
+	s.q[last] = nil
+	s.q = s.q[:last]
+	r.schedElem = nil
+	return true
+}
+
+func (s *lengthAware) Len() int { return len(s.q) }
+
+// before ranks requests: priority, due time, arrival.
+func (r *Request) before(o *Request) bool {
+	if r.prio != o.prio {
+		return r.prio > o.prio
+	}
+	if !r.due.Equal(o.due) {
+		return r.due.Before(o.due)
+	}
+	return r.seq < o.seq
+}
+
+// lengthClass is ⌊log2⌋ of the request's longest sequence.
+func (r *Request) lengthClass() int { return bits.Len(uint(r.maxLen)) }
+
+func (s *lengthAware) eligible(r *Request, st *SchedState) bool {
+	return !st.ShortOnly || r.cost <= r.t.longCost
+}
+
+func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
+	now := st.Now
+	var anchor *Request
+	var closeAt time.Time
+	for _, r := range s.q {
+		if !s.eligible(r, st) {
+			continue
+		}
+		if anchor == nil || r.before(anchor) {
+			anchor = r
+		}
+		c := r.submitted.Add(st.MaxQueueDelay)
+		if !r.deadline.IsZero() {
+			if d := r.deadline.Add(-2 * st.Predict(r.cost)); d.Before(c) {
+				c = d
+			}
+		}
+		if closeAt.IsZero() || c.Before(closeAt) {
+			closeAt = c
+		}
+	}
+	if anchor == nil {
+		return nil, time.Time{}
+	}
+	if !st.Draining && now.Before(closeAt) && !anchor.solo {
+		tokens := 0
+		for _, r := range s.q {
+			if r.t == anchor.t && !r.solo && s.eligible(r, st) {
+				tokens += r.tokens
+			}
+		}
+		if tokens < st.MaxBatchTokens {
+			return nil, closeAt
+		}
+	}
+	members := s.fill(anchor, st)
+	for _, r := range members {
+		s.Remove(r)
+	}
+	return members, time.Time{}
+}
+
+// fill picks the members of the batch anchored at a.
+func (s *lengthAware) fill(a *Request, st *SchedState) []*Request {
+	members := []*Request{a}
+	if a.solo {
+		return members
+	}
+	var cands []*Request
+	for _, r := range s.q {
+		if r != a && r.t == a.t && !r.solo && s.eligible(r, st) {
+			cands = append(cands, r)
+		}
+	}
+	if len(cands) == 0 {
+		return members
+	}
+	now := st.Now
+	tokens, cost := a.tokens, a.cost
+	var limit time.Time // the earliest deadline of a member that can still make it
+	if !a.deadline.IsZero() && !now.Add(st.Predict(cost)).After(a.deadline) {
+		limit = a.deadline
+	}
+	add := func(c *Request) bool {
+		if tokens+c.tokens > st.MaxBatchTokens {
+			return false
+		}
+		nc := cost + c.cost
+		if st.ShortOnly && nc > a.t.longCost {
+			return false
+		}
+		fin := now.Add(st.Predict(nc))
+		if !limit.IsZero() && fin.After(limit) {
+			return false // a member would miss its deadline
+		}
+		if !c.deadline.IsZero() && fin.After(c.deadline) && !now.Add(st.Predict(c.cost)).After(c.deadline) {
+			return false // c would miss its deadline in this batch, not in a smaller one
+		}
+		if !c.deadline.IsZero() && !fin.After(c.deadline) && (limit.IsZero() || c.deadline.Before(limit)) {
+			limit = c.deadline
+		}
+		tokens, cost = tokens+c.tokens, nc
+		members = append(members, c)
+		return true
+	}
+	slices.SortFunc(cands, func(x, y *Request) int {
+		if x.before(y) {
+			return -1
+		}
+		return 1
+	})
+	// Pass 1: requests that cannot wait for the batch after this one.
+	horizon := now.Add(st.Predict(float64(st.MaxBatchTokens)*a.t.tokenCost) + st.MaxQueueDelay)
+	rest := cands[:0:0]
+	for _, c := range cands {
+		if c.due.After(horizon) || !add(c) {
+			rest = append(rest, c)
+		}
+	}
+	// Pass 2: the nearest length classes first, in rank order within one.
+	ac := a.lengthClass()
+	dist := func(r *Request) int {
+		d := r.lengthClass() - ac
+		if d < 0 {
+			return -d
+		}
+		return d
+	}
+	slices.SortStableFunc(rest, func(x, y *Request) int { return dist(x) - dist(y) })
+	for _, c := range rest {
+		if tokens >= st.MaxBatchTokens {
+			break
+		}
+		add(c)
+	}
+	return members
+}
