@@ -84,8 +84,13 @@ type outSpec struct {
 
 // readOutput checks a C output description for a batch of T tokens in S
 // sequences of a model with hidden size H, and returns the Go outputs the
-// engine writes (results are computed into Go memory, then delivered).
-func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, error) {
+// engine writes. Host results are computed into Go memory, then delivered;
+// device results (RAPTOR_MEMORY_DEVICE, fp32 only, an engine whose
+// DeviceOutputs is true: onGPU) are written by the backend straight into the
+// caller's device pointers, which pass through unread: the caller vouches
+// that they are device memory of the engine's GPU of at least the sizes
+// given (the sizes are checked, as for host memory).
+func readOutput(o *C.raptor_output_t, T, S, H int, onGPU bool) (outSpec, engine.Outputs, error) {
 	var spec outSpec
 	var outs engine.Outputs
 	if o == nil {
@@ -94,10 +99,14 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 	if err := checkSizes("raptor_output_t", o.struct_size, C.RAPTOR_OUTPUT_V1_SIZE, C.sizeof_raptor_output_t); err != nil {
 		return spec, outs, err
 	}
+	device := false
 	switch o.memory {
 	case C.RAPTOR_MEMORY_HOST:
 	case C.RAPTOR_MEMORY_DEVICE:
-		return spec, outs, status.Errorf(status.Unsupported, "output.memory RAPTOR_MEMORY_DEVICE needs the CUDA backend; this engine runs on the CPU")
+		if !onGPU {
+			return spec, outs, status.Errorf(status.Unsupported, "output.memory RAPTOR_MEMORY_DEVICE needs the CUDA backend; this engine runs on the CPU")
+		}
+		device = true
 	default:
 		return spec, outs, status.Errorf(status.InvalidArgument, "unknown output.memory %d (RAPTOR_MEMORY_HOST or _DEVICE)", o.memory)
 	}
@@ -105,6 +114,9 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 	switch o.dtype {
 	case C.RAPTOR_DTYPE_FP32:
 	case C.RAPTOR_DTYPE_FP16:
+		if device {
+			return spec, outs, status.Errorf(status.Unsupported, "output.dtype RAPTOR_DTYPE_FP16 with RAPTOR_MEMORY_DEVICE: device outputs are FP32 only (use FP32, or host memory for FP16)")
+		}
 		spec.fp16, elem = true, 2
 	case C.RAPTOR_DTYPE_BF16:
 		return spec, outs, status.Errorf(status.Unsupported, "output.dtype RAPTOR_DTYPE_BF16 is not supported for outputs (FP32 or FP16)")
@@ -116,8 +128,10 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 		outs.Pooling = engine.PoolCLS
 	case C.RAPTOR_POOLING_MEAN:
 		outs.Pooling = engine.PoolMean
+	case C.RAPTOR_POOLING_POOLER:
+		outs.Pooling = engine.PoolPooler // the engine checks that the model has a pooler
 	default:
-		return spec, outs, status.Errorf(status.InvalidArgument, "unknown output.pooling %d (RAPTOR_POOLING_CLS or _MEAN)", o.pooling)
+		return spec, outs, status.Errorf(status.InvalidArgument, "unknown output.pooling %d (RAPTOR_POOLING_CLS, _MEAN or _POOLER)", o.pooling)
 	}
 	outs.Normalize = o.normalize != 0
 	need := func(what string, rows int, have C.size_t) error {
@@ -131,15 +145,23 @@ func readOutput(o *C.raptor_output_t, T, S, H int) (outSpec, engine.Outputs, err
 		if err := need("hidden", T, o.hidden_bytes); err != nil {
 			return spec, outs, err
 		}
-		spec.hidden = o.hidden
-		outs.Hidden = make([]float32, T*H)
+		if device {
+			outs.HiddenDevice = uintptr(o.hidden)
+		} else {
+			spec.hidden = o.hidden
+			outs.Hidden = make([]float32, T*H)
+		}
 	}
 	if o.pooled != nil {
 		if err := need("pooled", S, o.pooled_bytes); err != nil {
 			return spec, outs, err
 		}
-		spec.pooled = o.pooled
-		outs.Pooled = make([]float32, S*H)
+		if device {
+			outs.PooledDevice = uintptr(o.pooled)
+		} else {
+			spec.pooled = o.pooled
+			outs.Pooled = make([]float32, S*H)
+		}
 	}
 	return spec, outs, nil
 }
@@ -196,7 +218,7 @@ func (m *modelObj) prepare(b *C.raptor_batch_t, o *C.raptor_output_t) (engine.Ba
 	if err := checkMemory(&m.cfg, len(batch.Tokens)); err != nil {
 		return batch, outSpec{}, engine.Outputs{}, err
 	}
-	spec, outs, err := readOutput(o, len(batch.Tokens), batch.NumSeqs(), m.cfg.Hidden)
+	spec, outs, err := readOutput(o, len(batch.Tokens), batch.NumSeqs(), m.cfg.Hidden, m.e.eng.DeviceOutputs())
 	if err == nil {
 		err = m.readLogits(o, &batch, &spec, &outs) // heads.go
 	}
@@ -211,11 +233,16 @@ func raptorgo_encode(h C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t) (
 	if err != nil {
 		return fail(name, err)
 	}
+	if m.e.shut.Load() {
+		return failf(name, status.Shutdown, "the engine was shut down (raptor_engine_shutdown)")
+	}
 	batch, spec, outs, err := m.prepare(b, o)
 	if err != nil {
 		return fail(name, err)
 	}
+	end := m.e.stats.BeginCompute()
 	err = m.m.Encode(context.Background(), &batch, &outs)
+	end()
 	if err == nil {
 		err = spec.deliver(&outs)
 	}

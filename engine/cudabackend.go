@@ -69,3 +69,14 @@ func (c cudaModel) encode(ctx context.Context, b *model.Batch, out *Outputs) err
 }
 
 func (c cudaModel) release() { c.m.Release() }
+
+// DeviceOutputs says whether the engine accepts Outputs.HiddenDevice and
+// PooledDevice (float32 destinations in its GPU's memory): true on the CUDA
+// backend only. The C ABI checks it to refuse device outputs up front.
+func (e *Engine) DeviceOutputs() bool {
+	if e == nil {
+		return false
+	}
+	_, ok := e.be.(cudaBackend)
+	return ok
+}

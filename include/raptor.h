@@ -151,7 +151,10 @@ typedef struct raptor_engine_options {
   int32_t device;             /* GPU ordinal; default 0 */
   int32_t compute_dtype;      /* RAPTOR_DTYPE_*; default FP16 (the CPU backend always computes in fp32) */
   int32_t worker_threads;     /* CPU threads; 0 = all cores (default) */
-  int64_t max_batch_tokens;   /* token budget of one batch; default 16384 */
+  int64_t max_batch_tokens;   /* token budget of one batch; default 16384. The scheduler merges
+                                 asynchronous requests of one model into one packed batch and closes
+                                 it at this budget or at max_queue_delay_us, whichever comes first
+                                 (a single larger request runs alone) */
   int64_t max_queue_delay_us; /* how long a submitted request may wait for its batch to fill; default 2000 */
   int64_t queue_capacity;     /* pending asynchronous requests before submit returns BUSY; default 1024 */
   uint64_t seed;              /* engine seed of the block-sparse plan's random blocks; default 0 */
@@ -176,8 +179,13 @@ RAPTOR_API void raptor_engine_free(raptor_engine_t* engine);
  * Ownership: static storage owned by the library. Returns "" for a bad handle. */
 RAPTOR_API const char* raptor_engine_backend(const raptor_engine_t* engine);
 
+/* Slots of the per-status arrays of raptor_engine_stats_t, indexed by
+ * raptor_status_t (room for codes added later). */
+#define RAPTOR_STATUS_SLOTS 32
+
 typedef struct raptor_engine_stats {
-  size_t struct_size;            /* set by the caller: sizeof(raptor_engine_stats_t) */
+  size_t struct_size;            /* set by the caller: sizeof(raptor_engine_stats_t), or
+                                    RAPTOR_ENGINE_STATS_V1_SIZE for the v1 fields only */
   uint64_t requests_submitted;   /* asynchronous submits accepted */
   uint64_t requests_completed;   /* requests that completed with RAPTOR_OK (sync and async) */
   uint64_t requests_failed;      /* requests that completed with an error other than CANCELLED */
@@ -190,7 +198,32 @@ typedef struct raptor_engine_stats {
   int64_t process_handles;       /* live raptor handles of any kind in the process */
   int64_t process_goroutines;    /* Go runtime goroutines in the process */
   int64_t process_heap_bytes;    /* Go heap in use, bytes */
+  /* Appended (scheduler). A host built against an older header passes the
+   * older sizeof, RAPTOR_ENGINE_STATS_V1_SIZE, and gets the fields above only.
+   * Latency quantiles cover every asynchronous request since the engine was
+   * created (a log-linear histogram: within 3%); rates cover the last 10 s. */
+  int64_t queue_latency_p50_us;  /* submit to the start of the request's batch */
+  int64_t queue_latency_p99_us;
+  int64_t latency_p50_us;        /* submit to completion, successful asynchronous requests */
+  int64_t latency_p99_us;
+  uint64_t scheduler_batches;    /* batches the scheduler formed */
+  uint64_t scheduler_requests;   /* requests in those batches */
+  double mean_batch_requests;    /* scheduler_requests / scheduler_batches */
+  double mean_batch_fill;        /* mean tokens per scheduler batch / max_batch_tokens */
+  uint64_t padded_tokens;        /* padding tokens computed: batches are packed, so 0 */
+  double padding_ratio;          /* padded_tokens / (tokens + padded_tokens): 0 */
+  double tokens_per_second;      /* tokens encoded per second over the last 10 s */
+  double device_busy_share;      /* share of the last 10 s with a batch computing, 0..1 */
+  int64_t device_busy_us;        /* time with a batch computing, since the engine was created */
+  int64_t uptime_us;             /* time since the engine was created */
+  int64_t queue_capacity;        /* the engine's queue_capacity */
+  uint64_t completed_by_status[RAPTOR_STATUS_SLOTS]; /* requests (sync and async) completed, by final status */
+  uint64_t rejected_by_status[RAPTOR_STATUS_SLOTS];  /* asynchronous submits refused (nothing queued), by status */
 } raptor_engine_stats_t;
+
+/* The size of raptor_engine_stats_t before the scheduler's fields were
+ * appended; the library accepts it as struct_size, and the current sizeof. */
+#define RAPTOR_ENGINE_STATS_V1_SIZE offsetof(raptor_engine_stats_t, queue_latency_p50_us)
 
 /* Fills *stats (whose struct_size the caller sets). */
 RAPTOR_API raptor_status_t raptor_engine_get_stats(const raptor_engine_t* engine,
@@ -289,7 +322,12 @@ typedef struct raptor_batch {
 RAPTOR_API void raptor_batch_default(raptor_batch_t* batch);
 
 enum { RAPTOR_MEMORY_HOST = 0, RAPTOR_MEMORY_DEVICE = 1 };
-enum { RAPTOR_POOLING_CLS = 0, RAPTOR_POOLING_MEAN = 1 };
+enum {
+  RAPTOR_POOLING_CLS = 0,
+  RAPTOR_POOLING_MEAN = 1,
+  RAPTOR_POOLING_POOLER = 2 /* appended: BERT's pooler_output, tanh(W h_CLS + b); needs a model with
+                               has_pooler (else RAPTOR_ERR_INVALID_ARGUMENT) */
+};
 
 /* Where results go. Each of hidden/pooled may be NULL (not computed).
  * hidden: [num_tokens, hidden_size] row-major, packed like the input.
@@ -298,9 +336,13 @@ enum { RAPTOR_POOLING_CLS = 0, RAPTOR_POOLING_MEAN = 1 };
  * L2-normalised. */
 typedef struct raptor_output {
   size_t struct_size;  /* sizeof(raptor_output_t); set by the default filler */
-  int32_t memory;      /* RAPTOR_MEMORY_HOST; RAPTOR_MEMORY_DEVICE (device pointers of the
-                          engine's GPU) is accepted by the CUDA backend only, else UNSUPPORTED */
-  int32_t dtype;       /* RAPTOR_DTYPE_FP32 (default) or RAPTOR_DTYPE_FP16 */
+  int32_t memory;      /* RAPTOR_MEMORY_HOST; RAPTOR_MEMORY_DEVICE: hidden/pooled are device
+                          pointers (CUdeviceptr) of the engine's GPU, written by the GPU with
+                          FP32 only, by raptor_encode before it returns and by raptor_submit
+                          before completion; a CPU engine, FP16 or logits with DEVICE give
+                          RAPTOR_ERR_UNSUPPORTED. The sizes are checked as for host memory;
+                          the pointers themselves cannot be, the caller vouches for them */
+  int32_t dtype;       /* RAPTOR_DTYPE_FP32 (default) or RAPTOR_DTYPE_FP16 (host memory only) */
   void* hidden;        /* NULL, or hidden_bytes >= num_tokens * hidden_size * element size */
   size_t hidden_bytes;
   void* pooled;        /* NULL, or pooled_bytes >= num_seqs * hidden_size * element size */
@@ -338,10 +380,14 @@ RAPTOR_API raptor_status_t raptor_encode(raptor_model_t* model, const raptor_bat
 typedef struct raptor_request raptor_request_t; /* opaque */
 
 /* Called exactly once when an asynchronous request completes, on a library
- * thread. It may call any raptor function except raptor_engine_free and
- * raptor_model_free (including raptor_submit, and raptor_request_free on
- * `req`). raptor_last_error() there is not the request's message: use
- * raptor_request_error(req). */
+ * thread. It may call any raptor function except raptor_engine_free,
+ * raptor_model_free and raptor_engine_shutdown (including raptor_submit, and
+ * raptor_request_free on `req`). raptor_last_error() there is not the
+ * request's message: use raptor_request_error(req). A callback must not wait
+ * for other requests (raptor_request_wait on another request, or a lock whose
+ * holder waits for one): callbacks run on a few delivery threads, and once
+ * every one of them is inside a callback no other request can complete, so
+ * such a wait can deadlock. */
 typedef void (*raptor_completion_fn)(raptor_request_t* req, raptor_status_t status,
                                      void* user_data);
 
@@ -368,9 +414,12 @@ RAPTOR_API raptor_status_t raptor_request_poll(raptor_request_t* req, int32_t* d
 RAPTOR_API raptor_status_t raptor_request_wait(raptor_request_t* req, int64_t timeout_us,
                                                raptor_status_t* result);
 
-/* Asks to cancel the request. If it had not completed, it completes with
- * RAPTOR_ERR_CANCELLED (as soon as the current layer finishes if it is
- * running). Cancelling a completed request does nothing and returns OK. */
+/* Asks to cancel the request. If its results have not started being
+ * delivered (it is queued, waiting in a batch, or its batch is computing), it
+ * completes at once with RAPTOR_ERR_CANCELLED (its callback runs on a library
+ * thread) and its output buffers are not written; a batch left with no
+ * request stops after its current layer. Cancelling a completed request, or
+ * one being delivered, does nothing and returns OK. */
 RAPTOR_API raptor_status_t raptor_request_cancel(raptor_request_t* req);
 
 /* The message of a failed request, "" if it succeeded or is pending.
@@ -426,6 +475,95 @@ RAPTOR_API raptor_status_t raptor_model_logits_shape(const raptor_model_t* model
  * Ownership: buf stays the caller's; nothing is retained. */
 RAPTOR_API raptor_status_t raptor_model_label(const raptor_model_t* model, int32_t id,
                                               char* buf, size_t cap, size_t* len);
+
+/* ------------------------------------------------------------------------ */
+/* Scheduling, deadlines, shutdown and metrics (appended)                   */
+/* ------------------------------------------------------------------------ */
+
+/* How asynchronous requests are served. The engine merges requests of one
+ * model into packed batches (their sequences back to back, no padding) and
+ * scatters the results back: a request's outputs are bit-identical to
+ * raptor_encode of the request alone on the CPU backend (within rounding on
+ * the GPU). A batch closes at max_batch_tokens or max_queue_delay_us,
+ * whichever comes first. Requests are ranked by priority (higher first), then
+ * by deadline (earliest first; a request without a deadline counts as due 1 s
+ * after its submit), then by arrival; a batch groups similar lengths, and no
+ * request joins a batch that would make another member miss its deadline.
+ * Batches are packed while earlier ones compute, and results are delivered
+ * while later ones compute. */
+
+typedef struct raptor_submit_options {
+  size_t struct_size;       /* sizeof(raptor_submit_options_t); set by raptor_submit_options_default */
+  int32_t priority;         /* higher runs first (strict priority: a steady stream of higher-priority
+                               requests can starve lower ones); default 0 */
+  int64_t deadline_us;      /* relative: microseconds after the submit call by which the request must
+                               complete, else it completes with RAPTOR_ERR_DEADLINE_EXCEEDED as soon
+                               as the deadline passes (unless its results are being delivered);
+                               0 = no deadline (default); negative: RAPTOR_ERR_INVALID_ARGUMENT */
+  int64_t block_timeout_us; /* when the queue is full: 0 = return RAPTOR_ERR_BUSY at once (default);
+                               > 0 = wait up to this long for space, then BUSY; negative = wait
+                               without limit (RAPTOR_ERR_SHUTDOWN if the engine shuts down). Inside a
+                               completion callback a full queue answers BUSY at once whatever this
+                               says (a callback that waits there could stop the queue draining). */
+} raptor_submit_options_t;
+
+/* Fills *opts with the defaults (priority 0, no deadline, no blocking) and
+ * sets opts->struct_size. NULL is ignored. */
+RAPTOR_API void raptor_submit_options_default(raptor_submit_options_t* opts);
+
+/* raptor_submit with options: priority, deadline, blocking on a full queue.
+ * options == NULL means the defaults (then it is raptor_submit). Everything
+ * else is as raptor_submit: the batch is copied, the output buffers must stay
+ * valid until completion, `done` runs exactly once for an accepted request.
+ * Errors (nothing is queued, out_req untouched): those of raptor_submit, and
+ * RAPTOR_ERR_INVALID_ARGUMENT for a bad options struct_size or a negative
+ * deadline_us, RAPTOR_ERR_OUT_OF_RANGE for a deadline_us or block_timeout_us
+ * beyond 100 days, RAPTOR_ERR_BUSY when the queue stayed full for
+ * block_timeout_us, RAPTOR_ERR_SHUTDOWN once raptor_engine_shutdown started.
+ * A sequence longer than the model's max_sequence_length gives
+ * RAPTOR_ERR_OUT_OF_RANGE here, never a truncation.
+ * Ownership: options is read during the call only. */
+RAPTOR_API raptor_status_t raptor_submit_with_options(raptor_model_t* model, const raptor_batch_t* batch,
+                                                      const raptor_output_t* output,
+                                                      const raptor_submit_options_t* options,
+                                                      raptor_completion_fn done, void* user_data,
+                                                      raptor_request_t** out_req);
+
+enum {
+  RAPTOR_SHUTDOWN_DRAIN = 0, /* queued and running requests complete normally, up to the timeout */
+  RAPTOR_SHUTDOWN_CANCEL = 1 /* pending requests complete with RAPTOR_ERR_SHUTDOWN at once */
+};
+
+/* Stops the engine's service. From the call on, raptor_submit*,
+ * raptor_encode and model loads on this engine answer RAPTOR_ERR_SHUTDOWN.
+ * DRAIN lets queued and running requests complete normally (batches close at
+ * once, no queue delay) for up to timeout_us (negative = no limit); CANCEL
+ * does not wait. Requests still pending then complete with
+ * RAPTOR_ERR_SHUTDOWN (those whose results are being delivered complete
+ * normally); every request gets its status and its callback. Returns once
+ * every request has completed and its callback has returned: RAPTOR_OK, or
+ * RAPTOR_ERR_TIMEOUT when the drain did not finish within timeout_us (the rest
+ * then completed with SHUTDOWN). The engine handle stays valid for stats,
+ * metrics, request queries and frees; release it with raptor_engine_free.
+ * A later call waits for the first and returns RAPTOR_OK. Must not be called
+ * from a completion or log callback (RAPTOR_ERR_INVALID_ARGUMENT). */
+RAPTOR_API raptor_status_t raptor_engine_shutdown(raptor_engine_t* engine, int32_t mode, int64_t timeout_us);
+
+/* Writes the engine's metrics in the Prometheus text exposition format
+ * (version 0.0.4) into buf with a terminating NUL, and sets *len to its
+ * length without the NUL. Size query: with buf == NULL and cap == 0 it only
+ * sets *len. A cap below the length + 1 gives RAPTOR_ERR_BUFFER_TOO_SMALL;
+ * counters grow between calls, so give some slack (1 KiB) or retry. The
+ * metrics (all named raptor_*): requests submitted, completed by status,
+ * submits rejected by status, queue depth and capacity, queue latency and
+ * request latency (summaries with quantiles 0.5 and 0.99), batches,
+ * scheduler batches and their requests, mean requests and fill per batch,
+ * tokens, padded tokens and the padding ratio (0), tokens per second and
+ * device busy share over the last 10 s, device busy seconds, uptime, live
+ * models and requests.
+ * Ownership: buf stays the caller's; nothing is retained. */
+RAPTOR_API raptor_status_t raptor_engine_metrics_prometheus(const raptor_engine_t* engine, char* buf, size_t cap,
+                                                            size_t* len);
 
 #ifdef __cplusplus
 } /* extern "C" */
