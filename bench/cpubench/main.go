@@ -159,6 +159,16 @@ func main() {
 		}
 		return b
 	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var bb4096, bbMixed timing
 	if !*skipBigBird {
 		fmt.Fprintln(os.Stderr, "building BigBird-base with random weights")
@@ -169,16 +179,6 @@ func main() {
 		bb4096 = timeEncode(bb, batchOf(4096), 768, *reps)
 		bbMixed = timeEncode(bb, batchOf(mixed...), 768, *reps)
 		bb.Close()
-	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fail(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fail(err)
-		}
-		defer pprof.StopCPUProfile()
 	}
 
 	// MiniLM, real weights, the same 32 sentences' token ids as HF.

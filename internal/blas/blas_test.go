@@ -162,3 +162,29 @@ func BenchmarkSgemm(b *testing.B) {
 		})
 	}
 }
+
+// TestOpenBLASRowDependence records whether OpenBLAS's per-row results
+// depend on M here (they do: M = 1 goes through GEMV). The engine does not
+// rely on either answer; this documents why it tiles per sequence.
+func TestOpenBLASRowDependence(t *testing.T) {
+	o, err := LoadLibrary("libopenblas.so.0")
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	const n, k = 384, 384
+	a, b := randSlice(r, 300*k), randSlice(r, k*n)
+	full := make([]float32, 300*n)
+	o.Sgemm(false, 300, n, k, 1, a, k, b, n, 0, full, n)
+	for _, m := range []int{1, 2, 3, 7, 16, 17, 100} {
+		c := make([]float32, m*n)
+		o.Sgemm(false, m, n, k, 1, a[5*k:], k, b, n, 0, c, n)
+		diff := 0
+		for i := range c {
+			if c[i] != full[5*n+i] {
+				diff++
+			}
+		}
+		t.Logf("rows 5..%d computed with M=%d: %d of %d elements differ from M=300", 5+m-1, m, diff, len(c))
+	}
+}
