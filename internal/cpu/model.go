@@ -32,8 +32,9 @@ import (
 	"github.com/raptor-infer/raptor/loader"
 )
 
-// tileRows is the row tile of the projections and the FFN. A sequence of n
-// tokens is cut into tiles [0, 256), [256, 512), ... of its own rows.
+// tileRows is the largest row tile of the projections and the FFN. On the
+// tiled path a sequence is cut into tiles [0, 256), [256, 512), ... of its
+// own rows; on the packed path the batch is cut into tiles of at most 256.
 const tileRows = 256
 
 // denseQueryTile is the query block of dense attention.
