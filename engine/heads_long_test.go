@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/raptor-infer/raptor/internal/gpu"
 	"github.com/raptor-infer/raptor/internal/testmodel"
 	"github.com/raptor-infer/raptor/loader"
 )
@@ -161,8 +162,11 @@ func TestHeadsGPU(t *testing.T) {
 	for _, name := range headFixtures {
 		t.Run(name, func(t *testing.T) {
 			dir := "testdata/heads/" + name
-			mg, exp := loadHeadFixture(t, g, dir)
-			mc, _ := loadHeadFixture(t, cpu, dir)
+			mc, exp := loadHeadFixture(t, cpu, dir)
+			if err := gpu.Supported(mc.Config()); err != nil {
+				t.Skipf("the CUDA backend does not run this fixture's shape (%v); TestGPUHeads checks every head on GPU shapes", err)
+			}
+			mg, _ := loadHeadFixture(t, g, dir)
 			b := &Batch{Tokens: exp.Tokens, CuSeqlens: exp.CuSeqlens, TokenTypes: exp.TokenTypes}
 			rows, cols, _ := mc.LogitsShape(b)
 			lg, lc := make([]float32, rows*cols), make([]float32, rows*cols)
