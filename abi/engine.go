@@ -6,10 +6,10 @@ package main
 import "C"
 
 import (
-	"runtime"
 	"runtime/metrics"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raptor-infer/raptor/engine"
@@ -42,6 +42,8 @@ type engineObj struct {
 	eng   *engine.Engine
 	async *engine.Async
 	stats engine.Stats
+
+	shut atomic.Bool // raptor_engine_shutdown was called: no new work
 
 	mu       sync.Mutex
 	closed   bool
@@ -168,8 +170,12 @@ func refuseInCallback(name string) bool {
 	default:
 		return false
 	}
-	failf(name, status.InvalidArgument, "must not be called from a %s callback; nothing was freed", which)
-	logf(engine.LogError, "%s called from a %s callback; nothing was freed", name, which)
+	effect := "nothing was freed"
+	if name == "raptor_engine_shutdown" {
+		effect = "the engine was not shut down"
+	}
+	failf(name, status.InvalidArgument, "must not be called from a %s callback; %s", which, effect)
+	logf(engine.LogError, "%s called from a %s callback; %s", name, which, effect)
 	return true
 }
 
@@ -244,28 +250,10 @@ func raptorgo_engine_get_stats(h C.uintptr_t, s *C.raptor_engine_stats_t) (st C.
 	if s == nil {
 		return failf(name, status.InvalidArgument, "stats is NULL")
 	}
-	if err := checkSize("raptor_engine_stats_t", s.struct_size, C.sizeof_raptor_engine_stats_t); err != nil {
+	if err := checkSizes("raptor_engine_stats_t", s.struct_size, C.RAPTOR_ENGINE_STATS_V1_SIZE, C.sizeof_raptor_engine_stats_t); err != nil {
 		return fail(name, err)
 	}
-	snap := e.async.Stats()
-	e.mu.Lock()
-	models, reqs := len(e.models), len(e.requests)
-	e.mu.Unlock()
-	*s = C.raptor_engine_stats_t{
-		struct_size:        C.sizeof_raptor_engine_stats_t,
-		requests_submitted: C.uint64_t(snap.Submitted),
-		requests_completed: C.uint64_t(snap.Completed),
-		requests_failed:    C.uint64_t(snap.Failed),
-		requests_cancelled: C.uint64_t(snap.Cancelled),
-		batches:            C.uint64_t(snap.Batches),
-		tokens:             C.uint64_t(snap.Tokens),
-		queue_depth:        C.int64_t(snap.QueueDepth),
-		live_models:        C.int64_t(models),
-		live_requests:      C.int64_t(reqs),
-		process_handles:    C.int64_t(handles.count()),
-		process_goroutines: C.int64_t(runtime.NumGoroutine()),
-		process_heap_bytes: C.int64_t(heapBytes()),
-	}
+	e.fillStats(s)
 	return C.RAPTOR_OK
 }
 

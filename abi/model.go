@@ -36,6 +36,9 @@ func (m *modelObj) close() {
 // addModel loads f (closing it) on e and returns the new model's handle.
 func (e *engineObj) addModel(f *loader.File) (handle, error) {
 	defer f.Close()
+	if e.shut.Load() {
+		return 0, status.Errorf(status.Shutdown, "the engine was shut down (raptor_engine_shutdown)")
+	}
 	var tok *tokenizer.Tokenizer
 	if spec, ok := f.Tokenizer(); ok {
 		t, err := tokenizer.New(tokenizer.Spec(*spec))
@@ -51,7 +54,7 @@ func (e *engineObj) addModel(f *loader.File) (handle, error) {
 	mo := &modelObj{e: e, m: m, cfg: m.Config(), tok: tok, target: e.async.Target(m)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
+	if e.closed || e.shut.Load() {
 		mo.target.Close()
 		m.Close()
 		return 0, status.Errorf(status.Shutdown, "the engine is being freed")

@@ -65,8 +65,17 @@ func raptorgo_submit(mh C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t, 
 	if outReq == nil {
 		return failf(name, status.InvalidArgument, "out_req is NULL")
 	}
+	return m.submit(name, b, o, engine.SubmitOptions{}, done, userData, outReq)
+}
+
+// submit is raptor_submit and raptor_submit_with_options after their
+// argument checks: it reads the batch and outputs, makes the request handle
+// and queues the request with opts (Done and Deliver are set here).
+func (m *modelObj) submit(name string, b *C.raptor_batch_t, o *C.raptor_output_t, opts engine.SubmitOptions,
+	done C.uintptr_t, userData C.uintptr_t, outReq *C.uintptr_t) C.raptor_status_t {
 	batch, spec, outs, err := m.prepare(b, o)
 	if err != nil {
+		m.e.stats.RecordReject(err)
 		return fail(name, err)
 	}
 
@@ -75,9 +84,10 @@ func raptorgo_submit(mh C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t, 
 	e := m.e
 	ro := &requestObj{e: e}
 	e.mu.Lock()
-	if e.closed {
+	if e.closed || e.shut.Load() {
 		e.mu.Unlock()
-		return failf(name, status.Shutdown, "the engine is being freed")
+		e.stats.RecordReject(status.Errorf(status.Shutdown, ""))
+		return failf(name, status.Shutdown, "the engine is being freed or shut down")
 	}
 	h, err := handles.add(kindRequest, ro)
 	if err != nil {
@@ -87,9 +97,7 @@ func raptorgo_submit(mh C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t, 
 	e.requests[ro] = h
 	e.mu.Unlock()
 
-	opts := engine.SubmitOptions{
-		Deliver: func() error { return spec.deliver(&outs) },
-	}
+	opts.Deliver = func() error { return spec.deliver(&outs) }
 	if done != 0 {
 		opts.Done = func(r *engine.Request) {
 			ro.setReq(r)

@@ -155,3 +155,27 @@ raptor_status_t raptor_model_label(const raptor_model_t* model, int32_t id, char
                                    size_t* len) {
   return raptorgo_model_label((uintptr_t)model, id, buf, cap, len);
 }
+
+/* ---- scheduling, shutdown, metrics (appended) ----------------------------- */
+
+void raptor_submit_options_default(raptor_submit_options_t* opts) {
+  if (opts == NULL) return;
+  memset(opts, 0, sizeof *opts);
+  opts->struct_size = sizeof *opts;
+}
+
+raptor_status_t raptor_submit_with_options(raptor_model_t* model, const raptor_batch_t* batch,
+                                           const raptor_output_t* output, const raptor_submit_options_t* options,
+                                           raptor_completion_fn done, void* user_data, raptor_request_t** out_req) {
+  return raptorgo_submit_with_options((uintptr_t)model, (raptor_batch_t*)batch, (raptor_output_t*)output,
+                                      (raptor_submit_options_t*)options, (uintptr_t)done, (uintptr_t)user_data,
+                                      (uintptr_t*)out_req);
+}
+
+raptor_status_t raptor_engine_shutdown(raptor_engine_t* engine, int32_t mode, int64_t timeout_us) {
+  return raptorgo_engine_shutdown((uintptr_t)engine, mode, timeout_us);
+}
+
+raptor_status_t raptor_engine_metrics_prometheus(const raptor_engine_t* engine, char* buf, size_t cap, size_t* len) {
+  return raptorgo_engine_metrics_prometheus((uintptr_t)engine, buf, cap, len);
+}

@@ -519,7 +519,9 @@ RAPTOR_API void raptor_submit_options_default(raptor_submit_options_t* opts);
  * RAPTOR_ERR_INVALID_ARGUMENT for a bad options struct_size or a negative
  * deadline_us, RAPTOR_ERR_OUT_OF_RANGE for a deadline_us or block_timeout_us
  * beyond 100 days, RAPTOR_ERR_BUSY when the queue stayed full for
- * block_timeout_us, RAPTOR_ERR_SHUTDOWN once raptor_engine_shutdown started.
+ * block_timeout_us, RAPTOR_ERR_DEADLINE_EXCEEDED when the deadline passed
+ * before the request could be queued (while it waited for space),
+ * RAPTOR_ERR_SHUTDOWN once raptor_engine_shutdown started.
  * A sequence longer than the model's max_sequence_length gives
  * RAPTOR_ERR_OUT_OF_RANGE here, never a truncation.
  * Ownership: options is read during the call only. */

@@ -1,13 +1,19 @@
 // A C++17 server-style host of libraptor: N model-instance threads (one
 // model instance each) submit mixed-length requests concurrently, with
 // completion by callback (half of those freeing their request inside the
-// callback), by wait and by poll, a few cancels, and BUSY back-pressure from
-// a small queue. Every completion is checked bit for bit against the
-// single-request raptor_encode result computed first, and exactly once.
+// callback), by wait and by poll, a few cancels, random priorities and
+// deadlines (some too tight to meet), BUSY back-pressure from a small queue
+// (retried, or waited out with block_timeout_us), through raptor_submit and
+// raptor_submit_with_options. The scheduler merges the requests into shared
+// batches; every completion is checked bit for bit against the
+// single-request raptor_encode result computed first, exactly once, and with
+// a status the request may have (CANCELLED only if cancelled,
+// DEADLINE_EXCEEDED only with a deadline).
 // Afterwards the engine statistics must show handles, requests and
 // goroutines back at their starting level, and the Go heap within a bound.
 //
-// Usage: test_server MODEL_DIR [REQUESTS] [THREADS]   (defaults 10000, 16)
+// Usage: test_server MODEL_DIR [REQUESTS] [THREADS]   (defaults 10000, 16;
+// the full form is 100000 16)
 //
 // The heap bound: the Go heap in use (live objects plus garbage the
 // collector has not yet swept) at the end may exceed its starting level by
@@ -79,6 +85,10 @@ struct Request {
   std::vector<int32_t> ids, cu, types;
   std::vector<uint64_t> seeds;
   bool hidden = false, pooled = false, fp16 = false, cancel = false;
+  int64_t deadline_us = 0;  // 0 = none
+  int32_t priority = 0;
+  bool blocking = false;    // block_timeout_us = -1 instead of retrying BUSY
+  bool expired_at_submit = false;
   int32_t pooling = RAPTOR_POOLING_MEAN, normalize = 0;
   Mode mode = kWait;
   std::vector<unsigned char> want_hidden, want_pooled;  // expected bytes, in the request's dtype
@@ -152,6 +162,14 @@ void make_request(Request& r, int kind, std::mt19937_64& rng) {
   r.normalize = uni(0, 1);
   r.mode = static_cast<Mode>(uni(0, 3));
   r.cancel = uni(0, 19) == 0;
+  switch (uni(0, 9)) {
+    case 0: r.deadline_us = uni(1, 3000); break;  // often too tight
+    case 1:
+    case 2: r.deadline_us = 60000000; break;
+    default: break;
+  }
+  r.priority = uni(0, 2);
+  r.blocking = uni(0, 1) == 1;
 }
 
 void on_done(raptor_request_t* req, raptor_status_t status, void* user_data) {
@@ -266,7 +284,7 @@ int main(int argc, char** argv) {
 
   // The stress: each thread serves its model instance with a window of
   // outstanding requests.
-  std::atomic<long> busy{0}, cancelled{0}, completed{0};
+  std::atomic<long> busy{0}, cancelled{0}, completed{0}, expired{0}, expired_at_submit{0};
   t0 = now_s();
   for (int w = 0; w < n_threads; w++) {
     pool.emplace_back([&, w] {
@@ -281,21 +299,41 @@ int main(int argc, char** argv) {
           raptor_output_t o = r.output(r.got_hidden, r.got_pooled, r.fp16);
           bool cb = r.mode == kCallback || r.mode == kCallbackFreeInside;
           raptor_request_t* h = nullptr;
+          raptor_submit_options_t so;
+          raptor_submit_options_default(&so);
+          so.priority = r.priority;
+          so.deadline_us = r.deadline_us;
+          so.block_timeout_us = r.blocking ? -1 : 0;
+          const bool plain = r.priority == 0 && r.deadline_us == 0 && !r.blocking;
           for (;;) {
-            raptor_status_t st = raptor_submit(instances[w], &b, &o, cb ? on_done : nullptr, &r, &h);
+            raptor_status_t st = plain ? raptor_submit(instances[w], &b, &o, cb ? on_done : nullptr, &r, &h)
+                                       : raptor_submit_with_options(instances[w], &b, &o, &so, cb ? on_done : nullptr,
+                                                                    &r, &h);
             if (st == RAPTOR_OK) break;
-            if (st != RAPTOR_ERR_BUSY || std::strlen(raptor_last_error()) == 0) {
+            if (st == RAPTOR_ERR_DEADLINE_EXCEEDED && r.deadline_us > 0) {  // passed before it was queued
+              r.expired_at_submit = true;
+              break;
+            }
+            if (st != RAPTOR_ERR_BUSY || r.blocking || std::strlen(raptor_last_error()) == 0) {
               std::fprintf(stderr, "submit: %s: %s\n", raptor_status_name(st), raptor_last_error());
               std::exit(1);
             }
             busy++;
             std::this_thread::sleep_for(std::chrono::microseconds(200));
           }
+          if (r.expired_at_submit) {
+            expired_at_submit++;
+            continue;
+          }
           if (r.mode != kCallbackFreeInside) r.handle = h;  // else h may already be freed
           if (r.cancel && r.mode != kCallbackFreeInside) CHECK(raptor_request_cancel(h) == RAPTOR_OK);
         }
         for (size_t j = base; j < end; j++) {
           Request& r = *mine[j];
+          if (r.expired_at_submit) {
+            expired++;
+            continue;
+          }
           switch (r.mode) {
             case kCallback:
             case kCallbackFreeInside: {
@@ -332,6 +370,9 @@ int main(int argc, char** argv) {
           } else if (r.result == RAPTOR_ERR_CANCELLED && r.cancel) {
             cancelled++;
             if (r.mode != kCallbackFreeInside) CHECK(std::strlen(raptor_request_error(r.handle)) > 0);
+          } else if (r.result == RAPTOR_ERR_DEADLINE_EXCEEDED && r.deadline_us > 0) {
+            expired++;
+            if (r.mode != kCallbackFreeInside) CHECK(std::strstr(raptor_request_error(r.handle), "deadline") != nullptr);
           } else {
             std::fprintf(stderr, "request completed with %s\n", raptor_status_name(r.result));
             failures++;
@@ -347,7 +388,7 @@ int main(int argc, char** argv) {
   // Exactly once: wait a moment for any duplicate callback to show up.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   for (auto& r : reqs) {
-    bool cb = r->mode == kCallback || r->mode == kCallbackFreeInside;
+    bool cb = (r->mode == kCallback || r->mode == kCallbackFreeInside) && !r->expired_at_submit;
     CHECK(r->callbacks.load() == (cb ? 1 : 0));
     CHECK(r->cb_wrong_handle.load() == 0);
   }
@@ -361,16 +402,23 @@ int main(int argc, char** argv) {
     end = stats(engine);
   }
   std::fprintf(stderr,
-               "end:   %.2fs (%.0f requests/s), %ld completed, %ld cancelled, %ld BUSY retries; handles %lld, "
+               "end:   %.2fs (%.0f requests/s), %ld completed, %ld cancelled, %ld deadline exceeded (%ld at submit), "
+               "%ld BUSY retries; %.2f requests per batch; handles %lld, "
                "goroutines %lld, heap %.1f MiB, live requests %lld, queue %lld\n",
-               t_run, n_requests / t_run, completed.load(), cancelled.load(), busy.load(),
+               t_run, n_requests / t_run, completed.load(), cancelled.load(), expired.load(), expired_at_submit.load(),
+               busy.load(), end.mean_batch_requests,
                (long long)end.process_handles, (long long)end.process_goroutines, end.process_heap_bytes / 1048576.0,
                (long long)end.live_requests, (long long)end.queue_depth);
-  CHECK(completed.load() + cancelled.load() == n_requests);
-  CHECK(end.requests_submitted - start.requests_submitted == static_cast<uint64_t>(n_requests));
+  CHECK(completed.load() + cancelled.load() + expired.load() == n_requests);
+  CHECK(end.requests_submitted - start.requests_submitted ==
+        static_cast<uint64_t>(n_requests - expired_at_submit.load()));
   CHECK(end.requests_completed - start.requests_completed == static_cast<uint64_t>(completed.load()));
   CHECK(end.requests_cancelled - start.requests_cancelled == static_cast<uint64_t>(cancelled.load()));
-  CHECK(end.requests_failed == start.requests_failed);
+  CHECK(end.requests_failed - start.requests_failed ==
+        static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
+  CHECK(end.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] - start.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] ==
+        static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
+  CHECK(end.padding_ratio == 0.0 && end.scheduler_requests > 0);
   CHECK(end.live_requests == 0 && end.queue_depth == 0);
   CHECK(end.live_models == start.live_models);
   CHECK(end.process_handles == start.process_handles);

@@ -349,7 +349,7 @@ static void apply_fault(call_t* c, faults_t* f, raptor_model_t** mh, int* null_b
         add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "dtype unknown");
       }
       break;
-    case 22: c->o.pooling = rnd(2) ? -1 : 2 + (int32_t)rnd(100); add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "pooling unknown"); break;
+    case 22: c->o.pooling = rnd(2) ? -1 : 3 + (int32_t)rnd(100); /* 2 is RAPTOR_POOLING_POOLER */ add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "pooling unknown"); break;
     default: /* misaligned but valid pointers: the header allows any alignment; not a fault */
       (void)H;
       break;
