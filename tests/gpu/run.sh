@@ -199,7 +199,7 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
       test_device_outputs) args=("$BUILD/testmodels" "$MINILM") ;;
       *) args=("$BUILD/testmodels") ;;
     esac
-    cmd_runner "c_$c" 60 'checks passed|passed$|CHECK failed|SKIP|rel |refused|not run' "$BUILD/c/$c" "${args[@]}"
+    cmd_runner "c_$c" 60 'checks passed|passed$|failures$|^PASS|CHECK failed|SKIP|rel |refused|not run' "$BUILD/c/$c" "${args[@]}"
   done
   # 5. the Python binding on a CUDA engine.
   cmd_runner binding_smoke 60 '^binding' python3 tests/gpu/binding_smoke.py "$MINILM"
