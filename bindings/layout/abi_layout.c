@@ -37,6 +37,23 @@ int main(void) {
   OFF(raptor_engine_stats_t, process_handles);
   OFF(raptor_engine_stats_t, process_goroutines);
   OFF(raptor_engine_stats_t, process_heap_bytes);
+  OFF(raptor_engine_stats_t, queue_latency_p50_us);
+  OFF(raptor_engine_stats_t, queue_latency_p99_us);
+  OFF(raptor_engine_stats_t, latency_p50_us);
+  OFF(raptor_engine_stats_t, latency_p99_us);
+  OFF(raptor_engine_stats_t, scheduler_batches);
+  OFF(raptor_engine_stats_t, scheduler_requests);
+  OFF(raptor_engine_stats_t, mean_batch_requests);
+  OFF(raptor_engine_stats_t, mean_batch_fill);
+  OFF(raptor_engine_stats_t, padded_tokens);
+  OFF(raptor_engine_stats_t, padding_ratio);
+  OFF(raptor_engine_stats_t, tokens_per_second);
+  OFF(raptor_engine_stats_t, device_busy_share);
+  OFF(raptor_engine_stats_t, device_busy_us);
+  OFF(raptor_engine_stats_t, uptime_us);
+  OFF(raptor_engine_stats_t, queue_capacity);
+  OFF(raptor_engine_stats_t, completed_by_status);
+  OFF(raptor_engine_stats_t, rejected_by_status);
 
   SIZE(raptor_model_info_t);
   OFF(raptor_model_info_t, struct_size);
@@ -83,5 +100,12 @@ int main(void) {
   OFF(raptor_output_t, normalize);
   OFF(raptor_output_t, logits);
   OFF(raptor_output_t, logits_bytes);
+
+  SIZE(raptor_submit_options_t);
+  OFF(raptor_submit_options_t, struct_size);
+  OFF(raptor_submit_options_t, priority);
+  OFF(raptor_submit_options_t, deadline_us);
+  OFF(raptor_submit_options_t, block_timeout_us);
+
   return 0;
 }

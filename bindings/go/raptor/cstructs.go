@@ -34,6 +34,35 @@ type cEngineStats struct {
 	ProcessHandles    int64
 	ProcessGoroutines int64
 	ProcessHeapBytes  int64
+	// appended (scheduler); the v1 struct ends here (cEngineStatsV1Size)
+	QueueLatencyP50Us int64
+	QueueLatencyP99Us int64
+	LatencyP50Us      int64
+	LatencyP99Us      int64
+	SchedulerBatches  uint64
+	SchedulerRequests uint64
+	MeanBatchRequests float64
+	MeanBatchFill     float64
+	PaddedTokens      uint64
+	PaddingRatio      float64
+	TokensPerSecond   float64
+	DeviceBusyShare   float64
+	DeviceBusyUs      int64
+	UptimeUs          int64
+	QueueCapacity     int64
+	CompletedByStatus [cStatusSlots]uint64
+	RejectedByStatus  [cStatusSlots]uint64
+}
+
+// cEngineStatsV1Size is RAPTOR_ENGINE_STATS_V1_SIZE: older libraries accept
+// only it.
+var cEngineStatsV1Size = unsafe.Offsetof(cEngineStats{}.QueueLatencyP50Us)
+
+type cSubmitOptions struct {
+	StructSize     uintptr
+	Priority       int32
+	DeadlineUs     int64
+	BlockTimeoutUs int64
 }
 
 type cModelInfo struct {
@@ -87,7 +116,9 @@ type cOutput struct {
 
 // C enum values (raptor.h).
 const (
-	cPoolingCLS  = 0
-	cPoolingMean = 1
-	cDTypeFP32   = 0
+	cPoolingCLS    = 0
+	cPoolingMean   = 1
+	cPoolingPooler = 2
+	cDTypeFP32     = 0
+	cStatusSlots   = 32 // RAPTOR_STATUS_SLOTS
 )

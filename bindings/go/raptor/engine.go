@@ -1,6 +1,7 @@
 package raptor
 
 import (
+	"errors"
 	"sync"
 	"time"
 	"unsafe"
@@ -122,6 +123,23 @@ type Stats struct {
 	Batches, Tokens                                                         uint64
 	QueueDepth, LiveModels, LiveRequests                                    int64
 	ProcessHandles, ProcessGoroutines, ProcessHeapBytes                     int64
+
+	// The scheduler's (zero from a library that predates it). Latency
+	// quantiles cover every asynchronous request since the engine started;
+	// rates the last 10 s.
+	QueueLatencyP50, QueueLatencyP99 time.Duration // submit to the start of the request's batch
+	LatencyP50, LatencyP99           time.Duration // submit to completion, successful requests
+	SchedulerBatches                 uint64        // batches the scheduler formed
+	SchedulerRequests                uint64        // requests in them
+	MeanBatchRequests, MeanBatchFill float64       // per scheduler batch; fill = tokens / max_batch_tokens
+	PaddedTokens                     uint64        // 0: batches are packed
+	PaddingRatio                     float64       // 0
+	TokensPerSecond                  float64
+	DeviceBusyShare                  float64 // 0..1
+	DeviceBusy, Uptime               time.Duration
+	QueueCapacity                    int64
+	CompletedByStatus                [32]uint64 // requests completed, by final status (index: Status)
+	RejectedByStatus                 [32]uint64 // submits refused, by status
 }
 
 // Stats returns the engine's statistics.
@@ -131,9 +149,15 @@ func (e *Engine) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	c := cEngineStats{StructSize: unsafe.Sizeof(cEngineStats{})}
-	if err := e.lib.call(func() int32 { return e.lib.engineGetStats(h, &c) }); err != nil {
+	err = e.lib.call(func() int32 { return e.lib.engineGetStats(h, &c) })
+	if errors.Is(err, ErrInvalidArgument) { // a library older than the scheduler's fields
+		c = cEngineStats{StructSize: cEngineStatsV1Size}
+		err = e.lib.call(func() int32 { return e.lib.engineGetStats(h, &c) })
+	}
+	if err != nil {
 		return Stats{}, err
 	}
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
 	return Stats{
 		RequestsSubmitted: c.RequestsSubmitted, RequestsCompleted: c.RequestsCompleted,
 		RequestsFailed: c.RequestsFailed, RequestsCancelled: c.RequestsCancelled,
@@ -141,6 +165,14 @@ func (e *Engine) Stats() (Stats, error) {
 		QueueDepth: c.QueueDepth, LiveModels: c.LiveModels, LiveRequests: c.LiveRequests,
 		ProcessHandles: c.ProcessHandles, ProcessGoroutines: c.ProcessGoroutines,
 		ProcessHeapBytes: c.ProcessHeapBytes,
+		QueueLatencyP50:  us(c.QueueLatencyP50Us), QueueLatencyP99: us(c.QueueLatencyP99Us),
+		LatencyP50: us(c.LatencyP50Us), LatencyP99: us(c.LatencyP99Us),
+		SchedulerBatches: c.SchedulerBatches, SchedulerRequests: c.SchedulerRequests,
+		MeanBatchRequests: c.MeanBatchRequests, MeanBatchFill: c.MeanBatchFill,
+		PaddedTokens: c.PaddedTokens, PaddingRatio: c.PaddingRatio,
+		TokensPerSecond: c.TokensPerSecond, DeviceBusyShare: c.DeviceBusyShare,
+		DeviceBusy: us(c.DeviceBusyUs), Uptime: us(c.UptimeUs), QueueCapacity: c.QueueCapacity,
+		CompletedByStatus: c.CompletedByStatus, RejectedByStatus: c.RejectedByStatus,
 	}, nil
 }
 

@@ -54,6 +54,7 @@ func TestStructLayout(t *testing.T) {
 		"raptor_model_info_t":     reflect.TypeFor[cModelInfo](),
 		"raptor_batch_t":          reflect.TypeFor[cBatch](),
 		"raptor_output_t":         reflect.TypeFor[cOutput](),
+		"raptor_submit_options_t": reflect.TypeFor[cSubmitOptions](),
 	}
 	if len(sizes) != len(mirrors) {
 		t.Fatalf("probe printed %d structs, the binding mirrors %d", len(sizes), len(mirrors))

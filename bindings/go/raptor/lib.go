@@ -31,6 +31,7 @@ type Library struct {
 	path string
 	dl   uintptr    // the dlopen handle
 	hd   headsFuncs // appended functions (heads.go), resolved on first use
+	sf   schedFuncs // appended functions (sched.go), resolved on first use
 
 	abiVersion           func() uint32
 	version              func() string

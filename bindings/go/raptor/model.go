@@ -107,9 +107,10 @@ type Pooling int
 
 // Poolings.
 const (
-	PoolingMean Pooling = iota // mean over the sequence's tokens (sentence-transformers)
-	PoolingCLS                 // the first token's hidden state
-	PoolingNone                // no pooled output (use with Hidden)
+	PoolingMean   Pooling = iota // mean over the sequence's tokens (sentence-transformers)
+	PoolingCLS                   // the first token's hidden state
+	PoolingNone                  // no pooled output (use with Hidden)
+	PoolingPooler                // BERT's pooler_output, tanh(W h_CLS + b) (models with HasPooler)
 )
 
 // EncodeOptions select an encode's outputs. The zero value asks for mean-pooled,
@@ -198,11 +199,8 @@ func (m *Model) newCall(seqs [][]int32, opts EncodeOptions) (*call, error) {
 		c.out.Normalize = 1
 	}
 	switch opts.Pooling {
-	case PoolingMean, PoolingCLS:
-		c.out.Pooling = cPoolingMean
-		if opts.Pooling == PoolingCLS {
-			c.out.Pooling = cPoolingCLS
-		}
+	case PoolingMean, PoolingCLS, PoolingPooler:
+		c.out.Pooling = map[Pooling]int32{PoolingMean: cPoolingMean, PoolingCLS: cPoolingCLS, PoolingPooler: cPoolingPooler}[opts.Pooling]
 		c.pooled = make([]float32, len(seqs)*c.hiddenSize)
 		if len(c.pooled) > 0 {
 			c.out.Pooled = unsafe.Pointer(&c.pooled[0])
@@ -321,9 +319,20 @@ func onComplete(req uintptr, st int32, key uintptr) {
 // Submit queues sequences for asynchronous encoding and returns at once.
 // Cancelling ctx cancels the request. Close the Request when done with it.
 func (m *Model) Submit(ctx context.Context, seqs [][]int32, opts EncodeOptions) (*Request, error) {
+	return m.submit(ctx, seqs, opts, nil)
+}
+
+// submit is Submit, through raptor_submit_with_options when so is not nil.
+func (m *Model) submit(ctx context.Context, seqs [][]int32, opts EncodeOptions, so *cSubmitOptions) (*Request, error) {
 	h, c, err := m.prepare(seqs, opts)
 	if err != nil {
 		return nil, err
+	}
+	var sf *schedFuncs
+	if so != nil {
+		if sf, err = m.lib.sched(); err != nil {
+			return nil, err
+		}
 	}
 	completionOnce.Do(func() { completionCB = purego.NewCallback(onComplete) })
 	r := &Request{lib: m.lib, c: c, done: make(chan struct{})}
@@ -333,7 +342,12 @@ func (m *Model) Submit(ctx context.Context, seqs [][]int32, opts EncodeOptions) 
 	pending[key] = r
 	pendingMu.Unlock()
 	var rh uintptr
-	if err := m.lib.call(func() int32 { return m.lib.submit(h, &c.batch, &c.out, completionCB, key, &rh) }); err != nil {
+	if err := m.lib.call(func() int32 {
+		if so != nil {
+			return sf.submitWithOptions(h, &c.batch, &c.out, so, completionCB, key, &rh)
+		}
+		return m.lib.submit(h, &c.batch, &c.out, completionCB, key, &rh)
+	}); err != nil {
 		pendingMu.Lock()
 		delete(pending, key)
 		pendingMu.Unlock()
