@@ -20,7 +20,8 @@ _DTYPES = {"fp32": L.DTYPE_FP32, "float32": L.DTYPE_FP32, "fp16": L.DTYPE_FP16, 
            "bf16": L.DTYPE_BF16, "bfloat16": L.DTYPE_BF16}
 _OUT_DTYPES = {"float32": (L.DTYPE_FP32, np.float32), "fp32": (L.DTYPE_FP32, np.float32),
                "float16": (L.DTYPE_FP16, np.float16), "fp16": (L.DTYPE_FP16, np.float16)}
-_POOLINGS = {"mean": L.POOLING_MEAN, "cls": L.POOLING_CLS}
+_POOLINGS = {"mean": L.POOLING_MEAN, "cls": L.POOLING_CLS, "pooler": L.POOLING_POOLER}
+_SHUTDOWN_MODES = {"drain": L.SHUTDOWN_DRAIN, "cancel": L.SHUTDOWN_CANCEL}
 _FAMILIES = {L.FAMILY_BERT: "bert", L.FAMILY_ROBERTA: "roberta", L.FAMILY_BIGBIRD: "bigbird"}
 _ATTENTIONS = {L.ATTENTION_DENSE: "dense", L.ATTENTION_BLOCK_SPARSE: "block_sparse"}
 _ACTIVATIONS = {L.ACTIVATION_GELU: "gelu", L.ACTIVATION_GELU_TANH: "gelu_tanh"}
@@ -151,11 +152,50 @@ class Engine(_Closing):
         return L.lib().raptor_engine_backend(self.handle).decode()
 
     def stats(self):
-        """The engine's statistics (raptor_engine_stats_t) as a dict."""
+        """The engine's statistics (raptor_engine_stats_t) as a dict. The
+        per-status arrays become dicts {status name: count} of the nonzero
+        counts; ratios and rates are floats."""
         s = L.raptor_engine_stats_t()
         s.struct_size = ctypes.sizeof(s)
         check(L.lib().raptor_engine_get_stats(self.handle, ctypes.byref(s)))
-        return {name: int(getattr(s, name)) for name, _ in s._fields_ if name != "struct_size"}
+        out = {}
+        for name, ctype in s._fields_:
+            if name == "struct_size":
+                continue
+            v = getattr(s, name)
+            if name.endswith("_by_status"):
+                out[name] = {status_name(i): int(c) for i, c in enumerate(v) if c}
+            elif ctype is ctypes.c_double:
+                out[name] = float(v)
+            else:
+                out[name] = int(v)
+        return out
+
+    def metrics(self):
+        """The engine's metrics in the Prometheus text exposition format (str)."""
+        lib = L.lib()
+        n = ctypes.c_size_t()
+        check(lib.raptor_engine_metrics_prometheus(self.handle, None, 0, ctypes.byref(n)))
+        for _ in range(8):  # the text may grow between the size query and the call
+            buf = ctypes.create_string_buffer(n.value + 4096)
+            status = lib.raptor_engine_metrics_prometheus(self.handle, buf, len(buf), ctypes.byref(n))
+            if status == L.OK:
+                return buf.raw[:n.value].decode()
+            if status != L.ERR_BUFFER_TOO_SMALL:
+                check(status)
+            n.value = 2 * len(buf)
+        raise RuntimeError("the metrics text kept growing")
+
+    def shutdown(self, mode="drain", timeout=None):
+        """Stops the engine's service (raptor_engine_shutdown): submits, encodes
+        and loads raise ShutdownError from now on. mode "drain" lets pending
+        requests complete for up to `timeout` seconds (None = no limit);
+        "cancel" completes them with ShutdownError at once. Returns when every
+        request has completed; a drain that runs out of time raises
+        WaitTimeoutError (the rest then completed with ShutdownError). The
+        engine stays usable for stats() and metrics(); close it afterwards."""
+        us = -1 if timeout is None else int(timeout * 1e6)
+        check(L.lib().raptor_engine_shutdown(self.handle, _enum(_SHUTDOWN_MODES, mode, "mode"), us))
 
     def load(self, path):
         """Loads a raptor model file (see `raptor convert`)."""
@@ -288,19 +328,35 @@ class Model(_Closing):
         return call.result()
 
     def submit(self, inputs, pooling="mean", normalize=False, hidden=False, dtype="float32",
-               token_type_ids=None, seeds=None, max_tokens=0):
+               token_type_ids=None, seeds=None, max_tokens=0, priority=0, deadline=None, block_timeout=0):
         """Submits inputs for asynchronous encoding and returns a Request at once.
-        Same arguments as encode; the Request's result() is what encode returns."""
+        Same arguments as encode; the Request's result() is what encode returns.
+        Scheduling (raptor_submit_options_t): priority (higher runs first);
+        deadline: None, or seconds from now by which the request must complete
+        (else it fails with DeadlineExceededError); block_timeout: seconds to
+        wait for room in a full queue before BusyError (0 = none, None = no limit)."""
         ids, cu, tt = self._pack_all(inputs, token_type_ids, max_tokens)
         return self.submit_packed(ids, cu, pooling=pooling, normalize=normalize, hidden=hidden, dtype=dtype,
-                                  token_type_ids=tt, seeds=seeds)
+                                  token_type_ids=tt, seeds=seeds, priority=priority, deadline=deadline,
+                                  block_timeout=block_timeout)
 
     def submit_packed(self, token_ids, cu_seqlens, pooling="mean", normalize=False, hidden=False,
-                      dtype="float32", token_type_ids=None, seeds=None):
+                      dtype="float32", token_type_ids=None, seeds=None, priority=0, deadline=None,
+                      block_timeout=0):
         """The asynchronous form of encode_packed: returns a Request."""
         call = _Call(self, token_ids, cu_seqlens, pooling, normalize, hidden, dtype, token_type_ids, seeds,
                      None, None)
-        return Request(self, call)
+        options = None
+        if priority or deadline is not None or block_timeout != 0:
+            options = L.raptor_submit_options_t()
+            L.lib().raptor_submit_options_default(ctypes.byref(options))
+            options.priority = priority
+            if deadline is not None:
+                if deadline <= 0:
+                    raise InvalidArgumentError("deadline must be a positive number of seconds, not %r" % (deadline,))
+                options.deadline_us = max(1, int(deadline * 1e6))
+            options.block_timeout_us = -1 if block_timeout is None else int(block_timeout * 1e6)
+        return Request(self, call, options)
 
     @property
     def labels(self):
@@ -407,7 +463,7 @@ class Request:
     """An asynchronous encode (raptor_request_t), future-like: result(), done(),
     poll(), wait(), cancel(), add_done_callback(), and `await request`."""
 
-    def __init__(self, model, call):
+    def __init__(self, model, call, options=None):
         self.model = model
         self._call = call
         self._h = None
@@ -418,8 +474,12 @@ class Request:
         with _pending_lock:
             _pending[key] = self
         out = L.raptor_request_p()
-        status = L.lib().raptor_submit(handle, ctypes.byref(call.batch), ctypes.byref(call.output),
-                                       _completion, key, ctypes.byref(out))
+        if options is None:
+            status = L.lib().raptor_submit(handle, ctypes.byref(call.batch), ctypes.byref(call.output),
+                                           _completion, key, ctypes.byref(out))
+        else:
+            status = L.lib().raptor_submit_with_options(handle, ctypes.byref(call.batch), ctypes.byref(call.output),
+                                                        ctypes.byref(options), _completion, key, ctypes.byref(out))
         if status != L.OK:
             with _pending_lock:
                 _pending.pop(key, None)

@@ -36,7 +36,9 @@ FAMILY_BERT, FAMILY_ROBERTA, FAMILY_BIGBIRD = 0, 1, 2
 ACTIVATION_GELU, ACTIVATION_GELU_TANH = 0, 1
 ATTENTION_DENSE, ATTENTION_BLOCK_SPARSE = 0, 1
 MEMORY_HOST, MEMORY_DEVICE = 0, 1
-POOLING_CLS, POOLING_MEAN = 0, 1
+POOLING_CLS, POOLING_MEAN, POOLING_POOLER = 0, 1, 2
+SHUTDOWN_DRAIN, SHUTDOWN_CANCEL = 0, 1
+STATUS_SLOTS = 32
 
 raptor_status_t = ctypes.c_int32
 c_int32_p = ctypes.POINTER(ctypes.c_int32)
@@ -73,6 +75,36 @@ class raptor_engine_stats_t(ctypes.Structure):
         ("process_handles", ctypes.c_int64),
         ("process_goroutines", ctypes.c_int64),
         ("process_heap_bytes", ctypes.c_int64),
+        # appended (scheduler); the v1 struct ends here (ENGINE_STATS_V1_SIZE)
+        ("queue_latency_p50_us", ctypes.c_int64),
+        ("queue_latency_p99_us", ctypes.c_int64),
+        ("latency_p50_us", ctypes.c_int64),
+        ("latency_p99_us", ctypes.c_int64),
+        ("scheduler_batches", ctypes.c_uint64),
+        ("scheduler_requests", ctypes.c_uint64),
+        ("mean_batch_requests", ctypes.c_double),
+        ("mean_batch_fill", ctypes.c_double),
+        ("padded_tokens", ctypes.c_uint64),
+        ("padding_ratio", ctypes.c_double),
+        ("tokens_per_second", ctypes.c_double),
+        ("device_busy_share", ctypes.c_double),
+        ("device_busy_us", ctypes.c_int64),
+        ("uptime_us", ctypes.c_int64),
+        ("queue_capacity", ctypes.c_int64),
+        ("completed_by_status", ctypes.c_uint64 * STATUS_SLOTS),
+        ("rejected_by_status", ctypes.c_uint64 * STATUS_SLOTS),
+    ]
+
+
+ENGINE_STATS_V1_SIZE = raptor_engine_stats_t.queue_latency_p50_us.offset
+
+
+class raptor_submit_options_t(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("priority", ctypes.c_int32),
+        ("deadline_us", ctypes.c_int64),
+        ("block_timeout_us", ctypes.c_int64),
     ]
 
 
@@ -177,6 +209,15 @@ _PROTOTYPES = {
         raptor_status_t, [raptor_model_p, _P(raptor_batch_t), _P(ctypes.c_int64), _P(ctypes.c_int64)]),
     "raptor_model_label": (
         raptor_status_t, [raptor_model_p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t, c_size_t_p]),
+    # scheduler (appended)
+    "raptor_submit_options_default": (None, [_P(raptor_submit_options_t)]),
+    "raptor_submit_with_options": (
+        raptor_status_t,
+        [raptor_model_p, _P(raptor_batch_t), _P(raptor_output_t), _P(raptor_submit_options_t), raptor_completion_fn,
+         ctypes.c_void_p, _P(raptor_request_p)]),
+    "raptor_engine_shutdown": (raptor_status_t, [raptor_engine_p, ctypes.c_int32, ctypes.c_int64]),
+    "raptor_engine_metrics_prometheus": (
+        raptor_status_t, [raptor_engine_p, ctypes.c_char_p, ctypes.c_size_t, c_size_t_p]),
 }
 
 
