@@ -1,4 +1,6 @@
-"""raptor vs PyTorch peers on BigBird-base (12 layers, hidden 768, 12 heads), fp16, random weights.
+"""raptor vs PyTorch peers on BigBird-base (12 layers, hidden 768, 12 heads) and BigBird-large
+(24 layers, hidden 1024, 16 heads), fp16, random weights (the model of each workload is named in
+RAPTOR_JSON).
 
 Usage (on the GPU machine, through tests/gpu/run.sh or directly):
     python3 bench/peers.py RAPTOR_JSON [--md OUT.md] [--json OUT.json]
@@ -13,6 +15,8 @@ measured"), each a full encoder forward on the same lengths:
   fa2_varlen    aten._flash_attention_forward on the packed batch, elementwise ops torch.compile'd
   flex_bigbird  FlexAttention with a BigBird block mask (64x64 blocks: global first/last,
                 window 3, 3 random), compiled; with and without the per-batch mask build
+HF BigBird runs length-sorted micro-batches of at most 65,536 padded tokens (one padded batch
+of 64 sequences up to 8k would not fit in memory); its time is the sum over the micro-batches.
 Times: CUDA events, warm-up, median of N. Peak device memory: torch.cuda.max_memory_allocated
 during the timed loop (weights included; raptor: its caching pool's peak, weights included).
 Compute floor: real tokens' GEMM FLOPs + attended-pair FLOPs (raptor's plan sizes) at the
@@ -30,6 +34,11 @@ import torch.nn.functional as F
 
 H, L, NH, D, I = 768, 12, 12, 64, 3072
 BLOCK, R = 64, 3
+
+
+def set_dims(h, l, nh, inter):
+    global H, L, NH, D, I
+    H, L, NH, D, I = h, l, nh, h // nh, inter
 
 
 def cuda_time(fn, warm=3, iters=10):
@@ -76,7 +85,7 @@ def floor_ms(lens, rate):
 
 
 def gemm_rate():
-    """fp16 TFLOP/s of this model's GEMM shapes at T=32768 (torch, cuBLAS)."""
+    """fp16 TFLOP/s of the current model's GEMM shapes at T=32768 (torch, cuBLAS)."""
     x = torch.randn(32768, H, device="cuda", dtype=torch.float16)
     w1 = torch.randn(I, H, device="cuda", dtype=torch.float16)
     w2 = torch.randn(H, I, device="cuda", dtype=torch.float16)
@@ -144,22 +153,35 @@ def main():
     torch.manual_seed(0)
     dev = torch.device("cuda")
     print("device:", torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
-    rate = gemm_rate()
-    print(f"GEMM rate on the model's shapes: {rate / 1e12:.0f} TFLOP/s", flush=True)
-    cfg = BigBirdConfig(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
-                        max_position_embeddings=4096, attention_type="block_sparse", block_size=BLOCK,
-                        num_random_blocks=R, hidden_act="gelu_new")
-    cfg._attn_implementation = "eager"
-    hf = BigBirdModel(cfg, add_pooling_layer=False).to(dev, torch.float16).eval()
-    W = Weights(hf)
-    scale = 1 / math.sqrt(D)
     add_ln_c = torch.compile(add_ln, dynamic=True)
     gelu_c = torch.compile(bias_gelu, dynamic=True)
+    cur = None
     rows = []
     for wl in raptor:
+        if wl.get("error"):
+            print(f"== {wl.get('model')} {wl['name']}: raptor failed: {wl['error']}", flush=True)
+            continue
+        key = (wl.get("model", "BigBird-base"), wl.get("hidden", 768), wl.get("layers", 12), wl.get("heads", 12), wl.get("intermediate", 3072))
+        if key != cur:
+            cur = key
+            hf = W = None
+            torch.cuda.empty_cache()
+            set_dims(*key[1:])
+            rate = gemm_rate()
+            print(f"== {key[0]}: GEMM rate on its shapes: {rate / 1e12:.0f} TFLOP/s", flush=True)
+            maxpos = max(4096, max(max(w["lengths"]) for w in raptor if w.get("model", "BigBird-base") == key[0]))
+            cfg = BigBirdConfig(hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
+                                max_position_embeddings=maxpos, attention_type="block_sparse", block_size=BLOCK,
+                                num_random_blocks=R, hidden_act="gelu_new")
+            cfg._attn_implementation = "eager"
+            hf = BigBirdModel(cfg, add_pooling_layer=False).to(dev, torch.float16).eval()
+            W = Weights(hf)
+            scale = 1 / math.sqrt(D)
         lens = wl["lengths"]
         T, B, S = sum(lens), len(lens), max(lens)
-        row = {"workload": wl["name"], "tokens": T, "raptor_ms": wl["device_ms_median"],
+        big = T > 65536 or B * S > 262144
+        it = dict(warm=2, iters=5) if big else {}
+        row = {"model": key[0], "workload": wl["name"], "raptor_devout_ms": wl.get("devout_ms_median"), "tokens": T, "raptor_ms": wl["device_ms_median"],
                "raptor_encode_ms": wl["encode_ms_median"], "raptor_peak_gib": wl["peak_pool_bytes"] / 2**30,
                "floor_ms": floor_ms(lens, rate)}
         print(f"== {wl['name']}: {B} sequences, {T} tokens, max {S}", flush=True)
@@ -172,7 +194,7 @@ def main():
                 o = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, S, S, 0.0, False, False, scale=scale)[0]
                 return o.reshape(T, H)
             f_var = lambda: encoder(x, W, varlen, add_ln_c, gelu_c)
-            row["fa2_varlen_ms"] = cuda_time(f_var)
+            row["fa2_varlen_ms"] = cuda_time(f_var, **it)
             row["fa2_varlen_peak_gib"] = peak_of(f_var) / 2**30
             print(f"fa2_varlen {row['fa2_varlen_ms']:.1f} ms", flush=True)
             # dense FA2 on the padded batch
@@ -184,7 +206,7 @@ def main():
                     o = F.scaled_dot_product_attention(q, k, v, scale=scale)
                 return o.transpose(1, 2).reshape(B * S, H)
             f_pad = lambda: encoder(xp, W, padded, add_ln, bias_gelu)
-            row["fa2_padded_ms"] = cuda_time(f_pad)
+            row["fa2_padded_ms"] = cuda_time(f_pad, **it)
             row["fa2_padded_peak_gib"] = peak_of(f_pad) / 2**30
             print(f"fa2_padded {row['fa2_padded_ms']:.1f} ms", flush=True)
             del xp
@@ -241,9 +263,9 @@ def main():
                                  kernel_options={"BLOCK_M": 64, "BLOCK_N": 64})
                         return o[0].transpose(0, 1)[:T].reshape(T, H)
                     f_flex = lambda: encoder(xf, W, lambda qkv: flex_attend(qkv, lambda: bm), add_ln_c, gelu_c)
-                    row["flex_ms"] = cuda_time(f_flex)
+                    row["flex_ms"] = cuda_time(f_flex, **it)
                     row["flex_peak_gib"] = peak_of(f_flex) / 2**30
-                    row["flex_mask_ms"] = cuda_time(make_mask, 1, 5)
+                    row["flex_mask_ms"] = cuda_time(make_mask, 1, 3 if big else 5)
                     row["flex_with_mask_ms"] = row["flex_ms"] + row["flex_mask_ms"]
                     print(f"flex {row['flex_ms']:.1f} ms (+ mask build {row['flex_mask_ms']:.1f} ms)", flush=True)
                     del allowed, bm
@@ -252,18 +274,39 @@ def main():
                     row["flex_error"] = f"{type(e).__name__}: {str(e)[:200]}"
             # HF BigBird block_sparse (padded batch + mask)
             if "hf" not in skip:
-                ids = torch.randint(0, cfg.vocab_size, (B, S), device=dev)
-                mask = torch.zeros(B, S, dtype=torch.long, device=dev)
-                for s, n in enumerate(lens):
-                    mask[s, :n] = 1
-                f_hf = lambda: hf(input_ids=ids, attention_mask=mask)
+                # length-sorted micro-batches of <= 65,536 padded tokens
+                order = sorted(range(B), key=lambda i: lens[i])
+                chunks, curc = [], []
+                for i in order:
+                    if curc and (len(curc) + 1) * lens[i] > 65536:
+                        chunks.append(curc)
+                        curc = []
+                    curc.append(i)
+                chunks.append(curc)
+                inputs = []
+                for c in chunks:
+                    Sc = max(lens[i] for i in c)
+                    ids = torch.randint(0, cfg.vocab_size, (len(c), Sc), device=dev)
+                    mask = torch.zeros(len(c), Sc, dtype=torch.long, device=dev)
+                    for j, i in enumerate(c):
+                        mask[j, :lens[i]] = 1
+                    inputs.append((ids, mask))
+
+                def f_hf():
+                    for ids, mask in inputs:
+                        # HF switches the model to original_full for a short batch (and keeps it so)
+                        if getattr(hf, "attention_type", "block_sparse") != "block_sparse":
+                            hf.set_attention_type("block_sparse")
+                        hf(input_ids=ids, attention_mask=mask)
                 try:
                     row["hf_ms"] = cuda_time(f_hf, 1, 3)
                     row["hf_peak_gib"] = peak_of(f_hf) / 2**30
-                    print(f"hf_bigbird {row['hf_ms']:.1f} ms", flush=True)
+                    row["hf_microbatches"] = len(chunks)
+                    print(f"hf_bigbird {row['hf_ms']:.1f} ms ({len(chunks)} micro-batches)", flush=True)
                 except Exception as e:
                     print(f"hf failed: {type(e).__name__}: {e}", flush=True)
                     row["hf_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                del inputs
             # correctness of a timed config: FA2 varlen vs per-sequence SDPA on the first sequence
             qkv = torch.randn(T, 3 * H, device=dev, dtype=torch.float16)
             o = varlen(qkv)[: lens[0]].float()
@@ -277,14 +320,14 @@ def main():
     def fmt(r, k):
         v = r.get(k)
         return "n/a" if v is None else f"{v:.1f}"
-    md = ["| workload | tokens | raptor (device) | raptor Encode (host fp32 out) | HF BigBird block_sparse | dense FA2 padded | FA2 varlen + compiled | Flex BigBird (compiled) | Flex + mask build | compute floor | raptor vs FA2 varlen | raptor vs Flex+mask | raptor / floor | peak GiB raptor / FA2 varlen / Flex |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["| model | workload | tokens | raptor (device) | raptor fwd, device fp32 out (wall) | raptor Encode, host fp32 out (wall) | HF BigBird block_sparse | dense FA2 padded | FA2 varlen + compiled | Flex BigBird (compiled) | Flex + mask build | compute floor | vs HF | vs FA2 varlen | vs Flex / Flex+mask | raptor / floor | peak GiB raptor / FA2 varlen / Flex / HF |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = lambda k: f"{r[k] / r['raptor_ms']:.2f}x" if r.get(k) else "n/a"
-        md.append(f"| {r['workload']} | {r['tokens']} | {r['raptor_ms']:.1f} | {r['raptor_encode_ms']:.1f} | {fmt(r, 'hf_ms')} | "
+        md.append(f"| {r['model']} | {r['workload']} | {r['tokens']:,} | {r['raptor_ms']:.1f} | {fmt(r, 'raptor_devout_ms')} | {r['raptor_encode_ms']:.1f} | {fmt(r, 'hf_ms')} | "
                   f"{fmt(r, 'fa2_padded_ms')} | {fmt(r, 'fa2_varlen_ms')} | {fmt(r, 'flex_ms')} | {fmt(r, 'flex_with_mask_ms')} | "
-                  f"{r['floor_ms']:.1f} | {sp('fa2_varlen_ms')} | {sp('flex_with_mask_ms')} | {r['raptor_ms'] / r['floor_ms']:.2f} | "
-                  f"{r['raptor_peak_gib']:.2f} / {r.get('fa2_varlen_peak_gib', 0):.2f} / {r.get('flex_peak_gib', 0):.2f} |")
+                  f"{r['floor_ms']:.1f} | {sp('hf_ms')} | {sp('fa2_varlen_ms')} | {sp('flex_ms')} / {sp('flex_with_mask_ms')} | {r['raptor_ms'] / r['floor_ms']:.2f} | "
+                  f"{r['raptor_peak_gib']:.2f} / {r.get('fa2_varlen_peak_gib', 0):.2f} / {r.get('flex_peak_gib', 0):.2f} / {r.get('hf_peak_gib', 0):.2f} |")
     table = "\n".join(md)
     print(table)
     if args.md:

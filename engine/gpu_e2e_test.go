@@ -11,7 +11,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,86 +324,257 @@ func TestGPUMiniLM(t *testing.T) {
 	}
 }
 
-// TestGPUBenchE2E times BigBird-base (random weights, fp16, block_sparse)
-// when $RAPTOR_BENCH_OUT names a JSON file to write (bench/peers.py reads
-// it): device time from the first to the last kernel (CUDA events), and
-// wall time of Encode with fp32 hidden states to host memory; medians.
+// TestGPUBenchE2E times BigBird-base and BigBird-large (random weights,
+// fp16, block_sparse b=64 r=3) when $RAPTOR_BENCH_OUT names a JSON file to
+// write (bench/peers.py reads it): device time from the first to the last
+// kernel (CUDA events), the wall time of Encode with fp32 hidden states to
+// host memory, and the wall time of Forward with fp32 hidden states into a
+// device buffer (the ABI's device-memory outputs); medians. Workloads
+// (issue 7), lengths drawn with fixed seeds (math/rand/v2 PCG):
+//
+//	8x4096      8 sequences of 4096
+//	64 uniform  64 lengths uniform in [512, 4096], PCG(2026, 64)
+//	long-tail   64 lengths, 58 (90%) uniform in [32, 1024] and 6 (10%)
+//	            uniform in [1025, 8192], shuffled, PCG(2026, 90)
+//	1x16384     one sequence of 16384
+//
+// BigBird-large runs 8x4096. RAPTOR_BENCH_MODELS=base,large selects.
 func TestGPUBenchE2E(t *testing.T) {
 	outPath := os.Getenv("RAPTOR_BENCH_OUT")
 	if outPath == "" {
 		t.Skip("skipping: RAPTOR_BENCH_OUT is not set (bench/peers.py sets it)")
 	}
 	e := gpuEngine(t, ComputeFP16)
-	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 768, 12, 3072, 12)
-	cfg.MaxPositions = 4096
-	w := testmodel.Random(cfg, 77, 0.02)
-	m, err := e.Load(w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	gmod := m.bm.(cudaModel).m
 	dev := e.be.(cudaBackend).b.Device()
-	rng := rand.New(rand.NewPCG(2024, 7))
-	varied := make([]int, 32)
-	for i := range varied {
-		varied[i] = 128 + rng.IntN(2980-128)
+	eight := []int{4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096}
+	rng := rand.New(rand.NewPCG(2026, 64))
+	uniform := make([]int, 64)
+	for i := range uniform {
+		uniform[i] = 512 + rng.IntN(4096-512+1)
+	}
+	rng = rand.New(rand.NewPCG(2026, 90))
+	tail := make([]int, 64)
+	for i := range tail {
+		if i < 58 {
+			tail[i] = 32 + rng.IntN(1024-32+1)
+		} else {
+			tail[i] = 1025 + rng.IntN(8192-1025+1)
+		}
+	}
+	rng.Shuffle(len(tail), func(i, j int) { tail[i], tail[j] = tail[j], tail[i] })
+	type wload struct {
+		name string
+		lens []int
 	}
 	type result struct {
+		Model         string    `json:"model"`
+		Hidden        int       `json:"hidden"`
+		Layers        int       `json:"layers"`
+		Heads         int       `json:"heads"`
+		Inter         int       `json:"intermediate"`
 		Name          string    `json:"name"`
 		Lengths       []int     `json:"lengths"`
 		Tokens        int       `json:"tokens"`
 		DeviceMs      float64   `json:"device_ms_median"`
 		DeviceAll     []float64 `json:"device_ms"`
 		EncodeMs      float64   `json:"encode_ms_median"`
+		DevOutMs      float64   `json:"devout_ms_median"`
 		PeakBytes     int64     `json:"peak_pool_bytes"`
 		WeightsBytes  int64     `json:"weights_bytes"`
 		NonFiniteOuts int       `json:"nonfinite_outputs"`
+		Error         string    `json:"error,omitempty"`
 	}
 	var results []result
-	var weightsBytes int64
-	dev.Do(func(c *cuda.Ctx) error { weightsBytes = c.MemStats().InUse; return nil })
-	for _, wl := range []struct {
-		name string
-		lens []int
-	}{{"8x4096", []int{4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096}}, {"32 varied", varied}} {
-		b := raggedBatch(rng, cfg, wl.lens)
-		b.TokenTypes = nil
-		mb := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, Seeds: b.Seeds}
-		hidden := make([]float32, len(b.Tokens)*cfg.Hidden)
-		var dms []float64
-		for i := 0; i < 25; i++ {
-			ms, err := gmod.Timed(mb, &gpu.Outputs{Hidden: hidden})
+	sel := os.Getenv("RAPTOR_BENCH_MODELS")
+	if sel == "" {
+		sel = "base,large"
+	}
+	for _, mc := range []struct {
+		name                         string
+		h, heads, inter, layers, pos int
+		wls                          []wload
+	}{
+		{"base", 768, 12, 3072, 12, 16384, []wload{{"8x4096", eight}, {"64 uniform [512,4096]", uniform}, {"long-tail (90% <=1k, 10% <=8k)", tail}, {"1x16384", []int{16384}}}},
+		{"large", 1024, 16, 4096, 24, 4096, []wload{{"8x4096", eight}}},
+	} {
+		if !strings.Contains(sel, mc.name) {
+			continue
+		}
+		cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, mc.h, mc.heads, mc.inter, mc.layers)
+		cfg.MaxPositions = mc.pos
+		var before int64
+		dev.Do(func(c *cuda.Ctx) error { c.Trim(); before = c.MemStats().InUse; return nil })
+		m, err := e.Load(testmodel.Random(cfg, 77, 0.02))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gmod := m.bm.(cudaModel).m
+		var weightsBytes int64
+		dev.Do(func(c *cuda.Ctx) error { weightsBytes = c.MemStats().InUse - before; return nil })
+		for _, wl := range mc.wls {
+			r := result{Model: "BigBird-" + mc.name, Hidden: mc.h, Layers: mc.layers, Heads: mc.heads, Inter: mc.inter,
+				Name: wl.name, Lengths: wl.lens, WeightsBytes: weightsBytes}
+			err := func() error {
+				b := raggedBatch(rng, cfg, wl.lens)
+				b.TokenTypes = nil
+				r.Tokens = len(b.Tokens)
+				dev.Do(func(c *cuda.Ctx) error { c.Trim(); c.ResetPeak(); return nil })
+				mb := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, Seeds: b.Seeds}
+				hidden := make([]float32, len(b.Tokens)*cfg.Hidden)
+				for i := 0; i < 25; i++ {
+					ms, err := gmod.Timed(mb, &gpu.Outputs{Hidden: hidden})
+					if err != nil {
+						return err
+					}
+					if i >= 5 {
+						r.DeviceAll = append(r.DeviceAll, float64(ms))
+					}
+				}
+				var peak int64
+				dev.Do(func(c *cuda.Ctx) error { peak = c.MemStats().Peak; return nil })
+				var wms, dms []float64
+				for i := 0; i < 10; i++ {
+					t0 := time.Now()
+					if err := m.Encode(context.Background(), b, &Outputs{Hidden: hidden}); err != nil {
+						return err
+					}
+					wms = append(wms, float64(time.Since(t0).Microseconds())/1000)
+				}
+				for _, v := range hidden {
+					if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+						r.NonFiniteOuts++
+					}
+				}
+				var dbuf cuda.Buffer
+				if err := dev.Do(func(c *cuda.Ctx) error {
+					var err error
+					dbuf, err = c.Alloc(4 * int64(len(hidden)))
+					return err
+				}); err != nil {
+					return err
+				}
+				defer dev.Do(func(c *cuda.Ctx) error { return c.Free(dbuf) })
+				for i := 0; i < 11; i++ {
+					t0 := time.Now()
+					if err := gmod.Forward(context.Background(), mb, &gpu.Outputs{HiddenDev: uintptr(dbuf.Ptr)}); err != nil {
+						return err
+					}
+					if i > 0 {
+						dms = append(dms, float64(time.Since(t0).Microseconds())/1000)
+					}
+				}
+				r.DeviceMs, r.EncodeMs, r.DevOutMs, r.PeakBytes = median(r.DeviceAll), median(wms), median(dms), peak
+				return nil
+			}()
 			if err != nil {
-				t.Fatal(err)
+				r.Error = err.Error()
+				t.Errorf("bench %s %s: %v", mc.name, wl.name, err)
 			}
-			if i >= 5 {
-				dms = append(dms, float64(ms))
-			}
+			t.Logf("bench %s %s: %d tokens, device %.2f ms, encode (host fp32 out) %.2f ms, forward (device fp32 out) %.2f ms, pool peak %d MiB, weights %d MiB",
+				mc.name, r.Name, r.Tokens, r.DeviceMs, r.EncodeMs, r.DevOutMs, r.PeakBytes>>20, weightsBytes>>20)
+			results = append(results, r)
 		}
-		var wms []float64
-		for i := 0; i < 10; i++ {
-			t0 := time.Now()
-			if err := m.Encode(context.Background(), b, &Outputs{Hidden: hidden}); err != nil {
-				t.Fatal(err)
-			}
-			wms = append(wms, float64(time.Since(t0).Microseconds())/1000)
-		}
-		bad := 0
-		for _, v := range hidden {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				bad++
-			}
-		}
-		var peak int64
-		dev.Do(func(c *cuda.Ctx) error { peak = c.MemStats().Peak; return nil })
-		r := result{wl.name, wl.lens, len(b.Tokens), median(dms), dms, median(wms), peak, weightsBytes, bad}
-		t.Logf("bench %s: %d tokens, device %.2f ms, encode (host fp32 out) %.2f ms, pool peak %d MiB", r.Name, r.Tokens, r.DeviceMs, r.EncodeMs, peak>>20)
-		results = append(results, r)
+		m.Close()
 	}
 	raw, _ := json.MarshalIndent(results, "", " ")
 	if err := os.WriteFile(outPath, raw, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGPUTimeline submits a stream of 20 asynchronous requests (2 x 4096
+// tokens each, BigBird-base, fp16) through the engine's Async pipeline (two
+// lanes) and records the device timeline: CUDA timing events on the compute
+// stream at each batch's first and last kernel, relative to one base event
+// (gpu.Model.StartTimeline). The gap between batch k's last kernel and
+// batch k+1's first is the device's idle time between them. Two streams:
+// pooled outputs only, and fp32 hidden states to host memory. Writes
+// $RAPTOR_TIMELINE_OUT (JSON) when set.
+func TestGPUTimeline(t *testing.T) {
+	e := gpuEngine(t, ComputeFP16)
+	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 768, 12, 3072, 12)
+	cfg.MaxPositions = 4096
+	m, err := e.Load(testmodel.Random(cfg, 77, 0.02))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gmod := m.bm.(cudaModel).m
+	rng := rand.New(rand.NewPCG(20, 20))
+	type stream struct {
+		Name    string             `json:"name"`
+		Spans   []gpu.TimelineSpan `json:"spans"`
+		GapsMs  []float64          `json:"gaps_ms"`
+		MaxGap  float64            `json:"max_gap_ms"`
+		MedGap  float64            `json:"median_gap_ms"`
+		Busy    float64            `json:"busy_fraction"`
+		WallMs  float64            `json:"wall_ms"`
+		Batches int                `json:"batches"`
+	}
+	var out []stream
+	for _, hiddenOut := range []bool{false, true} {
+		const n = 20
+		bs := make([]*Batch, n)
+		for i := range bs {
+			bs[i] = raggedBatch(rng, cfg, []int{4096, 4096})
+			bs[i].TokenTypes = nil
+		}
+		// warm-up (kernels, pools) outside the timeline
+		if err := m.Encode(context.Background(), bs[0], &Outputs{Hidden: make([]float32, 8192*768)}); err != nil {
+			t.Fatal(err)
+		}
+		a := NewAsync(AsyncOptions{Lanes: 2, MaxBatchTokens: 8192})
+		tg := a.Target(m)
+		if err := gmod.StartTimeline(); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		reqs := make([]*Request, n)
+		for i, b := range bs {
+			o := &Outputs{Pooled: make([]float32, 2*768), Pooling: PoolMean}
+			if hiddenOut {
+				o.Hidden = make([]float32, 8192*768)
+			}
+			r, err := tg.Submit(b, o, SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs[i] = r
+		}
+		for _, r := range reqs {
+			if err := r.Wait(time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wall := float64(time.Since(t0).Microseconds()) / 1000
+		spans, err := gmod.StopTimeline()
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := stream{Name: "pooled outputs", Spans: spans, WallMs: wall, Batches: len(spans)}
+		if hiddenOut {
+			s.Name = "fp32 hidden states to host"
+		}
+		busy := 0.0
+		for i, sp := range spans {
+			busy += sp.End - sp.Start
+			if i > 0 {
+				s.GapsMs = append(s.GapsMs, sp.Start-spans[i-1].End)
+			}
+		}
+		if len(spans) > 1 {
+			s.Busy = busy / (spans[len(spans)-1].End - spans[0].Start)
+			s.MedGap = median(s.GapsMs)
+			s.MaxGap = slices.Max(s.GapsMs)
+		}
+		t.Logf("timeline %s: %d batches, busy %.4f of first..last kernel, gaps median %.3f ms max %.3f ms, wall %.1f ms, gaps %v",
+			s.Name, s.Batches, s.Busy, s.MedGap, s.MaxGap, wall, s.GapsMs)
+		out = append(out, s)
+	}
+	if p := os.Getenv("RAPTOR_TIMELINE_OUT"); p != "" {
+		raw, _ := json.MarshalIndent(out, "", " ")
+		os.WriteFile(p, raw, 0o644)
 	}
 }
 

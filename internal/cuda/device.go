@@ -566,6 +566,9 @@ func (c *Ctx) Trim() error { return c.mem.trim() }
 // MemStats describes the device pool.
 func (c *Ctx) MemStats() MemStats { return c.mem.stats }
 
+// ResetPeak restarts the device pool's peak at what it holds now.
+func (c *Ctx) ResetPeak() { c.mem.stats.Peak = c.mem.stats.InUse + c.mem.stats.Cached }
+
 // HostMemStats describes the pinned host pool.
 func (c *Ctx) HostMemStats() MemStats { return c.host.stats }
 
@@ -638,6 +641,16 @@ func (c *Ctx) WaitEvent(s Stream, e Event) error {
 // EventSync waits for e.
 func (c *Ctx) EventSync(e Event) error {
 	return c.drv.check("cuEventSynchronize", c.drv.cuEventSynchronize(uintptr(e)))
+}
+
+// EventDone reports whether the work before e has completed (cuEventQuery;
+// CUDA_ERROR_NOT_READY is false, not an error). It never blocks.
+func (c *Ctx) EventDone(e Event) (bool, error) {
+	rc := c.drv.cuEventQuery(uintptr(e))
+	if rc == 600 { // CUDA_ERROR_NOT_READY
+		return false, nil
+	}
+	return rc == 0, c.drv.check("cuEventQuery", rc)
 }
 
 // Elapsed returns the milliseconds between two completed timing events.

@@ -39,6 +39,7 @@ type driverAPI struct {
 	cuEventDestroy       func(ev uintptr) int32
 	cuEventRecord        func(ev, s uintptr) int32
 	cuEventSynchronize   func(ev uintptr) int32
+	cuEventQuery         func(ev uintptr) int32
 	cuEventElapsedTime   func(ms *float32, start, end uintptr) int32
 	cuEventElapsedTimeV2 func(ms *float32, start, end uintptr) int32
 
@@ -91,6 +92,7 @@ func (a *driverAPI) symbols() []symbol {
 		{name: "cuEventDestroy_v2", fn: &a.cuEventDestroy},
 		{name: "cuEventRecord", fn: &a.cuEventRecord},
 		{name: "cuEventSynchronize", fn: &a.cuEventSynchronize},
+		{name: "cuEventQuery", fn: &a.cuEventQuery},
 		{name: "cuEventElapsedTime", fn: &a.cuEventElapsedTime, optional: true},
 		{name: "cuEventElapsedTime_v2", fn: &a.cuEventElapsedTimeV2, optional: true},
 		{name: "cuMemAlloc_v2", fn: &a.cuMemAlloc},

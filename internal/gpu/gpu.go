@@ -19,16 +19,21 @@
 // statistics are fp32.
 //
 // A batch runs in two steps on the device worker (cuda.Device.Do): enqueue
-// (everything above, returning at once) and finish (wait for the batch's
-// download event, copy the results out, release its buffers). Between them
-// the worker enqueues other callers' batches, so with concurrent callers the
-// next batch's upload and kernels are queued while the previous batch's
-// download runs on the copy stream.
+// (everything above, returning at once) and await (poll the batch's
+// download event with short device jobs, copy the results out of the pinned
+// buffer outside the worker, release its buffers). Between them the worker
+// enqueues other callers' batches, so with concurrent callers the next
+// batch's upload and kernels are queued while the previous batch computes
+// and its download runs on the copy stream.
 package gpu
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/raptor-infer/raptor/internal/cuda"
@@ -97,6 +102,7 @@ type Model struct {
 	layers []layerW
 	poolW  cuda.DevPtr
 	poolB  cuda.DevPtr
+	tl     atomic.Pointer[timeline] // StartTimeline .. StopTimeline
 }
 
 // Supported says whether the CUDA backend can run cfg; the error is
@@ -278,7 +284,11 @@ type pending struct {
 
 // Forward runs a validated batch and writes out. ctx is checked before the
 // batch is enqueued and after it finishes; a batch once enqueued runs to
-// completion.
+// completion. The device worker is never held while the batch computes:
+// Forward polls the batch's last event (cuEventQuery, one short device job
+// each) and copies the host outputs out of the pinned buffer outside the
+// worker, so another caller's next batch is enqueued behind this one while
+// it runs and the device does not idle between batches.
 func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -286,13 +296,141 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 	var p *pending
 	err := m.b.dev.Do(func(c *cuda.Ctx) error {
 		var err error
-		p, err = m.enqueue(c, b, out)
+		var e0, e1 cuda.Event
+		if tl := m.tl.Load(); tl != nil {
+			if e0, err = c.NewEvent(true); err != nil {
+				return err
+			}
+			if e1, err = c.NewEvent(true); err != nil {
+				c.DestroyEvent(e0)
+				return err
+			}
+		}
+		p, err = m.enqueueTimed(c, b, out, e0, e1)
+		if e0 != 0 {
+			if err != nil {
+				c.DestroyEvent(e0)
+				c.DestroyEvent(e1)
+			} else {
+				m.tl.Load().add(e0, e1, len(b.Tokens))
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return m.b.dev.Do(func(c *cuda.Ctx) error { return m.finish(c, p, out) })
+	return m.await(p, out)
+}
+
+// await waits for p without holding the device worker, copies its host
+// outputs and releases it.
+func (m *Model) await(p *pending, out *Outputs) error {
+	wait := 20 * time.Microsecond
+	for {
+		var done bool
+		err := m.b.dev.Do(func(c *cuda.Ctx) error {
+			var err error
+			done, err = c.EventDone(p.evOut)
+			if err != nil {
+				m.release(c, p)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		time.Sleep(wait)
+		if wait < 200*time.Microsecond {
+			wait += wait / 2
+		}
+	}
+	// The download is complete: the pinned buffer is ours until release.
+	hb := p.host.Bytes()
+	H := m.cfg.Hidden
+	f32 := func(o int64, n int) []float32 { return unsafe.Slice((*float32)(unsafe.Pointer(&hb[o])), n) }
+	if out.Hidden != nil {
+		copy(out.Hidden, f32(p.hidOff, p.T*H))
+	}
+	if out.Pooled != nil {
+		copy(out.Pooled, f32(p.poolOff, p.S*H))
+	}
+	return m.b.dev.Do(func(c *cuda.Ctx) error { m.release(c, p); return nil })
+}
+
+// Timeline records, while on, a pair of timing events around every batch's
+// device work (first to last kernel on the compute stream) relative to a
+// base event recorded when it starts: the device timeline of a stream of
+// requests (issue 7).
+type timeline struct {
+	mu     sync.Mutex
+	base   cuda.Event
+	ev     [][2]cuda.Event
+	tokens []int
+}
+
+func (t *timeline) add(e0, e1 cuda.Event, tokens int) {
+	t.mu.Lock()
+	t.ev = append(t.ev, [2]cuda.Event{e0, e1})
+	t.tokens = append(t.tokens, tokens)
+	t.mu.Unlock()
+}
+
+// TimelineSpan is one batch on the device timeline, in ms since StartTimeline.
+type TimelineSpan struct {
+	Start, End float64
+	Tokens     int
+}
+
+// StartTimeline starts recording the device timeline of Forward's batches.
+func (m *Model) StartTimeline() error {
+	return m.b.dev.Do(func(c *cuda.Ctx) error {
+		e, err := c.NewEvent(true)
+		if err != nil {
+			return err
+		}
+		if err = c.RecordEvent(e, c.Compute()); err != nil {
+			c.DestroyEvent(e)
+			return err
+		}
+		m.tl.Store(&timeline{base: e})
+		return nil
+	})
+}
+
+// StopTimeline waits for the recorded batches and returns their spans in
+// enqueue order.
+func (m *Model) StopTimeline() ([]TimelineSpan, error) {
+	t := m.tl.Swap(nil)
+	if t == nil {
+		return nil, nil
+	}
+	var spans []TimelineSpan
+	err := m.b.dev.Do(func(c *cuda.Ctx) error {
+		defer c.DestroyEvent(t.base)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		var first error
+		for i, e := range t.ev {
+			if err := c.EventSync(e[1]); err != nil && first == nil {
+				first = err
+			}
+			a, err0 := c.Elapsed(t.base, e[0])
+			z, err1 := c.Elapsed(t.base, e[1])
+			if first == nil && err0 == nil && err1 == nil {
+				spans = append(spans, TimelineSpan{float64(a), float64(z), t.tokens[i]})
+			} else if first == nil {
+				first = errors.Join(err0, err1)
+			}
+			c.DestroyEvent(e[0])
+			c.DestroyEvent(e[1])
+		}
+		return first
+	})
+	return spans, err
 }
 
 // Timed runs Forward's enqueue with timing events around the compute
