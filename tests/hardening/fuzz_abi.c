@@ -55,14 +55,15 @@ static uint32_t rnd(uint32_t n) { return (uint32_t)(next64() % n); }
 enum { MAX_FAULTS = 3 };
 
 /* The statuses the faults of one call allow. */
+enum { MAX_WANT = MAX_FAULTS + 4 }; /* + out_req NULL, a logits fault, an options fault */
 typedef struct {
   int n;
-  raptor_status_t want[MAX_FAULTS + 1]; /* + out_req NULL for raptor_submit */
-  const char* what[MAX_FAULTS + 1];
+  raptor_status_t want[MAX_WANT];
+  const char* what[MAX_WANT];
 } faults_t;
 
 static void add_fault(faults_t* f, raptor_status_t st, const char* what) {
-  if (f->n < MAX_FAULTS + 1) {
+  if (f->n < MAX_WANT) {
     f->want[f->n] = st;
     f->what[f->n] = what;
     f->n++;
@@ -95,6 +96,10 @@ static int check_status(const char* fn, raptor_status_t got, const faults_t* f) 
 
 static raptor_engine_t *eng, *eng2, *freed_engine;
 static raptor_model_t *model, *model2, *freed_model;
+static raptor_model_t* model_cls; /* tiny-bert-cls: tiny-bert's shape, a 3-label sequence-classification head */
+static const char* cls_labels[3] = {"negative", "neutral", "positive"};
+static int32_t backend = RAPTOR_BACKEND_CPU; /* RAPTOR_TEST_BACKEND=cuda: the engines under test run on the GPU */
+static int on_gpu;
 static raptor_request_t* freed_request;
 static raptor_model_info_t info;
 static unsigned char* image;
@@ -231,10 +236,13 @@ static int32_t get_i32(const int32_t* p, size_t i) {
 
 /* One fault on a valid call; returns its status. Faults on the handle are
  * applied by the caller (*mh). */
-static void apply_fault(call_t* c, faults_t* f, raptor_model_t** mh, int* null_batch, int* null_out) {
+static void apply_fault(call_t* c, faults_t* f, raptor_model_t** mh, int* null_batch, int* null_out, int batch_only) {
   const char* what;
   size_t H = (size_t)info.hidden_size;
-  switch (rnd(24)) {
+  int k;
+  do k = (int)rnd(24); /* batch_only: faults of the handle and the batch (raptor_model_logits_shape) */
+  while (batch_only && (k == 2 || k == 4 || (k >= 17 && k <= 23)));
+  switch (k) {
     case 0: *mh = bad_handle(1, &what); add_fault(f, RAPTOR_ERR_INVALID_HANDLE, what); break;
     case 1: *null_batch = 1; add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "batch NULL"); break;
     case 2: *null_out = 1; add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "output NULL"); break;
@@ -338,7 +346,15 @@ static void apply_fault(call_t* c, faults_t* f, raptor_model_t** mh, int* null_b
         add_fault(f, RAPTOR_ERR_BUFFER_TOO_SMALL, "pooled_bytes short");
       }
       break;
-    case 19: c->o.memory = RAPTOR_MEMORY_DEVICE; add_fault(f, RAPTOR_ERR_UNSUPPORTED, "memory DEVICE on the CPU"); break;
+    case 19:
+      c->o.memory = RAPTOR_MEMORY_DEVICE;
+      if (on_gpu) { /* host pointers must never reach the GPU: FP16 makes DEVICE unsupported there */
+        c->o.dtype = RAPTOR_DTYPE_FP16;
+        add_fault(f, RAPTOR_ERR_UNSUPPORTED, "memory DEVICE with FP16");
+      } else {
+        add_fault(f, RAPTOR_ERR_UNSUPPORTED, "memory DEVICE on the CPU");
+      }
+      break;
     case 20: c->o.memory = rnd(2) ? -1 : 2 + (int32_t)rnd(100); add_fault(f, RAPTOR_ERR_INVALID_ARGUMENT, "memory unknown"); break;
     case 21:
       if (rnd(2)) {
@@ -371,6 +387,23 @@ static int finite_output(const call_t* c) {
   return 1;
 }
 
+/* Logits of a request equal those of raptor_encode of the same batch: bit for
+ * bit on the CPU, within rounding on the GPU. */
+static int same_logits(const float* a, const float* b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float x, y;
+    memcpy(&x, a + i, 4);
+    memcpy(&y, b + i, 4);
+    if (!isfinite(x)) return 0;
+    if (on_gpu ? fabsf(x - y) > 2e-2f * (1.0f + fabsf(y)) : memcmp(&x, &y, 4) != 0) return 0;
+  }
+  return 1;
+}
+
+/* submit: 0 raptor_encode, 1 raptor_submit, 2 raptor_submit_with_options.
+ * A third of the calls go to the head model with a current-size output and,
+ * mostly, logits (faults: short logits_bytes, a model without a head; a
+ * v1-size output with logits set is no fault: the logits are never read). */
 static void fuzz_encode(int submit) {
   call_t c;
   make_valid(&c);
@@ -378,22 +411,79 @@ static void fuzz_encode(int submit) {
   raptor_model_t* mh = model;
   int null_batch = 0, null_out = 0, null_req = 0;
   int nf = rnd(4) == 0 ? 0 : 1 + (rnd(3) == 0 ? rnd(MAX_FAULTS) : 0);
-  for (int i = 0; i < nf; i++) apply_fault(&c, &f, &mh, &null_batch, &null_out);
+
+  unsigned char* lg = NULL;
+  void* lg_base = NULL;
+  size_t lg_bytes = 0;
+  int v1_logits = 0;
+  if (rnd(3) == 0) {
+    mh = model_cls;
+    c.o.struct_size = sizeof c.o; /* make_valid zeroed the appended fields */
+    if (rnd(4)) {
+      int64_t rows = -1, cols = -1;
+      CHECK(raptor_model_logits_shape(model_cls, &c.b, &rows, &cols) == RAPTOR_OK);
+      CHECK(rows == (int64_t)c.S && cols == 3);
+      lg_bytes = c.S * 3 * 4;
+      lg = any_align(lg_bytes + 16, &lg_base);
+      memset(lg, 0xa5, lg_bytes + 16);
+      c.o.logits = lg;
+      c.o.logits_bytes = lg_bytes;
+      switch (rnd(8)) {
+        case 0: c.o.logits_bytes = lg_bytes - 1 - rnd((uint32_t)lg_bytes); add_fault(&f, RAPTOR_ERR_BUFFER_TOO_SMALL, "logits_bytes short"); break;
+        case 1: mh = model; add_fault(&f, RAPTOR_ERR_UNSUPPORTED, "logits of a model without a head"); break;
+        case 2: if (nf == 0) { c.o.struct_size = RAPTOR_OUTPUT_V1_SIZE; v1_logits = 1; } break;
+        default: break;
+      }
+    }
+  }
+  for (int i = 0; i < nf; i++) apply_fault(&c, &f, &mh, &null_batch, &null_out, 0);
   if (submit && rnd(30) == 0) {
     null_req = 1;
     add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "out_req NULL");
   }
+  raptor_submit_options_t so, *sop = NULL;
+  if (submit == 2) {
+    memset(&so, 0x44, sizeof so);
+    raptor_submit_options_default(&so);
+    CHECK(so.struct_size == sizeof so && so.priority == 0 && so.deadline_us == 0 && so.block_timeout_us == 0);
+    so.priority = (int32_t)next64();
+    const int64_t day100 = 100LL * 24 * 3600 * 1000000;
+    switch (rnd(4)) { /* deadlines far enough never to expire here */
+      case 0: so.deadline_us = 0; break;
+      case 1: so.deadline_us = day100; break;
+      default: so.deadline_us = 60 * 1000000LL + (int64_t)rnd(1000000000); break;
+    }
+    int64_t bt[] = {0, -1, INT64_MIN, 1000, day100};
+    so.block_timeout_us = bt[rnd(5)];
+    sop = rnd(8) == 0 ? NULL : &so;
+    if (sop && rnd(3) == 0) {
+      switch (rnd(4)) {
+        case 0: {
+          size_t bad[] = {0, 4, sizeof so - 8, sizeof so + 8, (size_t)next64()};
+          so.struct_size = bad[rnd(5)];
+          add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "options.struct_size");
+          break;
+        }
+        case 1: so.deadline_us = rnd(2) ? -1 : INT64_MIN + (int64_t)rnd(10); add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "deadline_us negative"); break;
+        case 2: so.deadline_us = rnd(2) ? day100 + 1 : INT64_MAX; add_fault(&f, RAPTOR_ERR_OUT_OF_RANGE, "deadline_us beyond 100 days"); break;
+        default: so.block_timeout_us = rnd(2) ? day100 + 1 : INT64_MAX; add_fault(&f, RAPTOR_ERR_OUT_OF_RANGE, "block_timeout_us beyond 100 days"); break;
+      }
+    }
+  }
   const raptor_batch_t* bp = null_batch ? NULL : &c.b;
   const raptor_output_t* op = null_out ? NULL : &c.o;
+  raptor_status_t final = -1;
   if (!submit) {
     raptor_status_t st = raptor_encode(mh, bp, op);
-    if (check_status("raptor_encode", st, &f) && st == RAPTOR_OK) CHECK(finite_output(&c));
+    if (check_status("raptor_encode", st, &f)) final = st;
   } else {
     raptor_request_t* sentinel = (raptor_request_t*)(uintptr_t)0x5151;
     raptor_request_t* req = sentinel;
-    raptor_status_t st = raptor_submit(mh, bp, op, NULL, NULL, null_req ? NULL : &req);
+    raptor_status_t st = submit == 2 ? raptor_submit_with_options(mh, bp, op, sop, NULL, NULL, null_req ? NULL : &req)
+                                     : raptor_submit(mh, bp, op, NULL, NULL, null_req ? NULL : &req);
+    const char* fn = submit == 2 ? "raptor_submit_with_options" : "raptor_submit";
     if (st != RAPTOR_OK) {
-      check_status("raptor_submit", st, &f);
+      check_status(fn, st, &f);
       CHECK(req == sentinel);
     } else {
       raptor_status_t res = -1;
@@ -404,13 +494,275 @@ static void fuzz_encode(int submit) {
       if (cancel && res == RAPTOR_ERR_CANCELLED) {
         /* cancelled before it ran: fine whatever the batch */
       } else {
-        if (check_status("raptor_submit (result)", res, &f) && res == RAPTOR_OK) CHECK(finite_output(&c));
+        if (check_status(submit == 2 ? "raptor_submit_with_options (result)" : "raptor_submit (result)", res, &f))
+          final = res;
         if (res != RAPTOR_OK) CHECK(strlen(raptor_request_error(req)) > 0);
       }
       raptor_request_free(req);
     }
   }
+  if (final == RAPTOR_OK) {
+    CHECK(finite_output(&c));
+    if (lg) {
+      for (size_t i = 0; i < 16; i++) CHECK(lg[lg_bytes + i] == 0xa5); /* nothing past logits_bytes */
+      if (v1_logits) {
+        for (size_t i = 0; i < lg_bytes; i++) CHECK(lg[i] == 0xa5); /* a v1 output's logits are never read */
+      } else {
+        float* ref = malloc(lg_bytes);
+        raptor_output_t ro;
+        raptor_output_init(&ro, sizeof ro);
+        ro.logits = ref;
+        ro.logits_bytes = lg_bytes;
+        CHECK(raptor_encode(model_cls, &c.b, &ro) == RAPTOR_OK);
+        CHECK(same_logits((const float*)lg, ref, lg_bytes / 4));
+        free(ref);
+      }
+    }
+  }
+  free(lg_base);
   call_free(&c);
+}
+
+/* raptor_model_logits_shape, raptor_model_label, raptor_output_init. */
+static void fuzz_heads(void) {
+  faults_t f = {0};
+  const char* what;
+  switch (rnd(3)) {
+    case 0: { /* logits shape: the batch faults of raptor_encode, NULL outs, a model without a head */
+      call_t c;
+      make_valid(&c);
+      raptor_model_t* mh = model_cls;
+      int null_batch = 0, null_out = 0;
+      int nf = rnd(4) == 0 ? 0 : 1 + (rnd(3) == 0 ? rnd(MAX_FAULTS) : 0);
+      for (int i = 0; i < nf; i++) apply_fault(&c, &f, &mh, &null_batch, &null_out, 1);
+      int64_t rows = 0x5151, cols = 0x5252, *rp = &rows, *cp = &cols;
+      switch (rnd(8)) {
+        case 0: rp = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "rows NULL"); break;
+        case 1: cp = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "cols NULL"); break;
+        case 2: if (mh == model_cls) { mh = model; add_fault(&f, RAPTOR_ERR_UNSUPPORTED, "model without a head"); } break;
+        default: break;
+      }
+      raptor_status_t st = raptor_model_logits_shape(mh, null_batch ? NULL : &c.b, rp, cp);
+      check_status("raptor_model_logits_shape", st, &f);
+      if (st == RAPTOR_OK) {
+        CHECK(rows == (int64_t)c.S && cols == 3);
+      } else {
+        CHECK(rows == 0x5151 && cols == 0x5252);
+      }
+      call_free(&c);
+      break;
+    }
+    case 1: { /* labels */
+      raptor_model_t* mh = model_cls;
+      int32_t id = (int32_t)rnd(3);
+      char buf[64];
+      memset(buf, 'x', sizeof buf);
+      char* bp = buf;
+      size_t cap = rnd(2) ? sizeof buf : strlen(cls_labels[id]) + 1;
+      size_t n = 77777, *np = &n;
+      int query = 0;
+      switch (rnd(10)) {
+        case 0: mh = bad_handle(1, &what); add_fault(&f, RAPTOR_ERR_INVALID_HANDLE, what); break;
+        case 1: mh = rnd(2) ? model : model2; add_fault(&f, RAPTOR_ERR_UNSUPPORTED, "model without a head"); break;
+        case 2: {
+          int32_t bad[] = {-1, 3, INT32_MIN, INT32_MAX};
+          id = bad[rnd(4)];
+          add_fault(&f, RAPTOR_ERR_OUT_OF_RANGE, "label id out of range");
+          break;
+        }
+        case 3: np = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "len NULL"); break;
+        case 4: bp = NULL; cap = 1 + rnd(64); add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "buf NULL with a cap"); break;
+        case 5: cap = rnd((uint32_t)strlen(cls_labels[id]) + 1); add_fault(&f, RAPTOR_ERR_BUFFER_TOO_SMALL, "cap short"); break;
+        case 6: bp = NULL; cap = 0; query = 1; break; /* size query */
+        default: break;
+      }
+      raptor_status_t st = raptor_model_label(mh, id, bp, cap, np);
+      check_status("raptor_model_label", st, &f);
+      if (st == RAPTOR_OK) {
+        CHECK(n == strlen(cls_labels[id]));
+        if (!query) CHECK(strcmp(buf, cls_labels[id]) == 0);
+        for (size_t i = query ? 0 : n + 1; i < sizeof buf; i++) CHECK(buf[i] == 'x');
+      } else {
+        CHECK(n == 77777);
+        for (size_t i = 0; i < sizeof buf; i++) CHECK(buf[i] == 'x');
+      }
+      break;
+    }
+    default: { /* raptor_output_init: v1 and current sizes fill; any other size leaves *out untouched */
+      raptor_output_t o, ref;
+      memset(&o, 0x33, sizeof o);
+      memcpy(&ref, &o, sizeof o);
+      size_t sizes[] = {RAPTOR_OUTPUT_V1_SIZE, sizeof o, 0, 8, RAPTOR_OUTPUT_V1_SIZE + 8, sizeof o + 8, sizeof o - 8, (size_t)next64()};
+      size_t sz = sizes[rnd(8)];
+      if (rnd(16) == 0) {
+        raptor_output_init(NULL, sz); /* ignored */
+        break;
+      }
+      raptor_output_init(&o, sz);
+      if (sz == RAPTOR_OUTPUT_V1_SIZE || sz == sizeof o) {
+        CHECK(o.struct_size == sz && o.memory == RAPTOR_MEMORY_HOST && o.dtype == RAPTOR_DTYPE_FP32 && o.hidden == NULL &&
+              o.hidden_bytes == 0 && o.pooled == NULL && o.pooled_bytes == 0 && o.pooling == RAPTOR_POOLING_MEAN &&
+              o.normalize == 0);
+        if (sz == sizeof o) {
+          CHECK(o.logits == NULL && o.logits_bytes == 0);
+        } else {
+          CHECK(memcmp((char*)&o + RAPTOR_OUTPUT_V1_SIZE, (char*)&ref + RAPTOR_OUTPUT_V1_SIZE,
+                       sizeof o - RAPTOR_OUTPUT_V1_SIZE) == 0);
+        }
+      } else {
+        CHECK(memcmp(&o, &ref, sizeof o) == 0);
+      }
+      break;
+    }
+  }
+}
+
+/* raptor_engine_metrics_prometheus and raptor_engine_shutdown's bad inputs on
+ * the live engines (which must keep serving), and now and then a whole
+ * shutdown of a fresh engine with requests in flight. */
+static int shutdown_cb_calls;
+static void count_cb(raptor_request_t* req, raptor_status_t status, void* user) {
+  (void)req, (void)status, (void)user;
+  __atomic_add_fetch(&shutdown_cb_calls, 1, __ATOMIC_SEQ_CST);
+}
+static long shutdown_cycles;
+
+static void fuzz_shutdown_cycle(void) {
+  raptor_engine_options_t eo;
+  raptor_engine_options_default(&eo);
+  eo.backend = backend;
+  eo.worker_threads = 1;
+  if (rnd(2)) eo.max_queue_delay_us = 2000;
+  raptor_engine_t* e = NULL;
+  CHECK(raptor_engine_create(&eo, &e) == RAPTOR_OK);
+  if (!e) return;
+  raptor_model_t* m = NULL;
+  CHECK(raptor_model_load_from_memory(e, image, image_size, &m) == RAPTOR_OK);
+  enum { NREQ = 6 };
+  call_t c[NREQ];
+  raptor_request_t* reqs[NREQ] = {0};
+  int nreq = (int)rnd(NREQ + 1);
+  __atomic_store_n(&shutdown_cb_calls, 0, __ATOMIC_SEQ_CST);
+  int with_cb = 0;
+  for (int i = 0; i < nreq; i++) {
+    make_valid(&c[i]);
+    int cb = (int)rnd(2);
+    with_cb += cb;
+    CHECK(raptor_submit(m, &c[i].b, &c[i].o, cb ? count_cb : NULL, NULL, &reqs[i]) == RAPTOR_OK);
+  }
+  int32_t mode = (int32_t)rnd(2);
+  int64_t tos[] = {-1, 0, 1000, INT64_MAX, INT64_MIN};
+  int64_t to = tos[rnd(5)];
+  raptor_status_t st = raptor_engine_shutdown(e, mode, to);
+  int unbounded = to < 0 || to == INT64_MAX;
+  if (mode == RAPTOR_SHUTDOWN_DRAIN && !unbounded) {
+    CHECK(st == RAPTOR_OK || st == RAPTOR_ERR_TIMEOUT);
+  } else {
+    CHECK(st == RAPTOR_OK);
+  }
+  /* every request has completed, and its callback has returned */
+  CHECK(__atomic_load_n(&shutdown_cb_calls, __ATOMIC_SEQ_CST) == with_cb);
+  for (int i = 0; i < nreq; i++) {
+    int32_t done = 0;
+    raptor_status_t res = -1;
+    CHECK(raptor_request_poll(reqs[i], &done, &res) == RAPTOR_OK && done == 1);
+    if (mode == RAPTOR_SHUTDOWN_DRAIN && unbounded) {
+      CHECK(res == RAPTOR_OK);
+    } else {
+      CHECK(res == RAPTOR_OK || res == RAPTOR_ERR_SHUTDOWN);
+    }
+  }
+  /* then: every new piece of work is refused with SHUTDOWN, out parameters untouched */
+  call_t v;
+  make_valid(&v);
+  raptor_request_t* rs = (raptor_request_t*)(uintptr_t)0x5151;
+  raptor_model_t* ms = (raptor_model_t*)(uintptr_t)0x7171;
+  raptor_submit_options_t so;
+  raptor_submit_options_default(&so);
+  CHECK(raptor_encode(m, &v.b, &v.o) == RAPTOR_ERR_SHUTDOWN);
+  CHECK(raptor_submit(m, &v.b, &v.o, NULL, NULL, &rs) == RAPTOR_ERR_SHUTDOWN && rs == (raptor_request_t*)(uintptr_t)0x5151);
+  CHECK(raptor_submit_with_options(m, &v.b, &v.o, rnd(2) ? &so : NULL, NULL, NULL, &rs) == RAPTOR_ERR_SHUTDOWN &&
+        rs == (raptor_request_t*)(uintptr_t)0x5151);
+  CHECK(raptor_model_load_from_memory(e, image, image_size, &ms) == RAPTOR_ERR_SHUTDOWN && ms == (raptor_model_t*)(uintptr_t)0x7171);
+  CHECK(strlen(raptor_last_error()) > 0);
+  call_free(&v);
+  /* the handle stays valid for stats, metrics, a second shutdown (OK) and a bad mode */
+  raptor_engine_stats_t s;
+  memset(&s, 0, sizeof s);
+  s.struct_size = sizeof s;
+  CHECK(raptor_engine_get_stats(e, &s) == RAPTOR_OK && s.queue_depth == 0);
+  size_t n = 0;
+  CHECK(raptor_engine_metrics_prometheus(e, NULL, 0, &n) == RAPTOR_OK && n > 0);
+  CHECK(raptor_engine_shutdown(e, (int32_t)rnd(2), (int64_t)rnd(3) - 1) == RAPTOR_OK);
+  CHECK(raptor_engine_shutdown(e, 2 + (int32_t)rnd(100), 0) == RAPTOR_ERR_INVALID_ARGUMENT);
+  for (int i = 0; i < nreq; i++) {
+    raptor_request_free(reqs[i]);
+    call_free(&c[i]);
+  }
+  if (rnd(2)) raptor_model_free(m); /* else the engine frees it */
+  raptor_engine_free(e);
+  CHECK(raptor_engine_shutdown(e, RAPTOR_SHUTDOWN_DRAIN, 0) == RAPTOR_ERR_INVALID_HANDLE); /* freed */
+  shutdown_cycles++;
+}
+
+static void fuzz_sched(void) {
+  faults_t f = {0};
+  const char* what;
+  int k = (int)rnd(16);
+  if (k < 8) { /* metrics */
+    raptor_engine_t* eh = rnd(2) ? eng : eng2;
+    size_t need = 0;
+    CHECK(raptor_engine_metrics_prometheus(eh, NULL, 0, &need) == RAPTOR_OK && need > 100);
+    size_t bufsize = need + 4096;
+    char* base;
+    char* buf = any_align(bufsize, (void**)&base);
+    memset(buf, 'x', bufsize);
+    char* bp = buf;
+    size_t cap = bufsize, n = 77777, *np = &n;
+    int query = 0;
+    switch (rnd(8)) {
+      case 0: eh = bad_handle(0, &what); add_fault(&f, RAPTOR_ERR_INVALID_HANDLE, what); break;
+      case 1: np = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "len NULL"); break;
+      case 2: bp = NULL; cap = 1 + rnd(1 << 20); add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "buf NULL with a cap"); break;
+      case 3: cap = rnd((uint32_t)need / 2); add_fault(&f, RAPTOR_ERR_BUFFER_TOO_SMALL, "cap short"); break;
+      case 4: bp = NULL; cap = 0; query = 1; break;
+      default: break;
+    }
+    raptor_status_t st = raptor_engine_metrics_prometheus(eh, bp, cap, np);
+    check_status("raptor_engine_metrics_prometheus", st, &f);
+    if (st == RAPTOR_OK) {
+      CHECK(n > 100 && n < bufsize);
+      if (!query) {
+        CHECK(strlen(buf) == n && strncmp(buf, "# ", 2) == 0 && buf[n - 1] == '\n');
+        for (size_t i = n + 1; i < bufsize; i++) CHECK(buf[i] == 'x');
+      }
+    } else {
+      CHECK(n == 77777);
+      for (size_t i = 0; i < bufsize; i++) CHECK(buf[i] == 'x');
+    }
+    free(base);
+  } else if (k < 15) { /* shutdown's bad inputs: nothing is shut down */
+    raptor_engine_t* eh = rnd(2) ? eng : eng2;
+    int32_t mode = (int32_t)rnd(2);
+    int64_t to = (int64_t)rnd(3) - 1;
+    if (rnd(2)) {
+      eh = bad_handle(0, &what);
+      add_fault(&f, RAPTOR_ERR_INVALID_HANDLE, what);
+    }
+    if (f.n == 0 || rnd(2)) {
+      mode = rnd(2) ? -1 - (int32_t)rnd(100) : 2 + (int32_t)rnd(1000);
+      if (rnd(4) == 0) mode = (int32_t)next64() | 0x40000000;
+      add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "mode unknown");
+    }
+    check_status("raptor_engine_shutdown", raptor_engine_shutdown(eh, mode, to), &f);
+    /* the live engines still serve */
+    call_t c;
+    make_valid(&c);
+    CHECK(raptor_encode(model, &c.b, &c.o) == RAPTOR_OK);
+    call_free(&c);
+  } else {
+    fuzz_shutdown_cycle();
+  }
 }
 
 /* ------------------------------------------------------------------ the other functions */
@@ -537,7 +889,7 @@ static void fuzz_load_from_memory(void) {
     case 1: data = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "data NULL"); break;
     case 2: size = 0; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "size 0"); break;
     case 3: outp = NULL; add_fault(&f, RAPTOR_ERR_INVALID_ARGUMENT, "out NULL"); break;
-    case 4: size = rnd((uint32_t)image_size); add_fault(&f, RAPTOR_ERR_INVALID_MODEL, "truncated image"); break;
+    case 4: size = 1 + rnd((uint32_t)image_size - 1); add_fault(&f, RAPTOR_ERR_INVALID_MODEL, "truncated image"); break; /* 0 is case 2 */
     case 5: /* flip bytes anywhere: the checksums catch them (or the bytes did not matter) */
       for (int k = 1 + (int)rnd(4); k > 0; k--) img[rnd((uint32_t)image_size)] ^= (unsigned char)(1 + rnd(255));
       corrupt = 1;
@@ -634,8 +986,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   rng = seed;
-  char bert[4096], bigbird[4096];
+  const char* be = getenv("RAPTOR_TEST_BACKEND");
+  if (be && strcmp(be, "cuda") == 0) {
+    backend = RAPTOR_BACKEND_CUDA;
+    on_gpu = 1;
+  }
+  char bert[4096], bigbird[4096], cls[4096];
   snprintf(bert, sizeof bert, "%s/tiny-bert.raptor", dir);
+  snprintf(cls, sizeof cls, "%s/tiny-bert-cls.raptor", dir);
   snprintf(bigbird, sizeof bigbird, "%s/tiny-bigbird.raptor", dir);
   FILE* fp = fopen(bert, "rb");
   if (!fp) {
@@ -659,12 +1017,19 @@ int main(int argc, char** argv) {
   raptor_engine_stats_t base = stats_of(probe);
 
   o.worker_threads = 2;
+  o.backend = backend;
   CHECK(raptor_engine_create(&o, &eng) == RAPTOR_OK);
   CHECK(raptor_engine_create(&o, &eng2) == RAPTOR_OK);
   CHECK(raptor_engine_create(&o, &freed_engine) == RAPTOR_OK);
   CHECK(raptor_model_load(eng, bert, &model) == RAPTOR_OK);
   CHECK(raptor_model_load(eng2, bigbird, &model2) == RAPTOR_OK); /* no vocabulary */
   CHECK(raptor_model_load(eng, bert, &freed_model) == RAPTOR_OK);
+  CHECK(raptor_model_load(eng, cls, &model_cls) == RAPTOR_OK);
+  raptor_submit_options_default(NULL); /* ignored */
+  raptor_output_init(NULL, sizeof(raptor_output_t));
+  if (on_gpu) {
+    printf("fuzz_abi: engines under test on backend %s\n", raptor_engine_backend(eng));
+  }
   info.struct_size = sizeof info;
   CHECK(raptor_model_get_info(model, &info) == RAPTOR_OK);
   {
@@ -679,14 +1044,18 @@ int main(int argc, char** argv) {
   raptor_engine_free(freed_engine);
   if (failures) return 1;
 
-  long counts[8] = {0};
+  long counts[11] = {0};
   for (iter = 0; iter < iterations; iter++) {
-    int k = (int)rnd(16);
-    int which = k < 6 ? 0 : k < 9 ? 1 : k < 10 ? 2 : k < 11 ? 3 : k < 12 ? 4 : k < 13 ? 5 : k < 14 ? 6 : k < 15 ? 7 : 7;
+    int k = (int)rnd(20);
+    int which = k < 6 ? 0 : k < 8 ? 1 : k < 9 ? 8 : k < 10 ? 2 : k < 11 ? 3 : k < 12 ? 4 : k < 13 ? 5 : k < 14 ? 6
+              : k < 16 ? 9 : k < 18 ? 10 : 7;
     counts[which]++;
     switch (which) {
       case 0: fuzz_encode(0); break;
       case 1: fuzz_encode(1); break;
+      case 8: fuzz_encode(2); break;
+      case 9: fuzz_heads(); break;
+      case 10: fuzz_sched(); break;
       case 2: fuzz_info_stats(); break;
       case 3: fuzz_tokenize(); break;
       case 4: fuzz_requests(); break;
@@ -700,6 +1069,7 @@ int main(int argc, char** argv) {
   raptor_engine_stats_t mid = stats_of(eng);
   raptor_model_free(model);
   raptor_model_free(model2);
+  raptor_model_free(model_cls);
   raptor_engine_free(eng);
   raptor_engine_free(eng2);
 
@@ -712,9 +1082,10 @@ int main(int argc, char** argv) {
   CHECK(end.process_handles == base.process_handles);
   CHECK(end.process_goroutines <= base.process_goroutines + 2);
   printf("fuzz_abi: seed %llu, %ld iterations (encode %ld, submit %ld, info/stats %ld, tokenize %ld, "
-         "requests %ld, frees %ld, load_from_memory %ld, create/misc %ld); %d checks, %d failures\n",
+         "requests %ld, frees %ld, load_from_memory %ld, create/misc %ld, submit_with_options %ld, heads %ld, "
+         "metrics/shutdown %ld incl. %ld whole shutdowns); %d checks, %d failures\n",
          (unsigned long long)seed, iter, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6],
-         counts[7], checks, failures);
+         counts[7], counts[8], counts[9], counts[10], shutdown_cycles, checks, failures);
   printf("fuzz_abi: engine stats: %llu completed, %llu failed, %llu cancelled; handles %lld -> %lld, goroutines %lld -> %lld, "
          "heap %lld -> %lld bytes\n",
          (unsigned long long)mid.requests_completed, (unsigned long long)mid.requests_failed,
