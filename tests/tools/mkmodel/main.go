@@ -8,7 +8,11 @@
 //	tiny-bert-cls.raptor tiny-bert's shape with a sequence-classification head
 //	                     (BERT pooler + classifier, labels negative/neutral/positive)
 //
-// Usage: go run ./tests/tools/mkmodel [-o DIR] (default build/testmodels).
+// Usage: go run ./tests/tools/mkmodel [-o DIR] [-gpu] (default build/testmodels).
+// -gpu writes the same files in shapes the CUDA backend runs (one attention
+// head of 32, head dimension 32; BigBird with the sparse kernel's block of 64
+// and positions up to 1024), for the C hosts against a CUDA engine
+// (tests/gpu/run.sh: fuzz_abi and soak with RAPTOR_TEST_BACKEND=cuda).
 // The same command always writes the same bytes; files already up to date are
 // left alone, so build systems can run it unconditionally.
 package main
@@ -83,12 +87,19 @@ func models() []model {
 
 func main() {
 	out := flag.String("o", "build/testmodels", "output directory")
+	gpu := flag.Bool("gpu", false, "shapes the CUDA backend runs (head dimension 32, BigBird block 64)")
 	flag.Parse()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "mkmodel:", err)
 		os.Exit(1)
 	}
 	for _, m := range models() {
+		if *gpu {
+			m.cfg.Heads = 1
+			if m.cfg.Attention == loader.AttentionBlockSparse {
+				m.cfg.BlockSize, m.cfg.MaxPositions = 64, 1026
+			}
+		}
 		if err := write(filepath.Join(*out, m.file), m); err != nil {
 			fmt.Fprintf(os.Stderr, "mkmodel: %s: %v\n", m.file, err)
 			os.Exit(1)
