@@ -404,8 +404,11 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     const int r0 = warp * 16 + g, r1 = r0 + 8;
     if (nchunks == 1) {
-      // normalise, stage this warp's 16 rows in its own rows of sQ, store 16 B
+      // normalise, stage this warp's 16 rows in its own rows of sQ, store 16 B.
+      // The warp's lanes last read these rows through ldmatrix; converge them
+      // before overwriting (independent thread scheduling gives no order).
       const float i0 = 1.f / l0, i1 = 1.f / l1;
+      __syncwarp();
 #pragma unroll
       for (int i = 0; i < NT; ++i) {
         *reinterpret_cast<unsigned*>(sQ + r0 * LD + i * 8 + 2 * t4) =
