@@ -57,11 +57,18 @@ ensure_venv() {
 # go build -o rewrites its output every time; build into build/.tmp and replace
 # the real file only when its bytes changed (Go builds are reproducible), so
 # mtimes stay meaningful to the model step below and to CMake.
+# Release flags: the same commit gives the same bytes from any checkout path
+# (tests/repro/check.sh builds twice in two directories and compares).
+go_release_build() {
+  CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -ffile-prefix-map=$ROOT=." \
+    go build -trimpath -ldflags=-buildid= "$@"
+}
+
 build_go() {
   local tmp=$BUILD/.tmp f
   mkdir -p "$tmp"
-  go build -buildmode=c-shared -o "$tmp/libraptor.so" ./abi
-  go build -o "$tmp/raptor" ./cmd/raptor
+  go_release_build -buildmode=c-shared -o "$tmp/libraptor.so" ./abi
+  go_release_build -o "$tmp/raptor" ./cmd/raptor
   for f in libraptor.so libraptor.h raptor; do
     if cmp -s "$tmp/$f" "$BUILD/$f"; then rm -f "$tmp/$f"; else mv -f "$tmp/$f" "$BUILD/$f"; fi
   done
@@ -214,6 +221,7 @@ test_all() {
   fi
   run_suite pytest "tests/python" pytest_all
   run_suite go-host "bindings/go (purego, CGO_ENABLED=0)" go_host
+  run_suite repro "libraptor.so built twice in two checkouts: same bytes" tests/repro/check.sh
   if [ -x kernels/check.sh ]; then
     run_suite kernels "NVRTC compile check" kernels/check.sh
   else
