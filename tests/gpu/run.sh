@@ -121,8 +121,14 @@ build_here() {
     say "all-MiniLM-L6-v2 -> $BUILD/models/minilm-f16.raptor"
     go run ./cmd/raptor convert --dtype f16 --level 4 "$src" -o "$BUILD/models/minilm-f16.raptor"
   fi
-  local carry="\"$BUILD\""
-  if [ -d tests/gpu/attention/cubin ]; then
+  local carry="\"$BUILD\"" cub=tests/gpu/attention/cubin
+  # The attention suite loads carried cubins: rebuild them when any kernel source
+  # is newer, so the device never tests a stale kernel.
+  if [ -d "$cub" ] && [ -n "$(find kernels -name 'sparse_attention*' -newer "$cub/sparse_attention.sm_90a.cubin" 2>/dev/null)" ]; then
+    say "kernels changed since the carried attention cubins: recompiling them"
+    python3 tests/gpu/attention/nvrtc.py "$cub" >/dev/null || rm -rf "$cub"
+  fi
+  if [ -d "$cub" ]; then
     carry+=', "tests/gpu/attention/cubin"'
   else
     say "no tests/gpu/attention/cubin (python3 tests/gpu/attention/nvrtc.py tests/gpu/attention/cubin): the attention suite compiles on the device"
