@@ -369,9 +369,6 @@ type Request struct {
 	done chan struct{} // closed on completion
 }
 
-// Tokens is the number of tokens of the request.
-func (r *Request) Tokens() int { return r.tokens }
-
 // Submit queues a request. The batch is copied before Submit returns; out's
 // slices are written by a deliverer and must stay valid and untouched until
 // the request completes. Errors (nothing was queued): status.InvalidArgument
@@ -455,6 +452,16 @@ func (t *Target) submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 			}
 			return nil, status.Errorf(status.Busy, "the request queue is full (%d requests waiting); retry later", a.capacity)
 		}
+		if !r.deadline.IsZero() {
+			left := time.Until(r.deadline)
+			if left <= 0 {
+				a.mu.Unlock()
+				return nil, status.Errorf(status.DeadlineExceeded, "the request's deadline passed while it waited for room in the full queue (%d requests)", a.capacity)
+			}
+			if opts.BlockTimeout < 0 || left < wait {
+				wait = left // wake at the deadline
+			}
+		}
 		if a.space == nil {
 			a.space = make(chan struct{})
 		}
@@ -462,7 +469,7 @@ func (t *Target) submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 		a.waiters++
 		a.mu.Unlock()
 		var expired <-chan time.Time
-		if opts.BlockTimeout > 0 {
+		if opts.BlockTimeout > 0 || !r.deadline.IsZero() {
 			if timer == nil {
 				timer = time.NewTimer(wait)
 			} else {
@@ -483,9 +490,9 @@ func (t *Target) submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 	r.due = now.Add(a.slack)
 	if !r.deadline.IsZero() {
 		r.due = r.deadline
-		d := r.deadline.Sub(now)
-		r.timer = time.AfterFunc(d, func() {
-			r.cancelWith(status.Errorf(status.DeadlineExceeded, "the request's deadline (%v after submit) passed before it completed", d.Round(time.Microsecond)), false)
+		d := r.deadline.Sub(start).Round(time.Microsecond)
+		r.timer = time.AfterFunc(r.deadline.Sub(now), func() {
+			r.cancelWith(status.Errorf(status.DeadlineExceeded, "the request's deadline (%v after submit) passed before it completed", d), false)
 		})
 	}
 	t.live[r] = struct{}{}
@@ -572,6 +579,7 @@ func (a *Async) schedState(now time.Time, free int) SchedState {
 		MaxQueueDelay:  a.delay,
 		Draining:       a.draining,
 		ShortOnly:      len(a.laneBusy) > 1 && free == 1 && a.longBusy >= len(a.laneBusy)-1,
+		OtherFreeLanes: free - 1,
 		Predict: func(cost float64) time.Duration {
 			if rate <= 0 {
 				return 0

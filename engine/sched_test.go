@@ -421,6 +421,15 @@ func TestSchedulerBlockingSubmit(t *testing.T) {
 			}
 		})
 	}
+	// A deadline that passes while the submit waits: DEADLINE_EXCEEDED, at the deadline.
+	start := time.Now()
+	_, err := tg.Submit(seqBatch(8, 1), &Outputs{}, SubmitOptions{BlockTimeout: -1, Deadline: start.Add(30 * time.Millisecond)})
+	if codeOf(err) != status.DeadlineExceeded || !strings.Contains(err.Error(), "full queue") {
+		t.Fatalf("deadline while blocked: %v", err)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
 	// Space frees while a submit waits: it is accepted.
 	accepted := make(chan error, 1)
 	go func() {
@@ -448,7 +457,7 @@ func TestSchedulerBlockingSubmit(t *testing.T) {
 		t.Fatalf("unbounded blocked submit at shutdown: %v", err)
 	}
 	s := a.Stats()
-	if s.RejectedByStatus[status.Busy] != 2 || s.RejectedByStatus[status.Shutdown] != 1 {
+	if s.RejectedByStatus[status.Busy] != 2 || s.RejectedByStatus[status.Shutdown] != 1 || s.RejectedByStatus[status.DeadlineExceeded] != 1 {
 		t.Fatalf("rejections %v", s.RejectedByStatus)
 	}
 }

@@ -36,6 +36,10 @@ type SchedState struct {
 	// short (cost at most its Target's LongCost), leaving a lane for short
 	// requests while long ones compute.
 	ShortOnly bool
+	// OtherFreeLanes is how many lanes besides this batch's are free: a
+	// request left out of this batch can start at once in another, so the
+	// batch keeps to similar lengths.
+	OtherFreeLanes int
 	// Predict is the expected wall time of a batch of the given cost
 	// started now, with the lanes busy as they are; 0 while no batch has
 	// been measured yet.
@@ -92,7 +96,9 @@ func (f *fifo) Len() int { return f.l.Len() }
 // batch after this one could finish (in rank order), then the rest by
 // length class (⌊log2 of the longest sequence⌋) nearest the anchor's, so a
 // batch groups similar lengths: GEMMs stay large and attention work per
-// sequence stays balanced. A request joins only if the batch's predicted
+// sequence stays balanced. While another lane is free, the second pass
+// takes only the anchor's and the neighbouring classes: the others start at
+// once in the free lane instead of lengthening this batch. A request joins only if the batch's predicted
 // finish (SchedState.Predict of the cost model, SequenceCost) stays within
 // the deadline of every member that could still make it, so a long request
 // never holds short ones past their deadlines; and while the other lanes
@@ -252,7 +258,7 @@ func (s *lengthAware) fill(a *Request, st *SchedState) []*Request {
 	}
 	slices.SortStableFunc(rest, func(x, y *Request) int { return dist(x) - dist(y) })
 	for _, c := range rest {
-		if tokens >= st.MaxBatchTokens {
+		if tokens >= st.MaxBatchTokens || (st.OtherFreeLanes > 0 && dist(c) > 1) {
 			break
 		}
 		add(c)
