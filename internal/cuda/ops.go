@@ -177,9 +177,18 @@ func (c *Ctx) BiasGELU(dt DType, out, x, bias DevPtr, rows, cols int, tanh bool)
 	return c.Launch(f, D1(c.gridFor(n/8)), D1(256), 0, c.compute, out, x, bias, n, int32(cols))
 }
 
-func rowVecs(op string, rowBytes int) (int32, error) {
+// rowArgs checks the arguments every row-moving op shares (rows a positive
+// multiple of 16 bytes, no null pointer, dst and src 16-byte aligned) and
+// returns the row length in 16-byte vectors.
+func rowArgs(op string, rowBytes int, dst, src, index DevPtr) (int32, error) {
 	if rowBytes <= 0 || rowBytes%16 != 0 {
 		return 0, status.Errorf(status.InvalidArgument, "cuda: %s: row of %d bytes (need a positive multiple of 16)", op, rowBytes)
+	}
+	if err := checkNonNull(op, dst, src, index); err != nil {
+		return 0, err
+	}
+	if err := checkAligned(op, 16, dst, src); err != nil {
+		return 0, err
 	}
 	return int32(rowBytes / 16), nil
 }
@@ -190,14 +199,8 @@ func rowVecs(op string, rowBytes int) (int32, error) {
 // rowBytes long (a multiple of 16); buffers 16-byte aligned.
 func (c *Ctx) PackRows(dst, src, cuSeqlens DevPtr, batch, S, total, rowBytes int) error {
 	const op = "PackRows"
-	vecs, err := rowVecs(op, rowBytes)
+	vecs, err := rowArgs(op, rowBytes, dst, src, cuSeqlens)
 	if err != nil {
-		return err
-	}
-	if err := checkNonNull(op, dst, src, cuSeqlens); err != nil {
-		return err
-	}
-	if err := checkAligned(op, 16, dst, src); err != nil {
 		return err
 	}
 	if total <= 0 || batch <= 0 {
@@ -214,14 +217,8 @@ func (c *Ctx) PackRows(dst, src, cuSeqlens DevPtr, batch, S, total, rowBytes int
 // sequence's rows from the packed src and zeros past its length.
 func (c *Ctx) UnpackRows(dst, src, cuSeqlens DevPtr, batch, S, rowBytes int) error {
 	const op = "UnpackRows"
-	vecs, err := rowVecs(op, rowBytes)
+	vecs, err := rowArgs(op, rowBytes, dst, src, cuSeqlens)
 	if err != nil {
-		return err
-	}
-	if err := checkNonNull(op, dst, src, cuSeqlens); err != nil {
-		return err
-	}
-	if err := checkAligned(op, 16, dst, src); err != nil {
 		return err
 	}
 	rows := int64(batch) * int64(S)
@@ -239,14 +236,8 @@ func (c *Ctx) UnpackRows(dst, src, cuSeqlens DevPtr, batch, S, rowBytes int) err
 // memory; an index outside [0, nsrc) gives a zero row).
 func (c *Ctx) GatherRows(dst, src, idx DevPtr, n, nsrc, rowBytes int) error {
 	const op = "GatherRows"
-	vecs, err := rowVecs(op, rowBytes)
+	vecs, err := rowArgs(op, rowBytes, dst, src, idx)
 	if err != nil {
-		return err
-	}
-	if err := checkNonNull(op, dst, src, idx); err != nil {
-		return err
-	}
-	if err := checkAligned(op, 16, dst, src); err != nil {
 		return err
 	}
 	if n <= 0 {
