@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "raptor.h"
+#include "test_time.h"
 
 /* ------------------------------------------------------------------ checks */
 
@@ -78,27 +79,6 @@ static void expect_void_error(const char* fn, const char* want_substr, int line)
             want_substr ? " containing " : "", want_substr ? want_substr : "");
     atomic_fetch_add(&failures, 1);
   }
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* wait_until polls *v >= want for up to ms milliseconds. */
-static int wait_until(atomic_int* v, int want, int ms) {
-  double end = now_s() + ms / 1000.0;
-  while (atomic_load(v) < want) {
-    if (now_s() > end) return 0;
-    sleep_ms(1);
-  }
-  return 1;
 }
 
 /* ------------------------------------------------------------------ fixtures */

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "raptor.h"
+#include "test_time.h"
 
 static atomic_int failures, checks;
 
@@ -52,26 +53,6 @@ static void expect(raptor_status_t got, raptor_status_t want, const char* fn, co
 _Static_assert(RAPTOR_ENGINE_STATS_V1_SIZE == offsetof(raptor_engine_stats_t, process_heap_bytes) + 8,
                "stats v1 size");
 _Static_assert(RAPTOR_POOLING_POOLER == 2 && RAPTOR_SHUTDOWN_DRAIN == 0 && RAPTOR_SHUTDOWN_CANCEL == 1, "enums");
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static int wait_until(atomic_int* v, int want, int ms) {
-  double end = now_s() + ms / 1000.0;
-  while (atomic_load(v) < want) {
-    if (now_s() > end) return 0;
-    sleep_ms(1);
-  }
-  return 1;
-}
 
 static char dir[4096];
 enum { HIDDEN = 32, BERT_VOCAB = 79, BERT_MAXLEN = 128, BIGBIRD_VOCAB = 100 };
