@@ -194,6 +194,18 @@ type ConfigJSON struct {
 	Pooler         bool    `json:"pooler"`
 }
 
+// parseName returns the value among vals whose String() is s: the names are
+// loader's own, so fixtures and the loader cannot drift apart.
+func parseName[T fmt.Stringer](what, s string, vals ...T) (T, error) {
+	for _, v := range vals {
+		if v.String() == s {
+			return v, nil
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("%s %q", what, s)
+}
+
 // ParseConfig converts the JSON config to a loader.Config.
 func ParseConfig(s string) (loader.Config, error) {
 	var j ConfigJSON
@@ -204,31 +216,15 @@ func ParseConfig(s string) (loader.Config, error) {
 		Intermediate: j.Intermediate, MaxPositions: j.MaxPositions, TypeVocabSize: j.TypeVocabSize,
 		LayerNormEps: float32(j.LayerNormEps), PositionOffset: j.PositionOffset, PadTokenID: j.PadTokenID,
 		BlockSize: j.BlockSize, RandomBlocks: j.RandomBlocks, Pooler: j.Pooler}
-	switch j.Family {
-	case "bert":
-		c.Family = loader.FamilyBERT
-	case "roberta":
-		c.Family = loader.FamilyRoBERTa
-	case "bigbird":
-		c.Family = loader.FamilyBigBird
-	default:
-		return c, fmt.Errorf("family %q", j.Family)
+	var err error
+	if c.Family, err = parseName("family", j.Family, loader.FamilyBERT, loader.FamilyRoBERTa, loader.FamilyBigBird); err != nil {
+		return c, err
 	}
-	switch j.Activation {
-	case "gelu":
-		c.Activation = loader.ActGELU
-	case "gelu_tanh":
-		c.Activation = loader.ActGELUTanh
-	default:
-		return c, fmt.Errorf("activation %q", j.Activation)
+	if c.Activation, err = parseName("activation", j.Activation, loader.ActGELU, loader.ActGELUTanh); err != nil {
+		return c, err
 	}
-	switch j.Attention {
-	case "dense":
-		c.Attention = loader.AttentionDense
-	case "block_sparse":
-		c.Attention = loader.AttentionBlockSparse
-	default:
-		return c, fmt.Errorf("attention %q", j.Attention)
+	if c.Attention, err = parseName("attention", j.Attention, loader.AttentionDense, loader.AttentionBlockSparse); err != nil {
+		return c, err
 	}
 	return c, nil
 }
