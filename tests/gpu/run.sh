@@ -28,7 +28,10 @@
 # the C soak (tests/soak/soak.c, 8 threads) and then fuzz_abi (10,000 calls), both with every
 # engine on the GPU (RAPTOR_TEST_BACKEND=cuda, models from `mkmodel -gpu`), device memory
 # sampled by nvidia-smi every 5 s; --only skips the standard runners (1-9 below) so that a
-# call runs just what --sanitize/--soak add. Give the same options to the build step here
+# call runs just what --sanitize/--soak add. --soak-detach=S starts that soak in a process
+# session of its own, so that it can run longer than one call (600 s): this call waits for it
+# up to RAPTOR_SOAK_WAIT (570) s after its start, and a next call with --soak-collect (made
+# before the machine goes back, 30 s idle) waits for the rest and reports it. Give the same options to the build step here
 # (it then also builds fuzz_abi, soak and the GPU-shaped tiny models) and to --on-device.
 # RAPTOR_GPU_TEST_RUN=<regexp> narrows the engine tests (-test.run).
 set -euo pipefail
@@ -36,20 +39,24 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 BUILD=${RAPTOR_GPU_BUILD:-build/gpu} # a folder under the repository root
 
-ON_DEVICE=0 BENCH=0 QUICK=1 SANITIZE=0 SOAK=0 ONLY=0
+ON_DEVICE=0 BENCH=0 QUICK=1 SANITIZE=0 SOAK=0 ONLY=0 DETACH=0 COLLECT=0 JOB=0
+SOAK_DIR=/tmp/raptor-soak # the detached soak's binaries and logs, on the GPU machine
 for a in "$@"; do
   case $a in
     --on-device) ON_DEVICE=1 ;;
     --sanitize) SANITIZE=1 ;;
     --soak) SOAK=60 ;;
     --soak=*) SOAK=${a#--soak=} ;;
+    --soak-detach=*) SOAK=${a#--soak-detach=} DETACH=1 ;;
+    --soak-collect) COLLECT=1 ONLY=1 ;;
+    --soak-job=*) SOAK=${a#--soak-job=} JOB=1 ;;
     --only) ONLY=1 ;;
     --bench) BENCH=1 ;;
     --no-bench) BENCH=0 ;;
     --quick) QUICK=1 ;;
     --full) QUICK=0 ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: tests/gpu/run.sh [--on-device] [--bench|--no-bench] [--quick|--full] [--sanitize] [--soak[=S]] [--only]" >&2; exit 2 ;;
+    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: tests/gpu/run.sh [--on-device] [--bench|--no-bench] [--quick|--full] [--sanitize] [--soak[=S]|--soak-detach=S|--soak-collect] [--only]" >&2; exit 2 ;;
   esac
 done
 
@@ -138,7 +145,7 @@ build_here() {
 
 Built $BUILD. Run it on the GPU machine with one call of the device tool:
 
-  run(command="PYTHONUNBUFFERED=1 bash tests/gpu/run.sh --on-device$( [ "$SANITIZE" -eq 1 ] && printf ' --sanitize')$( [ "$SOAK" != 0 ] && printf ' --soak=%s' "$SOAK")$( [ "$ONLY" -eq 1 ] && printf ' --only')", carry=[$carry], timeout_s=600)
+  run(command="PYTHONUNBUFFERED=1 bash tests/gpu/run.sh --on-device$( [ "$SANITIZE" -eq 1 ] && printf ' --sanitize')$( [ "$SOAK" != 0 ] && printf ' --soak%s=%s' "$( [ "$DETACH" -eq 1 ] && echo -detach)" "$SOAK")$( [ "$ONLY" -eq 1 ] && printf ' --only')", carry=[$carry], timeout_s=600)
 EOF
 }
 
@@ -148,6 +155,43 @@ SUMMARY=()
 # record NAME RC SECONDS NOTE: one row of the summary table.
 record() {
   SUMMARY+=("$(printf '%-24s %-6s %5ss  %s' "$1" "$2" "$3" "$4")")
+}
+
+# soak_job SECONDS CDIR MODELS LOGS: the C soak (8 threads) on GPU engines, then fuzz_abi;
+# device memory sampled by nvidia-smi every 5 s (whole GPU, and each process's own).
+soak_job() {
+  local secs=$1 cdir=$2 models=$3 logs=$4 t0 rc smi_gpu smi_apps
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -l 5 >"$logs/gpu_soak_mem.csv" 2>&1 &
+  smi_gpu=$!
+  while sleep 5; do
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>&1 | sed "s/^/$(date +%T), /"
+  done >"$logs/gpu_soak_apps.csv" &
+  smi_apps=$!
+  t0=$SECONDS rc=0
+  RAPTOR_TEST_BACKEND=cuda timeout $((secs + 90)) "$cdir/soak" "$models" "$secs" 8 >"$logs/gpu_soak.log" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >"$logs/gpu_soak.rc"
+  kill "$smi_gpu" "$smi_apps" 2>/dev/null || true
+  t0=$SECONDS rc=0
+  RAPTOR_TEST_BACKEND=cuda timeout 90 "$cdir/fuzz_abi" "$models" 10000 1 >"$logs/gpu_fuzz_abi.log" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >"$logs/gpu_fuzz_abi.rc"
+}
+
+# soak_report LOGS: summary rows and device-memory figures of a finished soak_job.
+soak_report() {
+  local logs=$1 name rc t0
+  for name in gpu_soak gpu_fuzz_abi; do
+    if [ -f "$logs/$name.rc" ]; then
+      read -r rc t0 <"$logs/$name.rc"
+    else
+      rc=missing t0=-
+    fi
+    tail -n 4 "$logs/$name.log" | cut -c1-260 || true
+    record "$name" "$rc" "$t0" "$(grep -E '^(soak|fuzz_abi): ' "$logs/$name.log" | tail -n 1 | cut -c1-90)"
+  done
+  echo "device memory during the soak (nvidia-smi: whole GPU, MiB used, util; then the soak process's own):"
+  sed -n '1,3p;$p' "$logs/gpu_soak_mem.csv" || true
+  grep -E '/soak,' "$logs/gpu_soak_apps.csv" | sed -n '1,2p;$p' || true
+  cp "$logs/gpu_soak.log" "$logs/gpu_fuzz_abi.log" "$logs/gpu_soak_mem.csv" "$logs/gpu_soak_apps.csv" "$OUT/" 2>/dev/null || true
 }
 
 on_device() {
@@ -207,26 +251,25 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
   }
 
   # The GPU soak and fuzz_abi on a CUDA engine run in the background while the rest runs.
+  # --soak-detach: in a process session of its own (setsid) from a private copy of the
+  # binaries under $SOAK_DIR, so that it outlives this call (the device tool kills a
+  # call's processes when it returns, except a new session's): a soak longer than one
+  # call's 600 s limit; a later call with --soak-collect waits for it and reports.
   local soak_pid=""
   if [ "$SOAK" != 0 ]; then
     say "background: soak ${SOAK} s, 8 threads, then fuzz_abi 10,000 calls, engines on the GPU; nvidia-smi every 5 s"
-    (
-      # Whole-GPU figures (the sanitizer runs share the GPU meanwhile) and each process's own.
-      nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -l 5 >"$LOGS/gpu_soak_mem.csv" 2>&1 &
-      smi_gpu=$!
-      while sleep 5; do
-        nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>&1 | sed "s/^/$(date +%T), /"
-      done >"$LOGS/gpu_soak_apps.csv" &
-      smi_apps=$!
-      t0=$SECONDS rc=0
-      RAPTOR_TEST_BACKEND=cuda timeout $((SOAK + 90)) "$BUILD/c/soak" "$BUILD/testmodels-gpu" "$SOAK" 8 >"$LOGS/gpu_soak.log" 2>&1 || rc=$?
-      echo "$rc $((SECONDS - t0))" >"$LOGS/gpu_soak.rc"
-      kill "$smi_gpu" "$smi_apps" 2>/dev/null || true
-      t0=$SECONDS rc=0
-      RAPTOR_TEST_BACKEND=cuda timeout 90 "$BUILD/c/fuzz_abi" "$BUILD/testmodels-gpu" 10000 1 >"$LOGS/gpu_fuzz_abi.log" 2>&1 || rc=$?
-      echo "$rc $((SECONDS - t0))" >"$LOGS/gpu_fuzz_abi.rc"
-    ) &
-    soak_pid=$!
+    if [ "$DETACH" -eq 1 ]; then
+      rm -rf "$SOAK_DIR" && mkdir -p "$SOAK_DIR/c" "$SOAK_DIR/lib" "$SOAK_DIR/logs"
+      cp "$BUILD/c/soak" "$BUILD/c/fuzz_abi" "$SOAK_DIR/c/"
+      cp "$BUILD/lib/libraptor.so" "$SOAK_DIR/lib/"
+      cp -r "$BUILD/testmodels-gpu" "$SOAK_DIR/models"
+      cp "$ROOT/tests/gpu/run.sh" "$SOAK_DIR/run.sh"
+      setsid bash "$SOAK_DIR/run.sh" --soak-job="$SOAK" </dev/null >"$SOAK_DIR/logs/job.out" 2>&1 &
+      echo "soak detached (setsid): $SOAK_DIR, collect with: bash tests/gpu/run.sh --on-device --soak-collect"
+    else
+      soak_job "$SOAK" "$BUILD/c" "$BUILD/testmodels-gpu" "$LOGS" &
+      soak_pid=$!
+    fi
   fi
 
   if [ "$ONLY" -eq 0 ]; then
@@ -302,20 +345,20 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
 
   if [ -n "$soak_pid" ]; then
     wait "$soak_pid" || true
-    local name
-    for name in gpu_soak gpu_fuzz_abi; do
-      if [ -f "$LOGS/$name.rc" ]; then
-        read -r rc t0 <"$LOGS/$name.rc"
-      else
-        rc=missing t0=-
-      fi
-      tail -n 4 "$LOGS/$name.log" | cut -c1-260 || true
-      record "$name" "$rc" "$t0" "$(grep -E '^(soak|fuzz_abi): ' "$LOGS/$name.log" | tail -n 1 | cut -c1-90)"
-    done
-    echo "device memory during the soak (nvidia-smi: whole GPU, MiB used, util; then the soak process's own):"
-    sed -n '1,3p;$p' "$LOGS/gpu_soak_mem.csv" || true
-    grep -E '/soak,' "$LOGS/gpu_soak_apps.csv" | sed -n '1,2p;$p' || true
-    cp "$LOGS/gpu_soak.log" "$LOGS/gpu_soak_mem.csv" "$LOGS/gpu_soak_apps.csv" "$OUT/" 2>/dev/null || true
+    soak_report "$LOGS"
+  elif [ "$DETACH" -eq 1 ] && [ "$SOAK" != 0 ] || [ "$COLLECT" -eq 1 ]; then
+    # Wait for the detached soak while this call's time allows (RAPTOR_SOAK_WAIT seconds
+    # after the call's start, default 570), then report it or say it is still running.
+    local until=$((T0 + ${RAPTOR_SOAK_WAIT:-570}))
+    while [ ! -f "$SOAK_DIR/logs/gpu_fuzz_abi.rc" ] && [ -d "$SOAK_DIR/logs" ] && [ "$SECONDS" -lt "$until" ]; do sleep 2; done
+    if [ -f "$SOAK_DIR/logs/gpu_fuzz_abi.rc" ]; then
+      soak_report "$SOAK_DIR/logs"
+    elif [ -d "$SOAK_DIR/logs" ]; then
+      grep -E '^soak: ' "$SOAK_DIR/logs/gpu_soak.log" | tail -n 2 | cut -c1-200 || true
+      record soak_detached running "$((SECONDS - T0))" "still running; call again with --on-device --soak-collect"
+    else
+      record soak_detached missing 0 "no detached soak on this machine ($SOAK_DIR): it went back meanwhile"
+    fi
   fi
 
   if [ "$BENCH" -eq 1 ]; then
@@ -371,10 +414,12 @@ PY
   local s bad=0
   for s in "${SUMMARY[@]}"; do
     set -- $s
-    case $2 in 0 | skip) ;; *) bad=1 ;; esac
+    case $2 in 0 | skip | running) ;; *) bad=1 ;; esac
   done
   if [ "$bad" -ne 0 ]; then echo "GPU harness: FAILED"; return 1; fi
   echo "GPU harness: all runners passed"
 }
 
-if [ "$ON_DEVICE" -eq 1 ]; then on_device; else build_here; fi
+if [ "$JOB" -eq 1 ]; then
+  soak_job "$SOAK" "$SOAK_DIR/c" "$SOAK_DIR/models" "$SOAK_DIR/logs"
+elif [ "$ON_DEVICE" -eq 1 ]; then on_device; else build_here; fi
