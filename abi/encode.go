@@ -90,7 +90,7 @@ type outSpec struct {
 // caller's device pointers, which pass through unread: the caller vouches
 // that they are device memory of the engine's GPU of at least the sizes
 // given (the sizes are checked, as for host memory).
-func readOutput(o *C.raptor_output_t, T, S, H int, deviceErr error) (outSpec, engine.Outputs, error) {
+func readOutput(o *C.raptor_output_t, T, S, H int, onGPU bool) (outSpec, engine.Outputs, error) {
 	var spec outSpec
 	var outs engine.Outputs
 	if o == nil {
@@ -103,8 +103,8 @@ func readOutput(o *C.raptor_output_t, T, S, H int, deviceErr error) (outSpec, en
 	switch o.memory {
 	case C.RAPTOR_MEMORY_HOST:
 	case C.RAPTOR_MEMORY_DEVICE:
-		if deviceErr != nil {
-			return spec, outs, status.Errorf(status.Unsupported, "output.memory RAPTOR_MEMORY_DEVICE: %v", deviceErr)
+		if !onGPU {
+			return spec, outs, status.Errorf(status.Unsupported, "output.memory RAPTOR_MEMORY_DEVICE needs the CUDA backend; this engine runs on the CPU")
 		}
 		device = true
 	default:
@@ -218,7 +218,7 @@ func (m *modelObj) prepare(b *C.raptor_batch_t, o *C.raptor_output_t) (engine.Ba
 	if err := checkMemory(&m.cfg, len(batch.Tokens)); err != nil {
 		return batch, outSpec{}, engine.Outputs{}, err
 	}
-	spec, outs, err := readOutput(o, len(batch.Tokens), batch.NumSeqs(), m.cfg.Hidden, m.e.eng.DeviceOutputsError())
+	spec, outs, err := readOutput(o, len(batch.Tokens), batch.NumSeqs(), m.cfg.Hidden, m.e.eng.DeviceOutputs())
 	if err == nil {
 		err = m.readLogits(o, &batch, &spec, &outs) // heads.go
 	}

@@ -62,15 +62,6 @@ type Options struct {
 	// "openblas" = OpenBLAS for everything; "off" = pure Go; a path = that
 	// shared library's cblas_sgemm. See internal/blas.Open.
 	BLAS string
-	// PrivateContext (CUDA backend) gives the engine a CUDA context of its
-	// own instead of the GPU's primary context, which every engine of the
-	// process on that GPU (and the host's own CUDA code) shares otherwise. A
-	// sticky GPU fault poisons the context it happens in: with a private
-	// context only this engine fails (DEVICE_FAILED), and the process's
-	// other engines on the same GPU keep serving. It costs the context's
-	// device memory (a few hundred MiB), and device-memory outputs are
-	// refused (the host's device pointers belong to another context).
-	PrivateContext bool
 }
 
 // DefaultOptions returns the default engine options.

@@ -36,7 +36,7 @@ func openCUDA(opts Options, log LogFunc) (backend, error) {
 		return nil, status.Errorf(status.InvalidArgument, "unknown compute dtype %d", opts.Compute)
 	}
 	b, err := gpu.Open(gpu.Options{Device: opts.Device, CacheDir: opts.KernelCacheDir, DType: dt, Seed: opts.Seed,
-		Log: func(l cuda.LogLevel, msg string) { log(LogLevel(l), msg) }, PrivateContext: opts.PrivateContext})
+		Log: func(l cuda.LogLevel, msg string) { log(LogLevel(l), msg) }})
 	if err != nil {
 		return nil, err
 	}
@@ -72,22 +72,11 @@ func (c cudaModel) release() { c.m.Release() }
 
 // DeviceOutputs says whether the engine accepts Outputs.HiddenDevice and
 // PooledDevice (float32 destinations in its GPU's memory): true on the CUDA
-// backend in the GPU's primary context only. The C ABI checks it to refuse
-// device outputs up front, with DeviceOutputsError's message.
-func (e *Engine) DeviceOutputs() bool { return e.DeviceOutputsError() == nil }
-
-// DeviceOutputsError is nil when the engine accepts device-memory outputs,
-// else a status.Unsupported error saying why not.
-func (e *Engine) DeviceOutputsError() error {
+// backend only. The C ABI checks it to refuse device outputs up front.
+func (e *Engine) DeviceOutputs() bool {
 	if e == nil {
-		return status.Errorf(status.InvalidArgument, "nil engine")
+		return false
 	}
-	c, ok := e.be.(cudaBackend)
-	if !ok {
-		return status.Errorf(status.Unsupported, "device-memory outputs need the CUDA backend; this engine runs on %s", e.be.name())
-	}
-	if c.b.PrivateContext() {
-		return status.Errorf(status.Unsupported, "device-memory outputs are refused on an engine with a private CUDA context (the host's device pointers belong to another context); create the engine without private_context")
-	}
-	return nil
+	_, ok := e.be.(cudaBackend)
+	return ok
 }

@@ -117,11 +117,6 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	if out.HiddenDevice != 0 || out.PooledDevice != 0 {
-		if err := m.e.DeviceOutputsError(); err != nil {
-			return err
-		}
-	}
 	mb0 := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, TokenTypes: b.TokenTypes, Seeds: b.Seeds}
 	if oe, ok := m.bm.(outputEncoder); ok {
 		if err := oe.encode(ctx, mb0, out); err != nil {
@@ -133,10 +128,7 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 		return nil
 	}
 	if out.HiddenDevice != 0 || out.PooledDevice != 0 {
-		if err := m.e.DeviceOutputsError(); err != nil {
-			return err
-		}
-		return status.Errorf(status.Unsupported, "device-memory outputs: this engine's backend (%s) does not write them", m.e.be.name())
+		return status.Errorf(status.Unsupported, "device-memory outputs need the CUDA backend; this engine runs on %s", m.e.be.name())
 	}
 	T, H := len(b.Tokens), m.cfg.Hidden
 	hidden := make([]float32, T*H)

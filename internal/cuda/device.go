@@ -47,14 +47,6 @@ type Config struct {
 	// Measured on an H100 (bench/RESULTS.md) it was no better than the
 	// heuristic overall; leave it off unless a benchmark says otherwise.
 	GemmAutotune bool
-	// PrivateContext gives the device a CUDA context of its own
-	// (cuCtxCreate) instead of the process's primary context of the GPU. A
-	// sticky error (a faulting kernel) poisons only the context it happened
-	// in: with a private context, other Devices of the process on the same
-	// GPU keep working, and a new one can be opened. The cost: the context's
-	// own device memory (a few hundred MiB), and device pointers of other
-	// contexts (a host framework's tensors) are not valid in its kernels.
-	PrivateContext bool
 }
 
 // Info describes an opened device and the libraries serving it.
@@ -73,9 +65,6 @@ type Info struct {
 	DriverPath    string
 	NVRTCPath     string
 	CublasLtPath  string
-	// PrivateContext: the device runs in a context of its own
-	// (Config.PrivateContext), not the GPU's primary context.
-	PrivateContext bool
 }
 
 func (i Info) String() string {
@@ -298,7 +287,6 @@ type Ctx struct {
 
 	dev     int32
 	pctx    uintptr
-	private bool // pctx is the device's own context (Config.PrivateContext)
 	compute Stream
 	copy    Stream
 
@@ -410,13 +398,7 @@ func newCtx(d *Device, cfg Config, drv *driverAPI, nv *NVRTC, lt *cublasLtAPI, c
 		return nil, status.Errorf(status.BackendUnavailable,
 			"cuda: %s has compute capability %d.%d; raptor's kernels need 8.0 or newer", info.Name, info.Major, info.Minor)
 	}
-	if cfg.PrivateContext {
-		if err := drv.check("cuCtxCreate", drv.cuCtxCreate(&c.pctx, 0, dev)); err != nil {
-			return nil, err
-		}
-		c.private = true
-		c.info.PrivateContext = true
-	} else if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&c.pctx, dev)); err != nil {
+	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&c.pctx, dev)); err != nil {
 		return nil, err
 	}
 	if err := drv.check("cuCtxSetCurrent", drv.cuCtxSetCurrent(c.pctx)); err != nil {
@@ -500,11 +482,7 @@ func (c *Ctx) teardown() {
 			drv.cuStreamDestroy(uintptr(s))
 		}
 	}
-	if c.private {
-		drv.cuCtxDestroy(c.pctx)
-	} else {
-		drv.cuDevicePrimaryCtxRelease(c.dev)
-	}
+	drv.cuDevicePrimaryCtxRelease(c.dev)
 	c.pctx = 0
 }
 

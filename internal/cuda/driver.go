@@ -28,8 +28,6 @@ type driverAPI struct {
 	cuDevicePrimaryCtxRetain  func(ctx *uintptr, dev int32) int32
 	cuDevicePrimaryCtxRelease func(dev int32) int32
 	cuCtxSetCurrent           func(ctx uintptr) int32
-	cuCtxCreate               func(ctx *uintptr, flags uint32, dev int32) int32
-	cuCtxDestroy              func(ctx uintptr) int32
 	cuCtxSynchronize          func() int32
 
 	cuStreamCreate      func(s *uintptr, flags uint32) int32
@@ -85,8 +83,6 @@ func (a *driverAPI) symbols() []symbol {
 		{name: "cuDevicePrimaryCtxRetain", fn: &a.cuDevicePrimaryCtxRetain},
 		{name: "cuDevicePrimaryCtxRelease_v2", fn: &a.cuDevicePrimaryCtxRelease},
 		{name: "cuCtxSetCurrent", fn: &a.cuCtxSetCurrent},
-		{name: "cuCtxCreate_v2", fn: &a.cuCtxCreate},
-		{name: "cuCtxDestroy_v2", fn: &a.cuCtxDestroy},
 		{name: "cuCtxSynchronize", fn: &a.cuCtxSynchronize},
 		{name: "cuStreamCreate", fn: &a.cuStreamCreate},
 		{name: "cuStreamDestroy_v2", fn: &a.cuStreamDestroy},

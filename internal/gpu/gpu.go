@@ -49,9 +49,6 @@ type Options struct {
 	DType    cuda.DType // cuda.F16 or cuda.BF16
 	Seed     uint64     // engine seed of the attention plan
 	Log      func(level cuda.LogLevel, msg string)
-	// PrivateContext runs the backend in a CUDA context of its own
-	// (cuda.Config.PrivateContext): a GPU fault then fails this backend only.
-	PrivateContext bool
 }
 
 // Backend is one GPU.
@@ -67,7 +64,7 @@ func Open(o Options) (*Backend, error) {
 	if o.DType != cuda.F16 && o.DType != cuda.BF16 {
 		return nil, status.Errorf(status.Unsupported, "gpu: compute dtype %s (the CUDA backend computes in f16 or bf16)", o.DType)
 	}
-	dev, err := cuda.Open(cuda.Config{Device: o.Device, CacheDir: o.CacheDir, Log: o.Log, PrivateContext: o.PrivateContext})
+	dev, err := cuda.Open(cuda.Config{Device: o.Device, CacheDir: o.CacheDir, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -84,10 +81,6 @@ func (b *Backend) DType() cuda.DType { return b.dt }
 func (b *Backend) Name() string {
 	return fmt.Sprintf("cuda %s, %s", b.dev.Info(), b.dt)
 }
-
-// PrivateContext says whether the backend runs in a CUDA context of its
-// own (Options.PrivateContext).
-func (b *Backend) PrivateContext() bool { return b.dev.Info().PrivateContext }
 
 // Close releases the device.
 func (b *Backend) Close() { b.dev.Close() }
