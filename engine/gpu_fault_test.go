@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,6 +255,10 @@ loop:
 		"HELPER A fault code=DEVICE_FAILED",
 		"HELPER A encode#1 code=DEVICE_FAILED", "HELPER A encode#2 code=DEVICE_FAILED", "HELPER A encode#3 code=DEVICE_FAILED",
 		"HELPER A load code=DEVICE_FAILED",
+		"HELPER B encode#1 (same process, same GPU) code=DEVICE_FAILED",
+		"HELPER E before code=OK", "HELPER E encode#1 (same process, CPU backend) code=OK",
+		"HELPER E encode#2 (same process, CPU backend) code=OK",
+		"HELPER F create (backend auto) code=OK", "HELPER F encode code=OK",
 		"HELPER survived",
 	} {
 		if !strings.Contains(child, want) {
@@ -316,6 +321,28 @@ func TestGPUFaultHelper(t *testing.T) {
 	}
 	report("A before", enc(ma))
 	report("B before", enc(mb))
+	// E: a CPU engine of the same process. CUDA makes an illegal address
+	// sticky for the whole process (every context, even a new cuCtxCreate one,
+	// returns 700 after it: tried on the H100), so GPU engines of the process
+	// cannot outlive it; a CPU engine must.
+	eoE := DefaultOptions()
+	eoE.Backend, eoE.Threads = BackendCPU, 2
+	ee, err := New(eoE)
+	if err != nil {
+		fmt.Printf("HELPER engine E: %v\n", err)
+		os.Exit(2)
+	}
+	me, err := ee.Load(w)
+	if err != nil {
+		fmt.Printf("HELPER load E: %v\n", err)
+		os.Exit(2)
+	}
+	encE := func() ([]float32, error) {
+		p := make([]float32, b.NumSeqs()*cfg.Hidden)
+		return p, me.Encode(context.Background(), b, &Outputs{Pooled: p, Pooling: PoolCLS})
+	}
+	refE, err := encE()
+	report("E before", err)
 	err = devOf(ea).Do(func(c *cuda.Ctx) error {
 		// 1 MiB of floats written to device address 0x1000, never mapped.
 		if err := c.FillUniform(cuda.F32, cuda.DevPtr(0x1000), 1<<18, 1, 0, 1); err != nil {
@@ -343,8 +370,31 @@ func TestGPUFaultHelper(t *testing.T) {
 		}
 		ec.Close()
 	}
+	for i := 1; i <= 2; i++ {
+		got, err := encE()
+		if err == nil && !slices.Equal(got, refE) {
+			err = status.Errorf(status.Internal, "CPU engine output changed after the GPU fault")
+		}
+		report(fmt.Sprintf("E encode#%d (same process, CPU backend)", i), err)
+	}
+	// backend=auto after the fault: the GPU is unusable in this process, so a CPU engine.
+	eoF := DefaultOptions()
+	eoF.Seed = gpuTestSeed
+	eoF.Log = func(LogLevel, string) {}
+	ef, err := New(eoF)
+	report("F create (backend auto)", err)
+	if err == nil {
+		fmt.Printf("HELPER F backend: %s\n", ef.BackendName())
+		if mf, err := ef.Load(w); err != nil {
+			report("F load", err)
+		} else {
+			report("F encode", enc(mf))
+		}
+		ef.Close()
+	}
 	ea.Close()
 	eb.Close()
+	ee.Close()
 	fmt.Println("HELPER survived")
 }
 
