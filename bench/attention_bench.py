@@ -84,23 +84,79 @@ def workloads(rng):
 
 
 def attended_pairs(ls, seed, seeds, layer):
-    """Exact attended (query, key) pairs summed over heads, and dense pairs."""
-    pairs = dense = 0
+    """Exact attended (query, key) pairs summed over heads, dense pairs, and
+    the K/V rows the kernel copies into shared memory per call with 64-row
+    work items (each item its own key blocks) and with 128-row items (pairs
+    of query blocks over the union of their lists; kernels/sparse_attention.cuh,
+    kPairs). Rows past a sequence's end are zero-filled, not read."""
+    pairs = dense = rows64 = rows128 = 0
     thr = (5 + 2 * R) * BLK
     for s, n in enumerate(ls):
         dense += n * n * H
         nb = -(-n // BLK)
         if n <= thr:
             pairs += n * n * H
+            rows64 += H * nb * n
+            rows128 += H * ((nb + 1) // 2) * n
             continue
         last = n - (nb - 1) * BLK
         size = lambda j: last if j == nb - 1 else BLK  # noqa: E731
         pairs += H * (size(0) + size(nb - 1)) * n  # the global rows attend all n keys
+        rows64 += H * 2 * n
+        rows128 += H * n
         for h in range(H):
+            prev = None
             for i in range(1, nb - 1):
                 kb = plan_ref.key_blocks(n, R, 1, seed, seeds[s], layer, h, i)
-                pairs += BLK * sum(size(j) for j in kb)
-    return pairs, dense
+                rows = sum(size(j) for j in kb)
+                pairs += BLK * rows
+                rows64 += rows
+                if i % 2 == 1:  # rows (1, 2), (3, 4), ...; nb-2 alone when nb-2 is odd
+                    prev = kb
+                    if i == nb - 2:
+                        rows128 += rows
+                else:
+                    rows128 += sum(size(j) for j in set(prev) | set(kb))
+    return pairs, dense, rows64, rows128
+
+
+def l2_probe(nsm):
+    """L2 -> shared-memory copy rate of the kernels' K/V tile pattern
+    (tests/gpu/attention/l2_probe.cu) on an L2-resident region (one
+    4096-token sequence, fused QKV layout), and a device-to-device copy."""
+    import ctypes
+    pm = Module(log, name="l2_probe", src_dir=os.path.join(ROOT, "tests", "gpu", "attention"))
+    T = 4096
+    qkv = torch.randn((T, 3, H, D), device="cuda").to(DT)
+    k, v = qkv[:, 1], qkv[:, 2]
+    out = {}
+    iters = 1500
+    for nst, thr in ((2, 128), (3, 128), (4, 128), (2, 256)):
+        name = f"l2_probe_s{nst}_t{thr}"
+        smem = nst * 16384
+        f = pm.func(name)
+        pm.drv.check(pm.drv.lib.cuFuncSetAttribute(f, 8, smem), "cuFuncSetAttribute")
+        occ = ctypes.c_int()
+        pm.drv.check(pm.drv.lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(occ), f, thr,
+                                                                            ctypes.c_size_t(smem)), "occupancy")
+        for cps in sorted({occ.value, min(occ.value, 4 if thr == 128 else 2)}):
+            grid = nsm * cps
+            args = [ctypes.c_void_p(k.data_ptr()), ctypes.c_void_p(v.data_ptr()), ctypes.c_int64(3 * H * D),
+                    ctypes.c_int64(D), ctypes.c_int(T // BLK), ctypes.c_int(H), ctypes.c_int(iters)]
+            ms, _, _ = bench(lambda: pm.launch(name, grid, thr, smem, args), inner=3, reps=7)
+            tbs = grid * iters * 16384 / ms / 1e9
+            out[f"{nst} stages, {thr} threads, {cps} CTAs/SM"] = tbs
+            log(f"L2 probe: K/V tile pairs, {nst}-stage cp.async ring, {thr} threads, {cps} CTAs/SM "
+                f"(grid {grid}): {tbs:.2f} TB/s L2 -> shared")
+    del qkv
+    a = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    b = torch.empty_like(a)
+    ms, _, _ = bench(lambda: b.copy_(a), inner=3, reps=7)
+    out["hbm copy"] = 2 * a.numel() * 4 / ms / 1e9
+    log(f"device memory: 1 GiB device-to-device copy {out['hbm copy']:.2f} TB/s (read + write)")
+    del a, b
+    torch.cuda.empty_cache()
+    return out
 
 
 def flex_inputs(ls, seed, seeds, layer, qkv, cu):
@@ -152,6 +208,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--variant", default="auto", help="kernel of the headline numbers: auto (wgmma on sm_90a) or mma")
     args = ap.parse_args()
     t_start = time.time()
@@ -160,9 +217,13 @@ def main():
     dev = torch.cuda.get_device_name()
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-    for nst, var in ((2, "auto"), (2, "wg3"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),):
-        name, smem, occ = m.attention_config(D, DT, nst, var)
-        log(f"{name}: {smem} B shared, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
+    pair_kernels = args.variant == "auto" and m.arch == "sm_90a"
+    cfgs = ((2, "auto"), (2, "wg3"), (2, "p2"), (2, "p23"), (2, ""), (3, "")) if pair_kernels else \
+        ((2, "auto"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),)
+    for nst, var in cfgs:
+        name, smem, occ, thr = m.attention_config(D, DT, nst, var)
+        log(f"{name}: {smem} B shared, {thr} threads, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
+    probe = l2_probe(m.nsm) if m.arch == "sm_90a" and not args.no_probe else {}
 
     # measured tensor-core peak
     peak = {}
@@ -202,11 +263,17 @@ def main():
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
         o = torch.empty((T, H * D), dtype=DT, device="cuda")
         o3 = o.view(T, H, D)
-        pairs, dense_pairs = attended_pairs(ls, seed, seeds_host, layer)
+        pairs, dense_pairs, rows64, rows128 = attended_pairs(ls, seed, seeds_host, layer)
         flop = 4 * D * pairs
-        row = dict(workload=wname, nseq=len(ls), T=T, pairs=pairs, dense_pairs=dense_pairs)
+        qo_bytes = 2 * T * H * D * 2
+        bytes64 = rows64 * 2 * D * 2 + qo_bytes  # K and V rows, plus Q read and O written once
+        bytes128 = rows128 * 2 * D * 2 + qo_bytes
+        row = dict(workload=wname, nseq=len(ls), T=T, pairs=pairs, dense_pairs=dense_pairs, bytes64=bytes64,
+                   bytes128=bytes128)
         log(f"\n== {wname}: {len(ls)} sequences, T={T}, attended pairs {pairs / 1e9:.3f} G "
             f"({pairs / dense_pairs:.1%} of dense)")
+        log(f"  L2 -> shared bytes per call: 64-row items {bytes64 / 1e9:.3f} GB, 128-row items "
+            f"{bytes128 / 1e9:.3f} GB ({bytes128 / bytes64 - 1:+.1%}); Q+O {qo_bytes / 1e9:.3f} GB")
 
         main_variant = "" if args.variant == "mma" else "auto"
 
@@ -220,14 +287,25 @@ def main():
                     ("raptor wgmma 3 stages", dict(variant="wg3")),
                     ("mma.sync", dict(variant="")), ("mma.sync 3 stages", dict(variant="s3")),
                     ("mma.sync no split, no order", dict(variant="", split=NOSPLIT, sort=0))]
+        if pair_kernels:
+            variants[1:1] = [("p2", dict(variant="p2")), ("p2 3 stages", dict(variant="p23")),
+                             ("p2 C=64", dict(variant="p2", split=64)),
+                             ("p2 no split, no order", dict(variant="p2", split=NOSPLIT, sort=0))]
         if args.variant == "mma":
             variants = [v_ for v_ in variants if not v_[0].startswith(("raptor wgmma", "mma.sync"))]
         for vname, kw in variants:
             o.view(torch.int16).fill_(-1)
             ms, lo, hi = bench(mine(**kw))
             row[vname] = ms
+            by = bytes128 if kw.get("variant", "").startswith("p2") else bytes64
             log(f"  {vname:28s} {ms * 1e3:9.1f} us  (min {lo * 1e3:.1f}, max {hi * 1e3:.1f})  "
-                f"{flop / ms / 1e9:6.1f} TFLOP/s  {flop / ms / 1e9 / P:5.1%} of peak")
+                f"{flop / ms / 1e9:6.1f} TFLOP/s  {flop / ms / 1e9 / P:5.1%} of peak  "
+                f"{by / ms / 1e9:5.2f} TB/s L2->smem")
+        # the same run again, to show the spread between identical runs
+        row["raptor (again)"], _, _ = bench(mine())
+        if pair_kernels:
+            row["p2 (again)"], _, _ = bench(mine(variant="p2"))
+            log(f"  repeat: raptor {row['raptor (again)'] * 1e3:.1f} us, p2 {row['p2 (again)'] * 1e3:.1f} us")
         # schedule kernel alone
         pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 32, 1)
         row["schedule kernel"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
@@ -245,6 +323,17 @@ def main():
         refs = ref.references(q, k, v, cu_host, seeds_host, seed, layer, R, 1, SCALE, sel)
         ek, et, _ = ref.errors(o3, refs)
         row.update(err=ek, err_torch=et, finite=finite)
+        if pair_kernels:
+            o_wg = o.clone()
+            o.view(torch.int16).fill_(-1)
+            mine(variant="p2")()
+            torch.cuda.synchronize()
+            pf = bool(torch.isfinite(o).all())
+            pek, _, _ = ref.errors(o3, refs)
+            same = torch.equal(o.view(torch.int16), o_wg.view(torch.int16))
+            row.update(pairs_err=pek, pairs_finite=pf, pairs_bitwise=same)
+            log(f"  check pairs kernel: finite {pf}, rel err {pek:.2e}, bitwise equal to the wgmma kernel: {same}")
+            del o_wg
         log(f"  check: all {T * H * D} outputs finite: {finite}; rel err {ek:.2e} vs float64 "
             f"(torch fp16 masked-dense: {et:.2e}) on {sum(len(x[0]) for x in refs.values())} rows of seqs {chk}")
 
@@ -322,6 +411,8 @@ def main():
         torch.cuda.empty_cache()
 
     log(f"\n{dev}; fp16, H={H}, D={D}, b={BLK}, r={R}; matmul peak fp16 {P:.0f} TFLOP/s; medians, us")
+    if probe:
+        log("L2 probe (TB/s, L2 -> shared): " + "; ".join(f"{k_}: {v_:.2f}" for k_, v_ in probe.items()))
     hdr = ("workload", "raptor", "TFLOP/s", "%peak", "no split+order", "mma.sync", "Flex", "Flex+build", "FA2 dense",
            "vs Flex", "vs Flex+build", "vs FA2")
     log("| " + " | ".join(hdr) + " |")
@@ -337,7 +428,24 @@ def main():
                  f"{f / r_['raptor']:.2f}x" if f else "-", f"{fb / r_['raptor']:.2f}x" if fb else "-",
                  f"{fa / r_['raptor']:.2f}x" if fa else "-"]
         log("| " + " | ".join(cells) + " |")
-    json.dump(dict(device=dev, peak=P, results=results), open(os.path.join(OUT, "attention_bench.json"), "w"),
+    if pair_kernels:
+        log("\n128-row items (p2) vs 64-row items (wgmma), us; bytes per call L2 -> shared")
+        hdr = ("workload", "wgmma", "p2", "p2 3 st", "p2 C=64", "GB 64-row", "GB pairs", "TB/s wgmma",
+               "TB/s p2", "p2 TFLOP/s", "%peak", "Flex", "p2 vs Flex", "wgmma vs Flex", "p2 vs FA2")
+        log("| " + " | ".join(hdr) + " |")
+        log("|" + "---|" * len(hdr))
+        for r_ in results:
+            f = r_.get("flex")
+            fa = r_.get("fa2")
+            pt = r_["p2"]
+            tf = 4 * D * r_["pairs"] / pt / 1e9
+            cells = [r_["workload"], f"{r_['raptor'] * 1e3:.0f}", f"{pt * 1e3:.0f}", f"{r_['p2 3 stages'] * 1e3:.0f}",
+                     f"{r_['p2 C=64'] * 1e3:.0f}", f"{r_['bytes64'] / 1e9:.3f}", f"{r_['bytes128'] / 1e9:.3f}",
+                     f"{r_['bytes64'] / r_['raptor'] / 1e9:.2f}", f"{r_['bytes128'] / pt / 1e9:.2f}", f"{tf:.0f}",
+                     f"{tf / P:.0%}", f"{f * 1e3:.0f}" if f else "-", f"{f / pt:.2f}x" if f else "-",
+                     f"{f / r_['raptor']:.2f}x" if f else "-", f"{fa / pt:.2f}x" if fa else "-"]
+            log("| " + " | ".join(cells) + " |")
+    json.dump(dict(device=dev, peak=P, probe=probe, results=results), open(os.path.join(OUT, "attention_bench.json"), "w"),
               indent=1, default=str)
     log(f"bench total {time.time() - t_start:.0f}s")
 

@@ -188,6 +188,51 @@ __device__ __forceinline__ void combine(const float* base, int nchunks, T* out, 
   }
 }
 
+// fetch_item takes the next ticket and decodes its work item into s_item
+// (thread 0 only): {seq (-1: no work left), head, qblock, kv_begin, kv_len,
+// list, row, chunk, nchunks, tok0, n, qblock2}. hint is the segment of the
+// previous ticket (tickets only grow).
+__device__ __forceinline__ void fetch_item(const AttnParams& p, int& hint, int* s_item, bool pairs) {
+  int* ws = p.ws;
+  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
+  const int tk = atomicAdd(ws, 1);
+  const int total = ws[1];
+  if (tk >= total) {
+    s_item[0] = -1;
+    return;
+  }
+  const int nseg = ws[2];
+  int lo = hint, hi = nseg - 1;
+  for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
+  if (lo < hi && segs[lo + 1].w <= tk) {
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (segs[mid].w <= tk) lo = mid;
+      else hi = mid - 1;
+    }
+  }
+  hint = lo;
+  const int4 sg = segs[lo];
+  const int local = tk - sg.w;
+  const int h = local / sg.z, e = local - h * sg.z;
+  const int s = sg.x;
+  const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
+  const int nb = num_blocks(n);
+  const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks, pairs);
+  s_item[0] = s;
+  s_item[1] = h;
+  s_item[2] = it.qblock;
+  s_item[3] = it.kv_begin;
+  s_item[4] = it.kv_len;
+  s_item[5] = it.list;
+  s_item[6] = it.row;
+  s_item[7] = it.chunk;
+  s_item[8] = it.nchunks;
+  s_item[9] = tok0;
+  s_item[10] = n;
+  s_item[11] = it.qblock2;
+}
+
 template <typename T, int D, int NST>
 __device__ __forceinline__ void attention(const AttnParams& p) {
   static_assert(D == 32 || D == 64 || D == 128, "head dim");
@@ -207,9 +252,8 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const int H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  const int H = p.num_heads, r = p.random_blocks;
   int* ws = p.ws;
-  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
   const int* part_base = ws + ws_part_base_offset(p.nseq);
   int* sem = ws + ws_sem_offset(p.nseq);
   const float sl2 = p.scale * 1.4426950408889634f;
@@ -220,43 +264,7 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
   int hint = 0;  // thread 0: segment of the previous ticket (tickets only grow)
 
   for (;;) {
-    if (tid == 0) {
-      const int tk = atomicAdd(ws, 1);
-      const int total = ws[1];
-      if (tk >= total) {
-        s_item[0] = -1;
-      } else {
-        const int nseg = ws[2];
-        int lo = hint, hi = nseg - 1;
-        for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
-        if (lo < hi && segs[lo + 1].w <= tk) {
-          while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            if (segs[mid].w <= tk) lo = mid;
-            else hi = mid - 1;
-          }
-        }
-        hint = lo;
-        const int4 sg = segs[lo];
-        const int local = tk - sg.w;
-        const int h = local / sg.z, e = local - h * sg.z;
-        const int s = sg.x;
-        const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
-        const int nb = num_blocks(n);
-        const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, r), C);
-        s_item[0] = s;
-        s_item[1] = h;
-        s_item[2] = it.qblock;
-        s_item[3] = it.kv_begin;
-        s_item[4] = it.kv_len;
-        s_item[5] = it.list;
-        s_item[6] = it.row;
-        s_item[7] = it.chunk;
-        s_item[8] = it.nchunks;
-        s_item[9] = tok0;
-        s_item[10] = n;
-      }
-    }
+    if (tid == 0) fetch_item(p, hint, s_item, false);
     __syncthreads();
     const int s = s_item[0];
     if (s < 0) break;
@@ -506,12 +514,171 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
   }
 }
 
+// wg_sync is a barrier of the warpgroup: bar 0 is the whole CTA (a CTA of one
+// warpgroup), bar 1.. a named barrier of the 128 threads of one warpgroup.
+__device__ __forceinline__ void wg_sync(int bar) {
+  if (bar == 0) __syncthreads();
+  else asm volatile("bar.sync %0, 128;" ::"r"(bar) : "memory");
+}
+
+// wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
+// online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
+// 128-byte-swizzled tiles published to the async proxy; o, m, l the running
+// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
+template <typename T, int D>
+__device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
+  constexpr int NT = D / 8;
+  // S = Q K^T (64 x 64) on the warpgroup
+  float sc[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) sc[i] = 0.f;
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
+    Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
+  }
+  wg_commit();
+  wg_wait0();
+#pragma unroll
+  for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
+
+  // mask keys past the sequence end (only the sequence's last block);
+  // the running max stays in raw score units, exponents are one FFMA each
+  if (kvalid < kBlock) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
+    }
+  }
+  float mx0 = m0, mx1 = m1;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
+    mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float a0 = ex2((m0 - mx0) * sl2), a1 = ex2((m1 - mx1) * sl2);
+  m0 = mx0;
+  m1 = mx1;
+  const float ms0 = m0 * sl2, ms1 = m1 * sl2;
+  float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
+    sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
+    sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
+    sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
+    rs0 += sc[4 * i] + sc[4 * i + 1];
+    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
+  }
+  l0 = l0 * a0 + rs0;
+  l1 = l1 * a1 + rs1;
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+    o[4 * i] *= a0;
+    o[4 * i + 1] *= a0;
+    o[4 * i + 2] *= a1;
+    o[4 * i + 3] *= a1;
+  }
+  unsigned pa[4][4];
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
+    pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
+    pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
+    pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
+  }
+  // O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
+    if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
+    else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
+  }
+  wg_commit();
+  wg_wait0();
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+}
+
+// wg_epilogue writes one warpgroup's finished tile (query block qb of head h
+// of sequence s): normalised O through its own (no longer needed) Q tile sQ,
+// or, for chunk `chunk` of a split global row `row`, fp32 partials, and the
+// warpgroup that completes the row's last chunk combines them. wtid: thread
+// index in the warpgroup; bar: its barrier (wg_sync); s_last: its flag.
+template <typename T, int D>
+__device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned sQ, float (&o)[D / 2], float m0,
+                                            float m1, float l0, float l1, float sl2, int s, int h, int qb,
+                                            int tok0, int n, int row, int chunk, int nchunks, int wtid, int bar,
+                                            int* s_last) {
+  constexpr int CH = D / 8;
+  constexpr int NT = D / 8;
+  const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, t4 = lane & 3;
+  const int H = p.num_heads;
+  const int* part_base = p.ws + ws_part_base_offset(p.nseq);
+  int* sem = p.ws + ws_sem_offset(p.nseq);
+  T* Og = static_cast<T*>(p.o);
+  const int qvalid = imin(kBlock, n - qb * kBlock);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  if (nchunks == 1) {
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      st_shared_u32(sQ + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
+      st_shared_u32(sQ + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
+    }
+    __syncwarp();
+    T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
+#pragma unroll
+    for (int idx = lane; idx < 16 * CH; idx += 32) {
+      const int rr = warp * 16 + idx / CH, c = idx % CH;
+      if (rr < qvalid) *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) = ld_shared_v4(sQ + sw_offset(rr, c * 8));
+    }
+  } else {
+    const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
+    float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
+      *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
+    }
+    if (t4 == 0) {
+      pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
+      pf[64 * D + r1] = m1 * sl2;
+      pf[64 * D + 64 + r0] = l0;
+      pf[64 * D + 64 + r1] = l1;
+    }
+    __threadfence();
+    wg_sync(bar);
+    int* sm = sem + (s * H + h) * 2 + row;
+    if (wtid == 0) *s_last = atomicAdd(sm, 1) == nchunks - 1;
+    wg_sync(bar);
+    if (*s_last) {
+      __threadfence();
+      combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
+                    Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
+                    qvalid, wtid);
+      if (wtid == 0) *sm = 0;
+    }
+  }
+}
+
 template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
-  constexpr int CH = D / 8;
-  constexpr int NT = D / 8;
   extern __shared__ __align__(16) unsigned char smem_wg[];
   const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
   const unsigned sK = sQ + TB;
@@ -520,65 +687,23 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   __shared__ int s_item[12];
   __shared__ int s_last;
 
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, t4 = lane & 3;
-  const int H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
-  int* ws = p.ws;
-  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
-  const int* part_base = ws + ws_part_base_offset(p.nseq);
-  int* sem = ws + ws_sem_offset(p.nseq);
+  const int tid = threadIdx.x, t4 = tid & 3;
+  const int r = p.random_blocks;
   const float sl2 = p.scale * 1.4426950408889634f;
   const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
   const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
   const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
-  T* Og = static_cast<T*>(p.o);
   int hint = 0;
 
   for (;;) {
-    if (tid == 0) {
-      const int tk = atomicAdd(ws, 1);
-      const int total = ws[1];
-      if (tk >= total) {
-        s_item[0] = -1;
-      } else {
-        const int nseg = ws[2];
-        int lo = hint, hi = nseg - 1;
-        for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
-        if (lo < hi && segs[lo + 1].w <= tk) {
-          while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            if (segs[mid].w <= tk) lo = mid;
-            else hi = mid - 1;
-          }
-        }
-        hint = lo;
-        const int4 sg = segs[lo];
-        const int local = tk - sg.w;
-        const int h = local / sg.z, e = local - h * sg.z;
-        const int s = sg.x;
-        const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
-        const int nb = num_blocks(n);
-        const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, r), C);
-        s_item[0] = s;
-        s_item[1] = h;
-        s_item[2] = it.qblock;
-        s_item[3] = it.kv_begin;
-        s_item[4] = it.kv_len;
-        s_item[5] = it.list;
-        s_item[6] = it.row;
-        s_item[7] = it.chunk;
-        s_item[8] = it.nchunks;
-        s_item[9] = tok0;
-        s_item[10] = n;
-      }
-    }
+    if (tid == 0) fetch_item(p, hint, s_item, false);
     __syncthreads();
     const int s = s_item[0];
     if (s < 0) break;
-    int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
+    const int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
     const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10];
     const int nb = num_blocks(n);
-    int qvalid = imin(kBlock, n - qb * kBlock);
+    const int qvalid = imin(kBlock, n - qb * kBlock);
     const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
     const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
     auto load_kv = [&](int kb, int stage) {
@@ -617,143 +742,111 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
-      const int kb = block_at(j);
-      const unsigned ks = sK + (j % NST) * TB;
-      const unsigned vs = sV + (j % NST) * TB;
-
-      // S = Q K^T (64 x 64) on the warpgroup
-      float sc[32];
-#pragma unroll
-      for (int i = 0; i < 32; ++i) sc[i] = 0.f;
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
-        Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
-      }
-      wg_commit();
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-
-      // mask keys past the sequence end (only the sequence's last block);
-      // the running max stays in raw score units, exponents are one FFMA each
-      const int kvalid = n - kb * kBlock;
-      if (kvalid < kBlock) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int c = 0; c < 4; ++c)
-            if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
-        }
-      }
-      float mx0 = m0, mx1 = m1;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
-        mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float a0 = ex2((m0 - mx0) * sl2), a1 = ex2((m1 - mx1) * sl2);
-      m0 = mx0;
-      m1 = mx1;
-      const float ms0 = m0 * sl2, ms1 = m1 * sl2;
-      float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
-        sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
-        sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
-        sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-        rs0 += sc[4 * i] + sc[4 * i + 1];
-        rs1 += sc[4 * i + 2] + sc[4 * i + 3];
-      }
-      l0 = l0 * a0 + rs0;
-      l1 = l1 * a1 + rs1;
-#pragma unroll
-      for (int i = 0; i < NT; ++i) {
-        o[4 * i] *= a0;
-        o[4 * i + 1] *= a0;
-        o[4 * i + 2] *= a1;
-        o[4 * i + 3] *= a1;
-      }
-      unsigned pa[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
-        pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
-        pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
-        pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
-      }
-      // O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
-        if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
-        else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
-      }
-      wg_commit();
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
 
-    h = s_item[1];
-    qb = s_item[2];
-    tok0 = s_item[9];
-    qvalid = imin(kBlock, s_item[10] - qb * kBlock);
-    const int row = s_item[6], chunk = s_item[7], nchunks = s_item[8];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int r0 = warp * 16 + g, r1 = r0 + 8;
-    if (nchunks == 1) {
-      const float i0 = 1.f / l0, i1 = 1.f / l1;
-#pragma unroll
-      for (int i = 0; i < NT; ++i) {
-        st_shared_u32(sQ + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
-        st_shared_u32(sQ + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
+    // the epilogue re-reads the item from shared memory (shorter live ranges)
+    wg_epilogue<T, D>(p, sQ, o, m0, m1, l0, l1, sl2, s, s_item[1], s_item[2], s_item[9], s_item[10], s_item[6],
+                      s_item[7], s_item[8], tid, 0, &s_last);
+    __syncthreads();
+  }
+}
+
+// attention_p2 is attention_wg on 128-row work items (kPairs schedule): two
+// query blocks of one head (adjacent middle rows, the two global rows, or two
+// dense rows) in one CTA of two warpgroups, one per query block, over the
+// union of their key-block lists. Each K/V block of the union is loaded once
+// into the shared ring (warpgroup 0 copies K, warpgroup 1 copies V) and
+// consumed by the warpgroups whose own list has it; the other one skips it.
+// Adjacent middle rows share {0, nb-1} and two window blocks, so a pair
+// streams about 6+2r blocks instead of 2*(5+r); the global rows share all.
+template <typename T, int D, int NST>
+__device__ __forceinline__ void attention_p2(const AttnParams& p) {
+  static_assert(D == 64 || D == 128, "head dim");
+  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
+  extern __shared__ __align__(16) unsigned char smem_wg[];
+  const unsigned sQ0 = (smem_u32(smem_wg) + 1023u) & ~1023u;
+  const unsigned sK = sQ0 + 2 * TB;
+  const unsigned sV = sK + NST * TB;
+  __shared__ int s_list[2][2 * kMaxList];  // per warpgroup: its list, then scratch
+  __shared__ int s_len[2];
+  __shared__ int s_ulist[2 * kMaxList], s_who[2 * kMaxList];
+  __shared__ int s_item[12];
+  __shared__ int s_last[2];
+
+  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, t4 = tid & 3;
+  const int r = p.random_blocks;
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
+  // warpgroup 0 copies the K tiles, warpgroup 1 the V tiles
+  const unsigned short* KVg = static_cast<const unsigned short*>(wg ? p.v : p.k);
+  const long long kv_row = wg ? p.v_row : p.k_row, kv_head = wg ? p.v_head : p.k_head;
+  const unsigned sKV = wg ? sV : sK;
+  const unsigned sQ = sQ0 + wg * TB;
+  int hint = 0;
+
+  for (;;) {
+    if (tid == 0) fetch_item(p, hint, s_item, true);
+    __syncthreads();
+    const int s = s_item[0];
+    if (s < 0) break;
+    const int h = s_item[1], tok0 = s_item[9], n = s_item[10];
+    const int kv_begin = s_item[3], use_list = s_item[5];
+    const int nb = num_blocks(n);
+    const int qb = wg ? s_item[11] : s_item[2];  // -1: this warpgroup has no query block
+    const int both = s_item[11] >= 0 ? 3 : 1;
+    const unsigned short* kvbase = KVg + (long long)tok0 * kv_row + (long long)h * kv_head;
+    auto load_kv = [&](int kb, int stage) {
+      load_tile_sw<D>(sKV + stage * TB, kvbase + (long long)kb * kBlock * kv_row, kv_row,
+                      imin(kBlock, n - kb * kBlock), wtid);
+    };
+    if (qb >= 0)
+      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                      imin(kBlock, n - qb * kBlock), wtid);
+    load_kv(use_list ? 0 : kv_begin, 0);  // a list always starts with block 0
+    cp_async_commit();
+    if (use_list) {
+      if (wtid == 0) {
+        const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+        s_len[wg] = qb >= 0 ? middle_list(s_list[wg], s_list[wg] + kMaxList, p.seed, rs, p.layer, h, qb, nb, r) : 0;
       }
-      __syncwarp();
-      T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
-#pragma unroll
-      for (int idx = lane; idx < 16 * CH; idx += 32) {
-        const int rr = warp * 16 + idx / CH, c = idx % CH;
-        if (rr < qvalid) *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) = ld_shared_v4(sQ + sw_offset(rr, c * 8));
-      }
-    } else {
-      const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
-      float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
-#pragma unroll
-      for (int i = 0; i < NT; ++i) {
-        *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
-        *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
-      }
-      if (t4 == 0) {
-        pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
-        pf[64 * D + r1] = m1 * sl2;
-        pf[64 * D + 64 + r0] = l0;
-        pf[64 * D + 64 + r1] = l1;
-      }
-      __threadfence();
       __syncthreads();
-      int* sm = sem + (s * H + h) * 2 + row;
-      if (tid == 0) s_last = atomicAdd(sm, 1) == nchunks - 1;
-      __syncthreads();
-      if (s_last) {
-        __threadfence();
-        combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
-                      Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
-                      qvalid, tid);
-        if (tid == 0) *sm = 0;
-      }
+      if (tid == 0) s_item[4] = union_list(s_ulist, s_who, s_list[0], s_len[0], s_list[1], s_len[1]);
     }
     __syncthreads();
+    const int L = s_item[4];
+    auto block_at = [&](int j) { return use_list ? s_ulist[j] : kv_begin + j; };
+#pragma unroll
+    for (int st = 1; st < NST - 1; ++st) {
+      if (st < L) load_kv(block_at(st), st);
+      cp_async_commit();
+    }
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
+
+    for (int j = 0; j < L; ++j) {
+      cp_async_wait<NST - 2>();
+      fence_proxy_async();
+      __syncthreads();
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
+        cp_async_commit();
+      }
+      const int who = use_list ? s_who[j] : both;
+      if ((who >> wg) & 1)  // warpgroup-uniform
+        wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
+                       m1, l0, l1);
+    }
+
+    if (qb >= 0)  // a split item is always a pair of global rows: warpgroup wg has row wg
+      wg_epilogue<T, D>(p, sQ, o, m0, m1, l0, l1, sl2, s, h, qb, tok0, n, wg, s_item[7], s_item[8], wtid, 1 + wg,
+                        &s_last[wg]);
+    __syncthreads();  // s_item, the lists and the tiles are reused by the next item
   }
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -802,6 +895,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   __shared__ int carry, s_nseg;
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  const bool pairs = (p.flags & kPairs) != 0;
   int* ws = p.ws;
   int4* segs = reinterpret_cast<int4*>(ws + ws_segments_offset());
   int* part_base = ws + ws_part_base_offset(nseq);
@@ -822,8 +916,8 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
       const bool sp = is_sparse(n, p.sparse, r);
       for (int kind = 0; kind < kKinds; ++kind) {
         int cnt, cost;
-        seg_info(kind, nb, sp, r, C, cnt, cost);
-        if (cnt > 0) atomicAdd(&hist[p.sort_by_cost ? cost_bucket(cost) : 0], 1);
+        seg_info(kind, nb, sp, r, C, cnt, cost, pairs);
+        if (cnt > 0) atomicAdd(&hist[(p.flags & kSortByCost) ? cost_bucket(cost) : 0], 1);
       }
       const int nc = chunks_of(nb, sp, C);
       if (nc > 1) parts = 2 * H * nc;
@@ -853,9 +947,9 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     const bool sp = is_sparse(n, p.sparse, r);
     for (int kind = 0; kind < kKinds; ++kind) {
       int cnt, cost;
-      seg_info(kind, nb, sp, r, C, cnt, cost);
+      seg_info(kind, nb, sp, r, C, cnt, cost, pairs);
       if (cnt > 0) {
-        const int b = p.sort_by_cost ? cost_bucket(cost) : 0;
+        const int b = (p.flags & kSortByCost) ? cost_bucket(cost) : 0;
         segs[hist[b] + atomicAdd(&cur[b], 1)] = make_int4(s, kind, cnt, 0);
       }
     }
@@ -918,6 +1012,26 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
+
+// sparse_attention_d{64,128}_p2[3]_{f16,bf16}: the wgmma kernel on 128-row
+// work items (sm_90a only; elsewhere it traps). kPairThreads threads, dynamic
+// shared memory (2 + 2*NST) * 64 * D * 2 + 1024 bytes; the schedule kernel
+// must run with kPairs in p.flags.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RAPTOR_SPARSE_ATTN_P2_BODY(T, D, NST) raptor::sparse::attention_p2<T, D, NST>(p);
+#else
+#define RAPTOR_SPARSE_ATTN_P2_BODY(T, D, NST) __trap();
+#endif
+#define RAPTOR_SPARSE_ATTN_P2(D, NST, MINB, NAME, T)                                    \
+  extern "C" __global__ void __launch_bounds__(raptor::sparse::kPairThreads, MINB) NAME( \
+      const AttnParams p) {                                                            \
+    RAPTOR_SPARSE_ATTN_P2_BODY(T, D, NST)                                              \
+  }
+#define RAPTOR_SPARSE_ATTN_P2_DT(suffix, T)                                       \
+  RAPTOR_SPARSE_ATTN_P2(64, 2, 2, sparse_attention_d64_p2_##suffix, T)            \
+  RAPTOR_SPARSE_ATTN_P2(64, 3, 2, sparse_attention_d64_p23_##suffix, T)           \
+  RAPTOR_SPARSE_ATTN_P2(128, 2, 1, sparse_attention_d128_p2_##suffix, T)
+RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_P2_DT)
 
 // sparse_attention_plan writes, for testing, the key-block list of every
 // (query block, head) of a batch: out[(qbg*H + h)*(kMaxList+1)] = list length,

@@ -38,10 +38,10 @@ def version():
     return f"{a.value}.{b.value}", path
 
 
-def compile_module(name, arch, extra=()):
-    """Compile kernels/<name>.cu for arch (e.g. 'sm_90a'); returns (cubin bytes, log)."""
+def compile_module(name, arch, extra=(), src_dir=None):
+    """Compile <src_dir or kernels>/<name>.cu for arch (e.g. 'sm_90a'); returns (cubin bytes, log)."""
     lib, _ = _load()
-    src = open(os.path.join(KERNELS, name + ".cu")).read()
+    src = open(os.path.join(src_dir or KERNELS, name + ".cu")).read()
     hdrs = sorted(glob.glob(os.path.join(KERNELS, "*.cuh")))
     hnames = [os.path.basename(h).encode() for h in hdrs]
     hsrc = [open(h).read().encode() for h in hdrs]
@@ -109,3 +109,8 @@ if __name__ == "__main__":
         if outdir:
             os.makedirs(outdir, exist_ok=True)
             open(os.path.join(outdir, f"sparse_attention.{arch}.cubin"), "wb").write(cub)
+    # the L2 bandwidth probe (bench/attention_bench.py), sm_90a only
+    cub, log = compile_module("l2_probe", "sm_90a", ["--ptxas-options=-v"], src_dir=HERE)
+    print(f"l2_probe sm_90a: cubin {len(cub)} bytes")
+    if outdir:
+        open(os.path.join(outdir, "l2_probe.sm_90a.cubin"), "wb").write(cub)

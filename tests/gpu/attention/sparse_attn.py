@@ -21,6 +21,8 @@ BLOCK = 64
 MAX_RANDOM = 16
 MAX_LIST = 5 + MAX_RANDOM
 THREADS = 128
+PAIR_THREADS = 256
+SORT_BY_COST, PAIRS = 1, 2  # AttnParams.flags
 SCHEDULE_THREADS = 1024
 NOSPLIT = 1 << 30
 
@@ -34,7 +36,7 @@ class AttnParams(ctypes.Structure):
         ("ws", ctypes.c_void_p), ("partial", ctypes.c_void_p),
         ("nseq", ctypes.c_int32), ("num_heads", ctypes.c_int32), ("layer", ctypes.c_int32),
         ("random_blocks", ctypes.c_int32), ("sparse", ctypes.c_int32), ("split_blocks", ctypes.c_int32),
-        ("sort_by_cost", ctypes.c_int32), ("scale", ctypes.c_float),
+        ("flags", ctypes.c_int32), ("scale", ctypes.c_float),
     ]
 
 
@@ -73,14 +75,14 @@ def _arch():
 class Module:
     """The loaded sparse_attention module and its functions."""
 
-    def __init__(self, log=print):
+    def __init__(self, log=print, name="sparse_attention", src_dir=None):
         torch.cuda.init()
         torch.empty(1, device="cuda")  # the primary context is current from here on
         self.drv = Driver()
         lib = self.drv.lib
         self.arch = _arch()
         self.mod = ctypes.c_void_p()
-        path = os.path.join(CUBIN_DIR, f"sparse_attention.{self.arch}.cubin")
+        path = os.path.join(CUBIN_DIR, f"{name}.{self.arch}.cubin")
         loaded = False
         if os.path.exists(path) and not os.environ.get("RAPTOR_SA_COMPILE"):
             data = open(path, "rb").read()
@@ -91,7 +93,7 @@ class Module:
             else:
                 log(f"carried cubin did not load (CUDA error {rc}); compiling with this machine's NVRTC")
         if not loaded:
-            cub, clog = nvrtc.compile_module("sparse_attention", self.arch)
+            cub, clog = nvrtc.compile_module(name, self.arch, src_dir=src_dir)
             self.drv.check(lib.cuModuleLoadData(ctypes.byref(self.mod), ctypes.c_char_p(cub)), "cuModuleLoadData")
             self.source = "NVRTC %s on this machine" % nvrtc.version()[0]
         self.funcs = {}
@@ -124,15 +126,20 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "auto" (wg where it exists on this device, else mma.sync)."""
+        "p2" (wgmma on 128-row work items, two warpgroups, D=64/128, 2 stages; needs the kPairs
+        schedule), "p23" (p2 with 3 stages, D=64), "auto" (wg where it exists on this device, else
+        mma.sync). Returns (name, dynamic smem, resident CTAs per SM, threads per CTA)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
             variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
         if nst == 3 and not variant:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
-        nst = 3 if variant in ("s3", "wg3") else 2
-        if variant.startswith("wg"):
+        nst = 3 if variant in ("s3", "wg3", "p23") else 2
+        threads = PAIR_THREADS if variant.startswith("p2") else THREADS
+        if variant.startswith("p2"):
+            smem = (2 + 2 * nst) * BLOCK * D * 2 + 1024
+        elif variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
@@ -142,10 +149,10 @@ class Module:
             lib = self.drv.lib
             self.drv.check(lib.cuFuncSetAttribute(f, 8, smem), "cuFuncSetAttribute")  # MAX_DYNAMIC_SHARED_SIZE_BYTES
             n = ctypes.c_int()
-            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, THREADS,
+            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, threads,
                                                                            ctypes.c_size_t(smem)), "occupancy")
             self.occ[key] = n.value
-        return name, smem, self.occ[key]
+        return name, smem, self.occ[key], threads
 
 
 def ws_ints(nseq, heads):
@@ -173,7 +180,7 @@ class SparseAttention:
             self.partial = torch.empty(n_part, dtype=torch.float32, device="cuda")
         return self.ws, self.partial
 
-    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=32, sort=1):
+    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=32, sort=1, pairs=False):
         T, H, D = q.shape
         nseq = cu.numel() - 1
         assert cu.dtype == torch.int32 and req_seeds.dtype == torch.int64 and req_seeds.numel() == nseq
@@ -189,7 +196,8 @@ class SparseAttention:
         p.cu_seqlens, p.req_seeds, p.seed = cu.data_ptr(), req_seeds.data_ptr(), seed & ((1 << 64) - 1)
         p.ws, p.partial = ws.data_ptr(), part.data_ptr()
         p.nseq, p.num_heads, p.layer, p.random_blocks = nseq, H, layer, r
-        p.sparse, p.split_blocks, p.sort_by_cost, p.scale = int(sparse), int(split), int(sort), float(scale)
+        p.sparse, p.split_blocks, p.scale = int(sparse), int(split), float(scale)
+        p.flags = (SORT_BY_COST if sort else 0) | (PAIRS if pairs else 0)
         return p
 
     def schedule(self, p):
@@ -200,10 +208,11 @@ class SparseAttention:
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5
-        p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort)
-        name, smem, occ = self.m.attention_config(D, q.dtype, nst, variant)
+        name, smem, occ, threads = self.m.attention_config(D, q.dtype, nst, variant)
+        p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort,
+                        pairs=threads == PAIR_THREADS)
         self.schedule(p)
-        self.m.launch(name, grid or self.m.nsm * occ, THREADS, smem, [p])
+        self.m.launch(name, grid or self.m.nsm * occ, threads, smem, [p])
         return p
 
     def plan(self, cu_host, req_seeds, seed, layer, r, H, sparse=1):
