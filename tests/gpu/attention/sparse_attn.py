@@ -21,8 +21,6 @@ BLOCK = 64
 MAX_RANDOM = 16
 MAX_LIST = 5 + MAX_RANDOM
 THREADS = 128
-PAIR_THREADS = 256
-SORT_BY_COST, PAIRS = 1, 2  # AttnParams.flags
 SCHEDULE_THREADS = 1024
 NOSPLIT = 1 << 30
 
@@ -36,7 +34,7 @@ class AttnParams(ctypes.Structure):
         ("ws", ctypes.c_void_p), ("partial", ctypes.c_void_p),
         ("nseq", ctypes.c_int32), ("num_heads", ctypes.c_int32), ("layer", ctypes.c_int32),
         ("random_blocks", ctypes.c_int32), ("sparse", ctypes.c_int32), ("split_blocks", ctypes.c_int32),
-        ("flags", ctypes.c_int32), ("scale", ctypes.c_float),
+        ("sort_by_cost", ctypes.c_int32), ("scale", ctypes.c_float),
     ]
 
 
@@ -126,19 +124,17 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "p2" (wgmma on 128-row work items, two warpgroups, D=64/128, 2 stages; needs the kPairs
-        schedule), "p23" (p2 with 3 stages, D=64), "auto" (wg where it exists on this device, else
-        mma.sync). Returns (name, dynamic smem, resident CTAs per SM, threads per CTA)."""
+        "pp" (wgmma, D=64/128, two warpgroups ping-ponging on one work item, 256 threads),
+        "auto" (wg where it exists on this device, else mma.sync)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
             variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
         if nst == 3 and not variant:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
-        nst = 3 if variant in ("s3", "wg3", "p23") else 2
-        threads = PAIR_THREADS if variant.startswith("p2") else THREADS
-        if variant.startswith("p2"):
-            smem = (2 + 2 * nst) * BLOCK * D * 2 + 1024
+        nst = 3 if variant in ("s3", "wg3") else 2
+        if variant == "pp":
+            smem = (1 + 4 * nst) * BLOCK * D * 2 + 1024
         elif variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
@@ -149,10 +145,15 @@ class Module:
             lib = self.drv.lib
             self.drv.check(lib.cuFuncSetAttribute(f, 8, smem), "cuFuncSetAttribute")  # MAX_DYNAMIC_SHARED_SIZE_BYTES
             n = ctypes.c_int()
-            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, threads,
+            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, threads_of(name),
                                                                            ctypes.c_size_t(smem)), "occupancy")
             self.occ[key] = n.value
-        return name, smem, self.occ[key], threads
+        return name, smem, self.occ[key]
+
+
+def threads_of(name):
+    """Threads per CTA of an attention kernel (by name)."""
+    return 2 * THREADS if "_pp_" in name else THREADS
 
 
 def ws_ints(nseq, heads):
@@ -180,7 +181,7 @@ class SparseAttention:
             self.partial = torch.empty(n_part, dtype=torch.float32, device="cuda")
         return self.ws, self.partial
 
-    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=32, sort=1, pairs=False):
+    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=32, sort=1):
         T, H, D = q.shape
         nseq = cu.numel() - 1
         assert cu.dtype == torch.int32 and req_seeds.dtype == torch.int64 and req_seeds.numel() == nseq
@@ -196,8 +197,7 @@ class SparseAttention:
         p.cu_seqlens, p.req_seeds, p.seed = cu.data_ptr(), req_seeds.data_ptr(), seed & ((1 << 64) - 1)
         p.ws, p.partial = ws.data_ptr(), part.data_ptr()
         p.nseq, p.num_heads, p.layer, p.random_blocks = nseq, H, layer, r
-        p.sparse, p.split_blocks, p.scale = int(sparse), int(split), float(scale)
-        p.flags = (SORT_BY_COST if sort else 0) | (PAIRS if pairs else 0)
+        p.sparse, p.split_blocks, p.sort_by_cost, p.scale = int(sparse), int(split), int(sort), float(scale)
         return p
 
     def schedule(self, p):
@@ -208,11 +208,10 @@ class SparseAttention:
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5
-        name, smem, occ, threads = self.m.attention_config(D, q.dtype, nst, variant)
-        p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort,
-                        pairs=threads == PAIR_THREADS)
+        p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort)
+        name, smem, occ = self.m.attention_config(D, q.dtype, nst, variant)
         self.schedule(p)
-        self.m.launch(name, grid or self.m.nsm * occ, threads, smem, [p])
+        self.m.launch(name, grid or self.m.nsm * occ, threads_of(name), smem, [p])
         return p
 
     def plan(self, cu_host, req_seeds, seed, layer, r, H, sparse=1):
