@@ -87,8 +87,9 @@ def attended_pairs(ls, seed, seeds, layer):
     """Exact attended (query, key) pairs summed over heads, dense pairs, and
     the K/V rows the kernel copies into shared memory per call with 64-row
     work items (each item its own key blocks) and with 128-row items (pairs
-    of query blocks over the union of their lists; kernels/sparse_attention.cuh,
-    kPairs). Rows past a sequence's end are zero-filled, not read."""
+    of query blocks over the union of their lists: the variant measured and
+    removed on 2026-11-25, kernels/NOTES-attention.md). Rows past a
+    sequence's end are zero-filled, not read."""
     pairs = dense = rows64 = rows128 = 0
     thr = (5 + 2 * R) * BLK
     for s, n in enumerate(ls):
@@ -217,10 +218,7 @@ def main():
     dev = torch.cuda.get_device_name()
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-    wg_kernels = args.variant == "auto" and m.arch == "sm_90a" and not os.environ.get("RAPTOR_SKIP_PP")
-    cfgs = ((2, "auto"), (2, "wg3"), (2, "pp"), (2, ""), (3, "")) if wg_kernels else \
-        ((2, "auto"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),)
-    for nst, var in cfgs:
+    for nst, var in ((2, "auto"), (2, "wg3"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),):
         name, smem, occ = m.attention_config(D, DT, nst, var)
         log(f"{name}: {smem} B shared, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
     probe = l2_probe(m.nsm) if m.arch == "sm_90a" and not args.no_probe else {}
@@ -288,10 +286,6 @@ def main():
                     ("raptor wgmma 3 stages", dict(variant="wg3")),
                     ("mma.sync", dict(variant="")), ("mma.sync 3 stages", dict(variant="s3")),
                     ("mma.sync no split, no order", dict(variant="", split=NOSPLIT, sort=0))]
-        if wg_kernels:
-            variants[1:1] = [("pp", dict(variant="pp")), ("pp C=64", dict(variant="pp", split=64)),
-                             ("pp C=16", dict(variant="pp", split=16)),
-                             ("pp no split, no order", dict(variant="pp", split=NOSPLIT, sort=0))]
         if args.variant == "mma":
             variants = [v_ for v_ in variants if not v_[0].startswith(("raptor wgmma", "mma.sync"))]
         for vname, kw in variants:
@@ -301,11 +295,9 @@ def main():
             log(f"  {vname:28s} {ms * 1e3:9.1f} us  (min {lo * 1e3:.1f}, max {hi * 1e3:.1f})  "
                 f"{flop / ms / 1e9:6.1f} TFLOP/s  {flop / ms / 1e9 / P:5.1%} of peak  "
                 f"{bytes64 / ms / 1e9:5.2f} TB/s L2->smem")
-        # the same run again, to show the spread between identical runs
+        # the same configuration again, to show the spread between identical runs
         row["raptor (again)"], _, _ = bench(mine())
-        if wg_kernels:
-            row["pp (again)"], _, _ = bench(mine(variant="pp"))
-            log(f"  repeat: raptor {row['raptor (again)'] * 1e3:.1f} us, pp {row['pp (again)'] * 1e3:.1f} us")
+        log(f"  {'raptor (again)':28s} {row['raptor (again)'] * 1e3:9.1f} us")
         # schedule kernel alone
         pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 32, 1)
         row["schedule kernel"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
@@ -323,21 +315,6 @@ def main():
         refs = ref.references(q, k, v, cu_host, seeds_host, seed, layer, R, 1, SCALE, sel)
         ek, et, _ = ref.errors(o3, refs)
         row.update(err=ek, err_torch=et, finite=finite)
-        if wg_kernels:
-            o_wg = o.clone()
-            for var in ("pp",):
-                o.view(torch.int16).fill_(-1)
-                mine(variant=var)()
-                torch.cuda.synchronize()
-                pf = bool(torch.isfinite(o).all())
-                pek, _, _ = ref.errors(o3, refs)
-                same = torch.equal(o.view(torch.int16), o_wg.view(torch.int16))
-                row[f"{var} check"] = dict(err=pek, finite=pf, bitwise=same)
-                d_ = (o.float() - o_wg.float()).abs().max().item()
-                row[f"{var} check"]["maxdiff"] = d_
-                log(f"  check {var}: all outputs finite {pf}, rel err {pek:.2e} (torch fp16 {et:.2e}), "
-                    f"max |diff| to the wgmma kernel {d_:.2e}, bitwise equal: {same}")
-            del o_wg
         log(f"  check: all {T * H * D} outputs finite: {finite}; rel err {ek:.2e} vs float64 "
             f"(torch fp16 masked-dense: {et:.2e}) on {sum(len(x[0]) for x in refs.values())} rows of seqs {chk}")
 
@@ -432,26 +409,8 @@ def main():
                  f"{f / r_['raptor']:.2f}x" if f else "-", f"{fb / r_['raptor']:.2f}x" if fb else "-",
                  f"{fa / r_['raptor']:.2f}x" if fa else "-"]
         log("| " + " | ".join(cells) + " |")
-    if wg_kernels:
-        log("\nping-pong kernel (pp: two warpgroups on one item) vs wgmma (wg), us; L2 -> shared GB per call")
-        hdr = ("workload", "wg", "pp", "pp C=64", "pp C=16", "pp no split+order", "GB", "TB/s wg", "TB/s pp",
-               "pp TFLOP/s", "%peak", "Flex", "pp vs Flex", "wg vs Flex", "pp vs FA2")
-        log("| " + " | ".join(hdr) + " |")
-        log("|" + "---|" * len(hdr))
-        for r_ in results:
-            f = r_.get("flex")
-            fa = r_.get("fa2")
-            bt = r_["pp"]
-            tf = 4 * D * r_["pairs"] / bt / 1e9
-            cells = [r_["workload"]] + [f"{r_[k_] * 1e3:.0f}" for k_ in ("raptor", "pp", "pp C=64", "pp C=16",
-                                                                        "pp no split, no order")] + [
-                f"{r_['bytes64'] / 1e9:.3f}", f"{r_['bytes64'] / r_['raptor'] / 1e9:.2f}",
-                f"{r_['bytes64'] / bt / 1e9:.2f}", f"{tf:.0f}", f"{tf / P:.0%}", f"{f * 1e3:.0f}" if f else "-",
-                f"{f / bt:.2f}x" if f else "-", f"{f / r_['raptor']:.2f}x" if f else "-",
-                f"{fa / bt:.2f}x" if fa else "-"]
-            log("| " + " | ".join(cells) + " |")
-    json.dump(dict(device=dev, peak=P, probe=probe, results=results), open(os.path.join(OUT, "attention_bench.json"), "w"),
-              indent=1, default=str)
+    json.dump(dict(device=dev, peak=P, probe=probe, results=results),
+              open(os.path.join(OUT, "attention_bench.json"), "w"), indent=1, default=str)
     log(f"bench total {time.time() - t_start:.0f}s")
 
 

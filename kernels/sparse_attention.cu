@@ -520,27 +520,18 @@ __device__ __forceinline__ void wg_sync(int bar) {
   else asm volatile("bar.sync %0, 128;" ::"r"(bar) : "memory");
 }
 
-// pp_sync / pp_arrive: the ping-pong barriers of attention_pp (256 threads:
-// one warpgroup waits, the other arrives).
-__device__ __forceinline__ void pp_sync(int bar) { asm volatile("bar.sync %0, 256;" ::"r"(bar) : "memory"); }
-__device__ __forceinline__ void pp_arrive(int bar) { asm volatile("bar.arrive %0, 256;" ::"r"(bar) : "memory"); }
-
 // wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
-// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup). PP: wait on
-// barrier sync_bar before issuing Q K^T and arrive on arrive_bar right after
-// (attention_pp's ping-pong between two warpgroups).
-template <typename T, int D, bool PP = false>
+// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1,
-                                         int sync_bar = 0, int arrive_bar = 0) {
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
   // S = Q K^T (64 x 64) on the warpgroup
   float sc[32];
 #pragma unroll
   for (int i = 0; i < 32; ++i) sc[i] = 0.f;
-  if constexpr (PP) pp_sync(sync_bar);
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
@@ -548,7 +539,6 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
   }
   wg_commit();
-  if constexpr (PP) pp_arrive(arrive_bar);
   wg_wait0();
 #pragma unroll
   for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
@@ -762,125 +752,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   }
 }
 
-// attention_pp is attention_wg with two warpgroups per CTA on one work item
-// (256 threads): warpgroup w takes the item's key blocks at list positions
-// w, w+2, w+4, ... (its own K/V ring; Q shared), and the two alternate on the
-// tensor cores (FlashAttention-3's ping-pong: each waits on its barrier before
-// issuing Q K^T and lets the other go right after, so one's softmax runs under
-// the other's GEMMs). At the end warpgroup 1 hands its (O, m, l) to warpgroup
-// 0 through shared memory, which merges them and writes the item. Barriers: 0
-// the CTA, 1 and 2 each warpgroup, 3 and 4 the ping-pong (kPpBar + w is
-// warpgroup w's turn).
-constexpr int kPpBar = 3;
-template <typename T, int D, int NST>
-__device__ __forceinline__ void attention_pp(const AttnParams& p) {
-  static_assert(D == 64 || D == 128, "head dim");
-  static_assert(NST == 2, "stages");
-  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
-  extern __shared__ __align__(16) unsigned char smem_wg[];
-  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, t4 = tid & 3;
-  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
-  const unsigned sK = sQ + TB + wg * 2 * NST * TB;  // this warpgroup's ring
-  const unsigned sV = sK + NST * TB;
-  // warpgroup 1's (O, m, l) for the merge, over its own ring (64*D + 512 floats)
-  float* merge = reinterpret_cast<float*>(smem_wg + (sQ + TB + 2 * NST * TB - smem_u32(smem_wg)));
-  static_assert(4 * (64 * D + 512) <= 2 * NST * TB, "merge buffer");
-  __shared__ int s_list[2 * kMaxList];
-  __shared__ int s_item[12];
-  __shared__ int s_last;
-
-  const int r = p.random_blocks;
-  const float sl2 = p.scale * 1.4426950408889634f;
-  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
-  const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
-  const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
-  int hint = 0;
-  if (wg == 1) pp_arrive(kPpBar);  // warpgroup 0 goes first
-
-  for (;;) {
-    if (tid == 0) {
-      fetch_item(p, hint, s_item);
-      if (s_item[0] >= 0 && s_item[5]) {
-        const u64 rs = p.req_seeds ? p.req_seeds[s_item[0]] : 0ull;
-        s_item[4] = middle_list(s_list, s_list + kMaxList, p.seed, rs, p.layer, s_item[1], s_item[2],
-                                num_blocks(s_item[10]), r);
-      }
-    }
-    __syncthreads();
-    const int s = s_item[0];
-    if (s < 0) break;
-    const int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
-    const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10], L = s_item[4];
-    const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
-    const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
-    auto block_at = [&](int j) { return use_list ? s_list[j] : kv_begin + j; };
-    auto load_kv = [&](int kb, int stage) {
-      const int valid = imin(kBlock, n - kb * kBlock);
-      load_tile_sw<D>(sK + stage * TB, kbase + (long long)kb * kBlock * p.k_row, p.k_row, valid, wtid);
-      load_tile_sw<D>(sV + stage * TB, vbase + (long long)kb * kBlock * p.v_row, p.v_row, valid, wtid);
-    };
-    if (wg == 0)
-      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
-                      imin(kBlock, n - qb * kBlock), wtid);
-    if (wg < L) load_kv(block_at(wg), 0);
-    cp_async_commit();
-
-    float o[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
-
-    const int steps = (L + 1) >> 1;  // the same for both warpgroups
-    for (int t = 0; t < steps; ++t) {
-      const int pos = 2 * t + wg;
-      cp_async_wait<0>();
-      fence_proxy_async();
-      if (t == 0) __syncthreads();  // Q (copied by warpgroup 0) for both
-      else wg_sync(1 + wg);
-      if (pos + 2 < L) load_kv(block_at(pos + 2), (t + 1) & 1);
-      cp_async_commit();
-      if (pos < L) {
-        wg_block<T, D, true>(sQ, sK + (t & 1) * TB, sV + (t & 1) * TB, n - block_at(pos) * kBlock, sl2, t4, o, m0,
-                             m1, l0, l1, kPpBar + wg, kPpBar + 1 - wg);
-      } else {  // warpgroup 1's last turn when L is odd: keep the alternation
-        pp_sync(kPpBar + wg);
-        pp_arrive(kPpBar + 1 - wg);
-      }
-    }
-
-    // merge: warpgroup 1 hands over its state in its own accumulator layout
-    const int idx = wtid;  // thread wtid of each warpgroup holds the same (row, column) elements
-    if (wg == 1) {
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) merge[i * 128 + idx] = o[i];
-      merge[64 * D + idx] = m0;
-      merge[64 * D + 128 + idx] = m1;
-      merge[64 * D + 256 + idx] = l0;
-      merge[64 * D + 384 + idx] = l1;
-    }
-    __syncthreads();
-    if (wg == 0) {
-      const float n0 = merge[64 * D + idx], n1 = merge[64 * D + 128 + idx];
-      const float M0 = fmaxf(m0, n0), M1 = fmaxf(m1, n1);
-      const float a0 = ex2((m0 - M0) * sl2), b0 = ex2((n0 - M0) * sl2);
-      const float a1 = ex2((m1 - M1) * sl2), b1 = ex2((n1 - M1) * sl2);
-      l0 = l0 * a0 + merge[64 * D + 256 + idx] * b0;
-      l1 = l1 * a1 + merge[64 * D + 384 + idx] * b1;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[4 * i] = o[4 * i] * a0 + merge[(4 * i) * 128 + idx] * b0;
-        o[4 * i + 1] = o[4 * i + 1] * a0 + merge[(4 * i + 1) * 128 + idx] * b0;
-        o[4 * i + 2] = o[4 * i + 2] * a1 + merge[(4 * i + 2) * 128 + idx] * b1;
-        o[4 * i + 3] = o[4 * i + 3] * a1 + merge[(4 * i + 3) * 128 + idx] * b1;
-      }
-      wg_epilogue<T, D>(p, sQ, o, M0, M1, l0, l1, sl2, s, s_item[1], s_item[2], s_item[9], s_item[10], s_item[6],
-                        s_item[7], s_item[8], wtid, 1, &s_last);
-    }
-    __syncthreads();  // sQ, the rings, the merge buffer and s_item are reused by the next item
-  }
-  if (wg == 0) pp_sync(kPpBar);  // warpgroup 1's last arrival
-}
-
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // block_exclusive_scan over all threads of the CTA (blockDim.x a multiple of
@@ -1044,23 +915,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
-// sparse_attention_d{64,128}_pp_{f16,bf16}: the ping-pong wgmma kernel, two
-// warpgroups on one work item (sm_90a only; elsewhere it traps). 256 threads,
-// dynamic shared memory (1 + 4*NST) * 64 * D * 2 + 1024 bytes, NST = 2.
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_PP_BODY(T, D) raptor::sparse::attention_pp<T, D, 2>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_PP_BODY(T, D) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_PP(D, MINB, NAME, T)                                         \
-  extern "C" __global__ void __launch_bounds__(2 * raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                            \
-    RAPTOR_SPARSE_ATTN_PP_BODY(T, D)                                                   \
-  }
-#define RAPTOR_SPARSE_ATTN_PP_DT(suffix, T)                               \
-  RAPTOR_SPARSE_ATTN_PP(64, 2, sparse_attention_d64_pp_##suffix, T)       \
-  RAPTOR_SPARSE_ATTN_PP(128, 1, sparse_attention_d128_pp_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_PP_DT)
 
 // sparse_attention_plan writes, for testing, the key-block list of every
 // (query block, head) of a batch: out[(qbg*H + h)*(kMaxList+1)] = list length,

@@ -124,7 +124,6 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "pp" (wgmma, D=64/128, two warpgroups ping-ponging on one work item, 256 threads),
         "auto" (wg where it exists on this device, else mma.sync)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
@@ -133,9 +132,7 @@ class Module:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
         nst = 3 if variant in ("s3", "wg3") else 2
-        if variant == "pp":
-            smem = (1 + 4 * nst) * BLOCK * D * 2 + 1024
-        elif variant.startswith("wg"):
+        if variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
@@ -145,15 +142,10 @@ class Module:
             lib = self.drv.lib
             self.drv.check(lib.cuFuncSetAttribute(f, 8, smem), "cuFuncSetAttribute")  # MAX_DYNAMIC_SHARED_SIZE_BYTES
             n = ctypes.c_int()
-            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, threads_of(name),
+            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, THREADS,
                                                                            ctypes.c_size_t(smem)), "occupancy")
             self.occ[key] = n.value
         return name, smem, self.occ[key]
-
-
-def threads_of(name):
-    """Threads per CTA of an attention kernel (by name)."""
-    return 2 * THREADS if "_pp_" in name else THREADS
 
 
 def ws_ints(nseq, heads):
@@ -211,7 +203,7 @@ class SparseAttention:
         p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort)
         name, smem, occ = self.m.attention_config(D, q.dtype, nst, variant)
         self.schedule(p)
-        self.m.launch(name, grid or self.m.nsm * occ, threads_of(name), smem, [p])
+        self.m.launch(name, grid or self.m.nsm * occ, THREADS, smem, [p])
         return p
 
     def plan(self, cu_host, req_seeds, seed, layer, r, H, sparse=1):
