@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/raptor-infer/raptor/internal/status"
 )
@@ -64,6 +65,26 @@ func AttnPartialBytes(T, nseq, heads, headDim int) int64 {
 
 // attnSmem is the dynamic shared memory of the NST=2 mma.sync kernels.
 func attnSmem(d int) int { return (1 + 2*2) * 64 * (d + 8) * 2 }
+
+// attnSmemWG is the dynamic shared memory of the NST=2 wgmma kernels (the
+// tiles unpadded, aligned to 1024 bytes inside it).
+func attnSmemWG(d int) int { return (1+2*2)*64*d*2 + 1024 }
+
+// attnForceMMA (RAPTOR_ATTN_KERNEL=mma) makes Attention use the mma.sync
+// kernel on every device, for comparisons.
+var attnForceMMA = os.Getenv("RAPTOR_ATTN_KERNEL") == "mma"
+
+// attnKernel names the attention kernel for a head dimension and dtype on
+// this device, with its dynamic shared memory: the wgmma kernel on sm_90a for
+// D = 64 and 128 (1.4 to 1.5x the mma.sync kernel on an H100 on all four
+// workloads of bench/RESULTS.md, issue 6), else the mma.sync kernel (sm_80
+// and up, every D). RAPTOR_ATTN_KERNEL=mma forces the mma.sync kernel.
+func (c *Ctx) attnKernel(d int, dt DType) (string, int) {
+	if c.info.Arch == "sm_90a" && (d == 64 || d == 128) && !attnForceMMA {
+		return fmt.Sprintf("sparse_attention_d%d_wg_%s", d, dt), attnSmemWG(d)
+	}
+	return fmt.Sprintf("sparse_attention_d%d_%s", d, dt), attnSmem(d)
+}
 
 // Attention enqueues the schedule and attention kernels of a on the compute
 // stream.
@@ -129,12 +150,11 @@ func (c *Ctx) Attention(a AttentionArgs) error {
 	if err := c.Launch(sched, D1(1), D1(1024), 0, c.compute, RawArg(p)); err != nil {
 		return err
 	}
-	name := fmt.Sprintf("sparse_attention_d%d_%s", a.HeadDim, a.DType)
+	name, smem := c.attnKernel(a.HeadDim, a.DType)
 	f, err := c.Function("sparse_attention", name)
 	if err != nil {
 		return err
 	}
-	smem := attnSmem(a.HeadDim)
 	grid, err := c.attnGrid(f, smem)
 	if err != nil {
 		return err
@@ -161,12 +181,16 @@ func (c *Ctx) attnGrid(f *Function, smem int) (int, error) {
 	return f.grid, nil
 }
 
-// AttentionKernelNames lists the kernels Attention launches.
+// AttentionKernelNames lists the kernels Attention may launch (on some
+// device).
 func AttentionKernelNames() []string {
 	out := []string{"sparse_attention_schedule"}
 	for _, dt := range []DType{F16, BF16} {
 		for _, d := range AttnHeadDims {
 			out = append(out, fmt.Sprintf("sparse_attention_d%d_%s", d, dt))
+			if d == 64 || d == 128 {
+				out = append(out, fmt.Sprintf("sparse_attention_d%d_wg_%s", d, dt))
+			}
 		}
 	}
 	return out
