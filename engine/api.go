@@ -46,8 +46,18 @@ type LogFunc func(level LogLevel, msg string)
 
 // Options configure an Engine. Start from DefaultOptions.
 type Options struct {
-	Backend        BackendKind
-	Device         int
+	Backend BackendKind
+	Device  int // the GPU ordinal when Devices is nil and AllDevices false
+	// Devices lists the GPU ordinals to serve on: one engine per device in
+	// this process, each with its own copy of every model's weights, and
+	// the requests spread across them by load (devices.go). nil = the one
+	// Device; an empty list, a negative or repeated ordinal is
+	// status.InvalidArgument. On the CPU backend each listed ordinal is one
+	// CPU replica sharing the Threads (a development and test aid).
+	Devices []int
+	// AllDevices serves on every GPU the driver lists (the CPU backend is
+	// one device). It excludes Devices.
+	AllDevices     bool
 	Compute        ComputeDType
 	MaxBatchTokens int           // token budget of one batch
 	MaxQueueDelay  time.Duration // how long a request may wait for a batch to fill

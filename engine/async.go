@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -56,6 +57,19 @@ type AsyncOptions struct {
 	Scheduler Scheduler
 	// Log reports faults (a panicking encoder or callback); nil = silent.
 	Log LogFunc
+	// Devices is how many devices the encoders run on (Engine.NumDevices);
+	// 0 = 1. Each device gets Lanes lanes of its own, and each batch goes to
+	// the healthy device with the least outstanding cost; an encoder that
+	// implements Encode runs a batch on its lane's device (a *Model of an
+	// engine with several devices does).
+	Devices int
+	// DeviceErr reports device i's sticky failure (Engine.DeviceErr); nil =
+	// devices fail only when an encode answers status.DeviceFailed. A
+	// failed device takes no more batches: the requests of a batch formed
+	// for it that had not started go back to the queue for the others, those
+	// computing on it fail with status.DeviceFailed, and once every device
+	// failed every pending and new request gets status.DeviceFailed.
+	DeviceErr func(i int) error
 }
 
 // Async serves requests asynchronously, in a pipeline of goroutines:
@@ -95,8 +109,11 @@ type Async struct {
 	shutdown chan struct{} // closed when Shutdown has finished
 
 	laneBusy []bool
-	longBusy int
-	rate     float64 // measured cost units per second of the device (0 = unknown)
+	laneDev  []int // the device of each lane
+	lanesPer int   // lanes per device
+	devs     []devState
+	devErr   func(i int) error
+	rate     float64 // measured cost units per second of one device (0 = unknown)
 
 	poke     chan struct{}  // wakes the former
 	lanes    []chan *batch  // one per lane, from the former
@@ -106,6 +123,8 @@ type Async struct {
 
 	stats *Stats
 	log   LogFunc
+
+	beforeCompute func(b *batch) // a test seam: runs on the lane before a batch's device check
 }
 
 // NewAsync starts an Async and its goroutines. Close or Shutdown stops
@@ -141,9 +160,16 @@ func NewAsync(opts AsyncOptions) *Async {
 	a.stats.mu.Lock()
 	a.stats.startLocked(time.Now()) // the uptime clock
 	a.stats.mu.Unlock()
-	lanes := opts.Lanes
-	if lanes <= 0 {
-		lanes = DefaultLanes
+	lanesPer := opts.Lanes
+	if lanesPer <= 0 {
+		lanesPer = DefaultLanes
+	}
+	ndev := max(opts.Devices, 1)
+	lanes := lanesPer * ndev
+	a.lanesPer, a.devErr = lanesPer, opts.DeviceErr
+	a.devs = make([]devState, ndev)
+	for i := range lanes {
+		a.laneDev = append(a.laneDev, i/lanesPer)
 	}
 	deliverers := opts.Deliverers
 	if deliverers <= 0 {
@@ -200,6 +226,19 @@ func (a *Async) Stats() StatsSnapshot {
 	s.QueueCapacity = int64(a.capacity)
 	a.mu.Unlock()
 	return s
+}
+
+// DeviceStats returns the pipeline's counters of each device.
+func (a *Async) DeviceStats() []AsyncDeviceStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]AsyncDeviceStats, len(a.devs))
+	for i := range a.devs {
+		d := &a.devs[i]
+		out[i] = AsyncDeviceStats{Index: i, Failed: d.failed != nil, Batches: d.batches, Tokens: d.tokens,
+			Requests: d.requests, Requeued: d.requeued, FailedInFlight: d.lost, Outstanding: d.load, BusyLanes: d.busy}
+	}
+	return out
 }
 
 // Close completes every pending request with status.Shutdown and stops the
@@ -441,6 +480,12 @@ func (t *Target) submit(b *Batch, out *Outputs, opts SubmitOptions) (*Request, e
 			a.mu.Unlock()
 			return nil, status.Errorf(status.Shutdown, "the engine or model is shutting down")
 		}
+		if a.devErr != nil || len(a.devs) > 1 {
+			if dev, _, _, _ := a.pickDevice(); dev == -2 {
+				a.mu.Unlock()
+				return nil, a.allFailedErr()
+			}
+		}
 		if a.sched.Len() < a.capacity {
 			break
 		}
@@ -556,6 +601,7 @@ type batch struct {
 	tokens  int
 	cost    float64
 	lane    int
+	dev     int // the lane's device
 	long    bool
 	conc    int // lanes busy when it was formed, itself included
 	alive   int // guarded by a.mu: members still stateBatched
@@ -570,16 +616,18 @@ type delivery struct {
 }
 
 // schedState describes the pipeline to the Scheduler (a.mu held).
-func (a *Async) schedState(now time.Time, free int) SchedState {
-	busy := len(a.laneBusy) - free
+// free is the free lanes of the batch's device, otherFree those of every
+// healthy device but the batch's lane.
+func (a *Async) schedState(now time.Time, dev, free, otherFree int) SchedState {
+	busy := a.lanesPer - free
 	rate := a.rate
 	st := SchedState{
 		Now:            now,
 		MaxBatchTokens: a.budget,
 		MaxQueueDelay:  a.delay,
 		Draining:       a.draining,
-		ShortOnly:      len(a.laneBusy) > 1 && free == 1 && a.longBusy >= len(a.laneBusy)-1,
-		OtherFreeLanes: free - 1,
+		ShortOnly:      a.lanesPer > 1 && free == 1 && a.devs[dev].long >= a.lanesPer-1,
+		OtherFreeLanes: otherFree,
 		Predict: func(cost float64) time.Duration {
 			if rate <= 0 {
 				return 0
@@ -602,25 +650,28 @@ func (a *Async) former() {
 		}
 		var b *batch
 		var wake time.Time
-		lane, free := -1, 0
-		for i, busy := range a.laneBusy {
-			if !busy {
-				free++
-				if lane < 0 {
-					lane = i
-				}
-			}
-		}
-		if lane >= 0 && a.sched.Len() > 0 {
-			st := a.schedState(time.Now(), free)
+		var orphans []*Request
+		dev, lane, free, allFree := a.pickDevice()
+		switch {
+		case dev == -2 && a.sched.Len() > 0:
+			orphans = a.orphansLocked() // every device failed
+		case lane >= 0 && a.sched.Len() > 0:
+			st := a.schedState(time.Now(), dev, free, allFree-1)
 			var reqs []*Request
 			reqs, wake = a.sched.Next(&st)
 			if len(reqs) > 0 {
-				b = a.newBatch(reqs, lane, len(a.laneBusy)-free+1)
+				b = a.newBatch(reqs, lane, a.lanesPer-free+1)
 				a.freeSpace(false)
 			}
 		}
 		a.mu.Unlock()
+		if orphans != nil {
+			err := a.allFailedErr()
+			for _, r := range orphans {
+				r.cancelWith(err, true)
+			}
+			continue
+		}
 		if b != nil {
 			a.pack(b)
 			a.lanes[b.lane] <- b
@@ -650,9 +701,13 @@ func (a *Async) newBatch(reqs []*Request, lane, conc int) *batch {
 		b.cost += r.cost
 	}
 	b.long = b.cost > b.t.longCost
+	b.dev = a.laneDev[lane]
 	a.laneBusy[lane] = true
+	d := &a.devs[b.dev]
+	d.busy++
+	d.load += b.cost
 	if b.long {
-		a.longBusy++
+		d.long++
 	}
 	a.stats.recordSchedBatch(len(reqs), b.tokens)
 	return b
@@ -706,8 +761,14 @@ func (a *Async) lane(i int, ch <-chan *batch) {
 		b.cancel()
 		a.mu.Lock()
 		a.laneBusy[i] = false
+		d := &a.devs[b.dev]
+		d.busy--
+		d.load -= b.cost
+		if d.busy == 0 {
+			d.load = 0 // no float drift while idle
+		}
 		if b.long {
-			a.longBusy--
+			d.long--
 		}
 		a.mu.Unlock()
 		a.wake()
@@ -730,17 +791,41 @@ func (a *Async) compute(b *batch) {
 		b.err = status.Errorf(status.Cancelled, "every request of the batch completed before it ran")
 		return
 	}
+	if a.beforeCompute != nil {
+		a.beforeCompute(b)
+	}
+	if a.requeueIfFailed(b) {
+		return
+	}
+	ctx := b.ctx
+	if len(a.devs) > 1 {
+		ctx = onDevice(ctx, b.dev)
+	}
 	end := a.stats.BeginCompute()
 	err := a.protect("encoder", func() error {
 		if len(b.reqs) == 1 {
-			return b.t.enc.Encode(b.ctx, &b.ins[0], &b.outs[0])
+			return b.t.enc.Encode(ctx, &b.ins[0], &b.outs[0])
 		}
 		b.hidden = make([]float32, b.tokens*b.t.merge.hiddenSize())
-		return b.t.enc.Encode(b.ctx, &b.merged, &Outputs{Hidden: b.hidden})
+		return b.t.enc.Encode(ctx, &b.merged, &Outputs{Hidden: b.hidden})
 	})
 	end()
 	dur := time.Since(now)
 	a.stats.RecordBatch(b.tokens, err)
+	a.mu.Lock()
+	d := &a.devs[b.dev]
+	d.batches++
+	d.requests += uint64(len(b.reqs))
+	if err == nil {
+		d.tokens += uint64(b.tokens)
+	} else if status.CodeOf(err) == status.DeviceFailed {
+		if d.failed == nil {
+			d.failed = err
+		}
+		d.lost += uint64(b.alive)
+		err = status.Wrap(status.DeviceFailed, err, fmt.Sprintf("the request's batch was computing on device %d when it failed; the engine's other devices keep serving, resubmit it", b.dev))
+	}
+	a.mu.Unlock()
 	if err == nil && dur > 0 {
 		sample := b.cost / dur.Seconds() * float64(b.conc)
 		a.mu.Lock()
@@ -932,4 +1017,121 @@ func (r *Request) Wait(timeout time.Duration) error {
 		}
 	}
 	return status.Errorf(status.Timeout, "request did not complete within %v", timeout)
+}
+
+// devState is the pipeline's view of one device (guarded by a.mu).
+type devState struct {
+	busy, long int     // lanes computing, of them long batches
+	load       float64 // cost of the batches on its lanes: the outstanding work
+	failed     error   // sticky
+	batches    uint64
+	requests   uint64
+	tokens     uint64
+	requeued   uint64 // requests of batches formed for it that went back to the queue
+	lost       uint64 // requests computing on it when it failed
+}
+
+// deviceFailed checks device i's health (a.mu held) and records a failure.
+func (a *Async) deviceFailed(i int) bool {
+	d := &a.devs[i]
+	if d.failed == nil && a.devErr != nil {
+		if err := a.devErr(i); err != nil {
+			d.failed = err
+			if a.log != nil {
+				a.log(LogWarn, fmt.Sprintf("device %d takes no more batches: %v", i, err))
+			}
+		}
+	}
+	return d.failed != nil
+}
+
+// pickDevice chooses the device of the next batch (a.mu held): the healthy
+// device with a free lane and the least outstanding cost (then the fewest
+// busy lanes, then the lowest index). It returns that device, its first
+// free lane, its free lanes, and the free lanes of every healthy device;
+// dev -1 when no healthy device has a free lane, -2 when every device
+// failed.
+func (a *Async) pickDevice() (dev, lane, free, allFree int) {
+	dev, lane = -1, -1
+	healthy := 0
+	for i := range a.devs {
+		if a.deviceFailed(i) {
+			continue
+		}
+		healthy++
+		d := &a.devs[i]
+		f := a.lanesPer - d.busy
+		allFree += f
+		if f == 0 {
+			continue
+		}
+		if dev < 0 || d.load < a.devs[dev].load || (d.load == a.devs[dev].load && d.busy < a.devs[dev].busy) {
+			dev, free = i, f
+		}
+	}
+	if healthy == 0 {
+		return -2, -1, 0, 0
+	}
+	if dev >= 0 {
+		for l := dev * a.lanesPer; l < (dev+1)*a.lanesPer; l++ {
+			if !a.laneBusy[l] {
+				lane = l
+				break
+			}
+		}
+	}
+	return dev, lane, free, allFree
+}
+
+// allFailedErr is the status of requests once every device failed.
+func (a *Async) allFailedErr() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var last error
+	for i := range a.devs {
+		last = a.devs[i].failed
+	}
+	if len(a.devs) == 1 && last != nil {
+		return status.Wrap(status.DeviceFailed, last, "the engine's device failed")
+	}
+	return status.Wrap(status.DeviceFailed, last, fmt.Sprintf("every device of the engine (%d) failed", len(a.devs)))
+}
+
+// orphansLocked lists the queued requests (a.mu held), to fail them when
+// every device failed.
+func (a *Async) orphansLocked() []*Request {
+	var out []*Request
+	for t := range a.targets {
+		for r := range t.live {
+			if r.state == stateQueued {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// requeueIfFailed puts the members of b back in the queue when b's device
+// failed before b started, so that a healthy device runs them, and reports
+// whether it did. Each request keeps its place (priority, due time,
+// arrival); it completes exactly once, through whichever batch takes it.
+func (a *Async) requeueIfFailed(b *batch) bool {
+	a.mu.Lock()
+	if !a.deviceFailed(b.dev) {
+		a.mu.Unlock()
+		return false
+	}
+	d := &a.devs[b.dev]
+	for _, r := range b.reqs {
+		if r.state == stateBatched && r.inBatch == b {
+			r.state, r.inBatch = stateQueued, nil
+			a.sched.Push(r)
+			d.requeued++
+		}
+	}
+	b.alive = 0
+	a.mu.Unlock()
+	b.err = status.Errorf(status.DeviceFailed, "device %d failed before the batch started; its requests went back to the queue", b.dev)
+	a.wake()
+	return true
 }

@@ -3,12 +3,9 @@ package engine
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 
-	"github.com/raptor-infer/raptor/internal/blas"
-	"github.com/raptor-infer/raptor/internal/cpu"
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
@@ -17,7 +14,8 @@ import (
 type Engine struct {
 	opts Options
 	log  LogFunc
-	be   backend
+	be   backend   // the first device's backend
+	devs []*device // every device, in the order selected (devices.go)
 
 	mu     sync.RWMutex // held for reading by every running call, for writing by Close
 	closed bool
@@ -37,40 +35,23 @@ func New(opts Options) (*Engine, error) {
 		return nil, status.Errorf(status.InvalidArgument, "threads = %d", opts.Threads)
 	}
 	switch opts.Backend {
-	case BackendAuto:
-		be, err := openCUDA(opts, e.log)
-		if err == nil {
-			e.be = be
-			e.logf(LogInfo, "engine ready: %s", e.be.name())
-			return e, nil
-		}
-		switch status.CodeOf(err) {
-		case status.BackendUnavailable, status.Unsupported:
-			msg := strings.Join(strings.Fields(err.Error()), " ") // one line
-			e.logf(LogInfo, "no GPU backend available, using the CPU backend: %s", msg)
-		default:
-			return nil, err
-		}
-	case BackendCPU:
-	case BackendCUDA:
-		be, err := openCUDA(opts, e.log)
-		if err != nil {
-			return nil, err
-		}
-		e.be = be
-		e.logf(LogInfo, "engine ready: %s", e.be.name())
-		return e, nil
+	case BackendAuto, BackendCPU, BackendCUDA:
 	default:
 		return nil, status.Errorf(status.InvalidArgument, "unknown backend %d", opts.Backend)
 	}
-	threads := opts.Threads
-	if threads == 0 {
-		threads = runtime.NumCPU()
+	ordinals, err := opts.deviceList()
+	if err != nil {
+		return nil, err
 	}
-	g, packed, note := blas.Open(opts.BLAS)
-	e.logf(LogInfo, "%s", note)
-	e.be = cpuBackend{cpu.New(threads, g, packed, opts.Seed)}
-	e.logf(LogInfo, "engine ready: %s", e.be.name())
+	if err := e.openDevices(opts, ordinals); err != nil {
+		return nil, err
+	}
+	e.be = e.devs[0].be
+	if len(e.devs) == 1 {
+		e.logf(LogInfo, "engine ready: %s", e.be.name())
+	} else {
+		e.logf(LogInfo, "engine ready on %d devices: %s", len(e.devs), e.BackendName())
+	}
 	return e, nil
 }
 
@@ -97,6 +78,13 @@ func (e *Engine) BackendName() string {
 	if e == nil {
 		return ""
 	}
+	if len(e.devs) > 1 {
+		names := make([]string, len(e.devs))
+		for i, d := range e.devs {
+			names[i] = fmt.Sprintf("[%d] %s", d.ordinal, d.be.name())
+		}
+		return fmt.Sprintf("%d devices: %s", len(e.devs), strings.Join(names, "; "))
+	}
 	return e.be.name()
 }
 
@@ -112,6 +100,8 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	e.be.close()
+	for _, d := range e.devs {
+		d.be.close()
+	}
 	return nil
 }

@@ -16,7 +16,8 @@ import (
 type Model struct {
 	e   *Engine
 	cfg loader.Config
-	bm  backendModel
+	bm  backendModel // the first device's replica
+	rep *replicaSet  // one replica per device of the engine (devices.go)
 
 	poolerW, poolerB []float32
 	head             *head // task head (heads.go); nil for a bare encoder
@@ -48,10 +49,12 @@ func (e *Engine) Load(w Weights) (*Model, error) {
 	if m.head, err = loadHead(p.Config, w.Float32, p.PoolerW, p.PoolerB); err != nil {
 		return nil, err
 	}
-	m.bm, err = e.be.load(p)
+	bms, sizes, err := e.replicas(p)
 	if err != nil {
 		return nil, err
 	}
+	m.rep = &replicaSet{bms: bms, sizes: sizes}
+	m.bm = bms[0]
 	c := m.cfg
 	e.logf(LogInfo, "loaded %s model: %d layers, hidden %d, %d heads, %s attention", c.Family, c.Layers, c.Hidden, c.Heads, c.Attention)
 	return m, nil
@@ -70,7 +73,7 @@ func (m *Model) Close() {
 	defer m.mu.Unlock()
 	if !m.closed {
 		m.closed = true
-		m.bm.release()
+		m.rep.release(m.e)
 	}
 }
 
@@ -118,8 +121,17 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 		return err
 	}
 	mb0 := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, TokenTypes: b.TokenTypes, Seeds: b.Seeds}
-	if oe, ok := m.bm.(outputEncoder); ok {
-		if err := oe.encode(ctx, mb0, out); err != nil {
+	if (out.HiddenDevice != 0 || out.PooledDevice != 0) && len(m.e.devs) > 1 {
+		return status.Errorf(status.Unsupported, "device-memory outputs need an engine on one device; this one runs on %d", len(m.e.devs))
+	}
+	dev, err := m.e.pick(ctx, len(b.Tokens))
+	if err != nil {
+		return err
+	}
+	defer dev.load.Add(-int64(len(b.Tokens)))
+	bm := m.rep.bms[dev.index]
+	if oe, ok := bm.(outputEncoder); ok {
+		if err := m.e.run(dev, func() error { return oe.encode(ctx, mb0, out) }); err != nil {
 			if e := ctxErr(ctx); e != nil {
 				return e
 			}
@@ -132,7 +144,7 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	}
 	T, H := len(b.Tokens), m.cfg.Hidden
 	hidden := make([]float32, T*H)
-	if err := m.bm.forward(ctx, mb0, hidden); err != nil {
+	if err := m.e.run(dev, func() error { return bm.forward(ctx, mb0, hidden) }); err != nil {
 		if e := ctxErr(ctx); e != nil {
 			return e
 		}

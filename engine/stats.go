@@ -346,3 +346,16 @@ func (h *latencyHist) quantile(q float64) time.Duration {
 func (h *latencyHist) total() (time.Duration, uint64) {
 	return time.Duration(h.sumUS.Load()) * time.Microsecond, h.n.Load()
 }
+
+// AsyncDeviceStats are the asynchronous pipeline's counters of one device.
+type AsyncDeviceStats struct {
+	Index          int     // the device's position in the engine's list
+	Failed         bool    // the device failed and takes no more batches
+	Batches        uint64  // batches run on it (failed ones included)
+	Requests       uint64  // requests in those batches
+	Tokens         uint64  // tokens of its successful batches
+	Requeued       uint64  // requests of batches formed for it that went back to the queue when it failed
+	FailedInFlight uint64  // requests computing on it when it failed (they got status.DeviceFailed)
+	Outstanding    float64 // cost of the batches on its lanes now (the load the scheduler balances)
+	BusyLanes      int     // lanes computing now
+}
