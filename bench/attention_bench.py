@@ -211,6 +211,8 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--variant", default="auto", help="kernel of the headline numbers: auto (wgmma on sm_90a) or mma")
+    ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
+                    "(sm_90a; kernels sparse_attention_d64_<name>_f16)")
     args = ap.parse_args()
     t_start = time.time()
     m = Module(log)
@@ -218,7 +220,9 @@ def main():
     dev = torch.cuda.get_device_name()
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-    for nst, var in ((2, "auto"), (2, "wg3"), (2, ""), (3, "")) if args.variant == "auto" else ((2, ""),):
+    extra = [x for x in args.extra.split(",") if x] if args.variant == "auto" and m.arch == "sm_90a" else []
+    for nst, var in (((2, "auto"), (2, "wg3"), (2, ""), (3, "")) + tuple((2, x) for x in extra)
+                     if args.variant == "auto" else ((2, ""),)):
         name, smem, occ = m.attention_config(D, DT, nst, var)
         log(f"{name}: {smem} B shared, {occ} CTAs/SM resident -> persistent grid {occ * m.nsm}")
     probe = l2_probe(m.nsm) if m.arch == "sm_90a" and not args.no_probe else {}
@@ -288,6 +292,7 @@ def main():
                     ("mma.sync no split, no order", dict(variant="", split=NOSPLIT, sort=0))]
         if args.variant == "mma":
             variants = [v_ for v_ in variants if not v_[0].startswith(("raptor wgmma", "mma.sync"))]
+        variants[1:1] = [(f"raptor {x}", dict(variant=x)) for x in extra]
         for vname, kw in variants:
             o.view(torch.int16).fill_(-1)
             ms, lo, hi = bench(mine(**kw))
@@ -409,6 +414,10 @@ def main():
                  f"{f / r_['raptor']:.2f}x" if f else "-", f"{fb / r_['raptor']:.2f}x" if fb else "-",
                  f"{fa / r_['raptor']:.2f}x" if fa else "-"]
         log("| " + " | ".join(cells) + " |")
+    for x in extra:
+        log(f"variant {x} vs the default (raptor / raptor again): " + "; ".join(
+            f"{r_['workload']}: {r_['raptor ' + x] * 1e3:.0f} us ({r_['raptor ' + x] / r_['raptor'] - 1:+.1%} / "
+            f"{r_['raptor ' + x] / r_['raptor (again)'] - 1:+.1%})" for r_ in results))
     json.dump(dict(device=dev, peak=P, probe=probe, results=results),
               open(os.path.join(OUT, "attention_bench.json"), "w"), indent=1, default=str)
     log(f"bench total {time.time() - t_start:.0f}s")

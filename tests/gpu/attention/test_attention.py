@@ -15,7 +15,9 @@
    (scaled_dot_product_attention in the same 16-bit dtype, same mask);
 5. determinism (bitwise) and batch invariance (bitwise);
 6. schedule variants (no split, no cost order, 3 stages), separate Q/K/V
-   layouts, r = 1, and a dense model.
+   layouts, r = 1, and a dense model;
+7. RAPTOR_TEST_VARIANTS=wgl,... (sm_90a): each named wgmma kernel variant
+   through all of the above, and bitwise against the wg kernel on its inputs.
 Exit status 0 only if everything passed."""
 import os
 import random
@@ -225,10 +227,12 @@ def main():
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
     results = {}
     kinds = [("mma.sync", "")] + ([("wgmma", "wg")] if m.arch == "sm_90a" else [])
+    if m.arch == "sm_90a":
+        kinds += [(f"wgmma {v_}", v_) for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_]
     for kname, variant in kinds:
         for dtype in (torch.float16, torch.bfloat16):
             for D in (32, 64, 128):
-                if variant == "wg" and D == 32:
+                if variant.startswith("wg") and D == 32:
                     continue
                 res = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, variant=variant,
                                label=f"{kname} {str(dtype)[6:]} D={D} H={H}")
@@ -272,6 +276,15 @@ def main():
                       check_ref=False, variant="", label="mma.sync on the wgmma inputs")
         log(f"wgmma vs mma.sync, f16 D=64, same inputs: max |diff| "
             f"{(wres['o'].float() - mm['o'].float()).abs().max().item():.3e}")
+        for kname, variant in kinds:
+            if variant in ("", "wg"):
+                continue
+            vv = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, qkv=wres["qkv"],
+                          check_ref=False, variant=variant, label=f"{kname} on the wgmma inputs")
+            same = torch.equal(vv["o"].view(torch.int16), wres["o"].view(torch.int16))
+            check(same, f"{kname}: not bitwise equal to the wg kernel on the same inputs")
+            log(f"{kname} vs wgmma, f16 D=64, same inputs: bitwise equal {same}, max |diff| "
+                f"{(wres['o'].float() - vv['o'].float()).abs().max().item():.3e}")
     # separate contiguous Q/K/V, r = 1, dense model
     for kname, variant in kinds:
         run_case(sa, ls, seeds_host, H, 64, torch.bfloat16, seed, layer, r, gen, rng, layout="separate",
