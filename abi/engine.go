@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/raptor-infer/raptor/engine"
 	"github.com/raptor-infer/raptor/internal/status"
@@ -57,9 +58,13 @@ func raptorgo_engine_options_default(o *C.raptor_engine_options_t) {
 	if o == nil {
 		return
 	}
+	fillEngineOptions(o, C.RAPTOR_ENGINE_OPTIONS_V1_SIZE)
+}
+
+// fillEngineOptions writes the defaults into the first size bytes of o.
+func fillEngineOptions(o *C.raptor_engine_options_t, size C.size_t) {
 	d := engine.DefaultOptions()
-	*o = C.raptor_engine_options_t{
-		struct_size:        C.sizeof_raptor_engine_options_t,
+	full := C.raptor_engine_options_t{
 		backend:            C.int32_t(d.Backend),
 		device:             C.int32_t(d.Device),
 		compute_dtype:      C.int32_t(d.Compute),
@@ -69,6 +74,7 @@ func raptorgo_engine_options_default(o *C.raptor_engine_options_t) {
 		queue_capacity:     C.int64_t(d.QueueCapacity),
 		seed:               C.uint64_t(d.Seed),
 	}
+	copyStruct(unsafe.Pointer(o), unsafe.Pointer(&full), size)
 }
 
 // engineOptions converts and checks the C options.
@@ -77,8 +83,13 @@ func engineOptions(o *C.raptor_engine_options_t) (engine.Options, error) {
 	if o == nil {
 		return opts, nil
 	}
-	if err := checkSize("raptor_engine_options_t", o.struct_size, C.sizeof_raptor_engine_options_t); err != nil {
+	if err := checkSizes("raptor_engine_options_t", o.struct_size, C.RAPTOR_ENGINE_OPTIONS_V1_SIZE, C.sizeof_raptor_engine_options_t); err != nil {
 		return opts, err
+	}
+	if o.struct_size == C.sizeof_raptor_engine_options_t {
+		if err := deviceOptions(o, &opts); err != nil {
+			return opts, err
+		}
 	}
 	switch o.backend {
 	case C.RAPTOR_BACKEND_AUTO, C.RAPTOR_BACKEND_CPU, C.RAPTOR_BACKEND_CUDA:
@@ -93,6 +104,8 @@ func engineOptions(o *C.raptor_engine_options_t) (engine.Options, error) {
 	switch {
 	case o.device < 0:
 		return opts, status.Errorf(status.InvalidArgument, "device %d is negative", o.device)
+	case o.device >= C.RAPTOR_MAX_DEVICES:
+		return opts, status.Errorf(status.OutOfRange, "device %d is beyond RAPTOR_MAX_DEVICES - 1 (%d)", o.device, C.RAPTOR_MAX_DEVICES-1)
 	case o.worker_threads < 0 || o.worker_threads > maxWorkerThreads:
 		return opts, status.Errorf(status.InvalidArgument, "worker_threads %d outside [0, %d]", o.worker_threads, maxWorkerThreads)
 	case o.max_batch_tokens < 1 || o.max_batch_tokens > maxBatchTokens:
@@ -147,6 +160,8 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 		MaxQueueDelay:  opts.MaxQueueDelay,
 		Stats:          &e.stats,
 		Log:            logMessage,
+		Devices:        eng.NumDevices(),
+		DeviceErr:      eng.DeviceErr,
 	})
 	h, err := handles.add(kindEngine, e)
 	if err != nil {

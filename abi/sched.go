@@ -138,6 +138,7 @@ func raptorgo_engine_metrics_prometheus(h C.uintptr_t, buf *C.char, capacity C.s
 		engine.Gauge{Name: "raptor_process_goroutines", Help: "Go runtime goroutines in the process.", Value: float64(runtime.NumGoroutine())},
 		engine.Gauge{Name: "raptor_process_heap_bytes", Help: "Go heap in use, bytes.", Value: float64(heapBytes())},
 	)
+	text = engine.AppendDevicePrometheus(text, e.eng.Devices(), e.async.DeviceStats())
 	if buf == nil {
 		*n = C.size_t(len(text))
 		return C.RAPTOR_OK

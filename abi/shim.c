@@ -179,3 +179,18 @@ raptor_status_t raptor_engine_shutdown(raptor_engine_t* engine, int32_t mode, in
 raptor_status_t raptor_engine_metrics_prometheus(const raptor_engine_t* engine, char* buf, size_t cap, size_t* len) {
   return raptorgo_engine_metrics_prometheus((uintptr_t)engine, buf, cap, len);
 }
+
+/* ---- several devices ------------------------------------------------------ */
+
+void raptor_engine_options_init(raptor_engine_options_t* opts, size_t struct_size) {
+  raptorgo_engine_options_init(opts, struct_size);
+}
+
+raptor_status_t raptor_engine_device_count(const raptor_engine_t* engine, int32_t* n) {
+  return raptorgo_engine_device_count((uintptr_t)engine, n);
+}
+
+raptor_status_t raptor_engine_get_device_stats(const raptor_engine_t* engine, int32_t index,
+                                               raptor_device_stats_t* stats) {
+  return raptorgo_engine_get_device_stats((uintptr_t)engine, index, stats);
+}

@@ -121,7 +121,7 @@ func (e *Engine) openDevices(opts Options, ordinals []int) error {
 		if opts.AllDevices {
 			cudaErr = e.openAllCUDA(opts)
 		} else {
-			cudaErr = e.openCUDAList(opts, ordinals)
+			cudaErr = e.openCUDAList(opts, ordinals, !single)
 		}
 		if cudaErr == nil {
 			return nil
@@ -155,14 +155,19 @@ func (e *Engine) openDevices(opts Options, ordinals []int) error {
 }
 
 // openCUDAList opens one CUDA backend per ordinal; on any failure it
-// closes those it opened.
-func (e *Engine) openCUDAList(opts Options, ordinals []int) error {
+// closes those it opened. An ordinal of a list (listed) that the driver
+// does not have is status.OutOfRange (no CPU fallback).
+func (e *Engine) openCUDAList(opts Options, ordinals []int, listed bool) error {
 	for i, o := range ordinals {
 		dopts := opts
 		dopts.Device = o
 		be, err := openCUDA(dopts, e.log)
 		if err != nil {
 			e.closeDevices()
+			if msg := err.Error(); listed && status.CodeOf(err) == status.BackendUnavailable && strings.Contains(msg, "requested") && !strings.Contains(msg, " 0 present") {
+				// The driver works but has no such device: a bad ordinal, not a reason to fall back to the CPU.
+				return status.Wrap(status.OutOfRange, err, fmt.Sprintf("device ordinal %d is not present", o))
+			}
 			if len(ordinals) > 1 {
 				return status.Wrap(status.CodeOf(err), err, fmt.Sprintf("device list entry %d (ordinal %d)", i, o))
 			}

@@ -63,3 +63,41 @@ func (s *StatsSnapshot) AppendPrometheus(b []byte, extra ...Gauge) []byte {
 	}
 	return b
 }
+
+// AppendDevicePrometheus appends per-device metrics, labelled
+// device="<index>",ordinal="<ordinal>", for an engine's devices (infos from
+// Engine.Devices, ds from Async.DeviceStats; ds may be nil).
+func AppendDevicePrometheus(b []byte, infos []DeviceInfo, ds []AsyncDeviceStats) []byte {
+	num := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	metric := func(name, typ, help string, v func(i int) float64) {
+		b = fmt.Appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for i, d := range infos {
+			b = fmt.Appendf(b, "%s{device=\"%d\",ordinal=\"%d\"} %s\n", name, d.Index, d.Ordinal, num(v(i)))
+		}
+	}
+	at := func(i int) AsyncDeviceStats {
+		if i < len(ds) {
+			return ds[i]
+		}
+		return AsyncDeviceStats{}
+	}
+	b2f := func(x bool) float64 {
+		if x {
+			return 1
+		}
+		return 0
+	}
+	metric("raptor_device_failed", "gauge", "1 once the device failed (it takes no more work), else 0.", func(i int) float64 { return b2f(infos[i].Failed != nil || at(i).Failed) })
+	metric("raptor_device_batches_total", "counter", "Asynchronous batches run on the device.", func(i int) float64 { return float64(at(i).Batches) })
+	metric("raptor_device_requests_total", "counter", "Requests in the batches run on the device.", func(i int) float64 { return float64(at(i).Requests) })
+	metric("raptor_device_tokens_total", "counter", "Tokens of the device's successful batches.", func(i int) float64 { return float64(at(i).Tokens) })
+	metric("raptor_device_requeued_requests_total", "counter", "Requests of batches formed for the device that moved to other devices when it failed.", func(i int) float64 { return float64(at(i).Requeued) })
+	metric("raptor_device_failed_in_flight_total", "counter", "Requests computing on the device when it failed.", func(i int) float64 { return float64(at(i).FailedInFlight) })
+	metric("raptor_device_outstanding_cost", "gauge", "Cost of the batches on the device's lanes now (the load balanced across devices).", func(i int) float64 { return at(i).Outstanding })
+	metric("raptor_device_busy_lanes", "gauge", "Batches computing on the device now.", func(i int) float64 { return float64(at(i).BusyLanes) })
+	metric("raptor_device_weight_bytes", "gauge", "Memory of the live models' weights on the device (one copy per model).", func(i int) float64 { return float64(infos[i].WeightBytes) })
+	metric("raptor_device_memory_in_use_bytes", "gauge", "Device memory in the engine's pool's live blocks (GPU only).", func(i int) float64 { return float64(infos[i].MemInUse) })
+	metric("raptor_device_memory_cached_bytes", "gauge", "Device memory in the pool's cached free blocks (GPU only).", func(i int) float64 { return float64(infos[i].MemCached) })
+	metric("raptor_device_memory_total_bytes", "gauge", "The device's memory (GPU only).", func(i int) float64 { return float64(infos[i].MemTotal) })
+	return b
+}

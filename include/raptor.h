@@ -159,9 +159,35 @@ typedef struct raptor_engine_options {
   int64_t queue_capacity;     /* pending asynchronous requests before submit returns BUSY; default 1024 */
   uint64_t seed;              /* engine seed of the block-sparse plan's random blocks; default 0 */
   const char* kernel_cache_dir; /* GPU kernel cache; NULL = the user cache dir. Copied at create. */
+  /* Appended (several GPUs in one process). A host built against an older
+   * header passes the older sizeof, RAPTOR_ENGINE_OPTIONS_V1_SIZE, and gets
+   * one device: `device`. With several devices the engine opens one device
+   * worker per GPU, loads every model's weights once on each, and sends each
+   * batch to the healthy device with the least outstanding work (see
+   * "Several devices" below). At most RAPTOR_MAX_DEVICES devices. */
+  const int32_t* devices;     /* NULL (default): the one `device`; else num_devices distinct GPU
+                                 ordinals in [0, RAPTOR_MAX_DEVICES). An empty list (num_devices 0),
+                                 a repeated or negative ordinal: RAPTOR_ERR_INVALID_ARGUMENT; an
+                                 ordinal the machine does not have: RAPTOR_ERR_OUT_OF_RANGE (the
+                                 CPU backend treats each listed ordinal as one CPU replica sharing
+                                 worker_threads, a development aid). Copied at create. */
+  size_t num_devices;         /* entries of devices; must be 0 when devices is NULL */
+  int32_t all_devices;        /* nonzero: every GPU the driver lists (the CPU backend is one
+                                 device); excludes `devices`. Default 0 */
 } raptor_engine_options_t;
 
-/* Fills *opts with the defaults and sets opts->struct_size. NULL is ignored. */
+/* The size of raptor_engine_options_t before the device list was appended;
+ * the library accepts it as struct_size, and the current sizeof. */
+#define RAPTOR_ENGINE_OPTIONS_V1_SIZE offsetof(raptor_engine_options_t, devices)
+
+/* The most devices one engine serves on (and the bound of an ordinal). */
+#define RAPTOR_MAX_DEVICES 64
+
+/* Fills the ABI v1 fields of *opts (RAPTOR_ENGINE_OPTIONS_V1_SIZE bytes:
+ * safe for a host built against any header) with the defaults and sets
+ * opts->struct_size to RAPTOR_ENGINE_OPTIONS_V1_SIZE. To use the appended
+ * fields (devices, all_devices), call raptor_engine_options_init(opts,
+ * sizeof *opts) instead. NULL is ignored. */
 RAPTOR_API void raptor_engine_options_default(raptor_engine_options_t* opts);
 
 /* Creates an engine. opts == NULL means the defaults.
@@ -566,6 +592,63 @@ RAPTOR_API raptor_status_t raptor_engine_shutdown(raptor_engine_t* engine, int32
  * Ownership: buf stays the caller's; nothing is retained. */
 RAPTOR_API raptor_status_t raptor_engine_metrics_prometheus(const raptor_engine_t* engine, char* buf, size_t cap,
                                                             size_t* len);
+
+/* ------------------------------------------------------------------------ */
+/* Several devices (appended)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* An engine created with raptor_engine_options_t.devices or all_devices
+ * serves one model across several GPUs of this host from one process: one
+ * device worker (and its compute lanes) per GPU, every model's weights
+ * loaded once per GPU, and each batch sent to the healthy GPU with the least
+ * outstanding work. Outputs do not depend on the GPU that computed them
+ * (within rounding, as for batch composition). raptor_encode runs on the
+ * least loaded healthy GPU. Device-memory outputs (RAPTOR_MEMORY_DEVICE) need
+ * an engine on one device (else RAPTOR_ERR_UNSUPPORTED).
+ *
+ * Failures: a GPU that hits an unrecoverable fault is failed for good. Its
+ * requests that had not started computing move to the other GPUs (each still
+ * completes exactly once); those computing on it complete with
+ * RAPTOR_ERR_DEVICE_FAILED (resubmit them); the other GPUs keep serving. Once
+ * every GPU of the engine failed, every pending request and every new call
+ * gets RAPTOR_ERR_DEVICE_FAILED. Going beyond one host is the model server's
+ * job: run one raptor process per host behind the server's load balancer. */
+
+typedef struct raptor_device_stats {
+  size_t struct_size;           /* set by the caller: sizeof(raptor_device_stats_t) */
+  int32_t index;                /* position in the engine's device list */
+  int32_t ordinal;              /* GPU ordinal (a label for CPU replicas) */
+  int32_t failed;               /* nonzero once the device failed: it takes no more work */
+  int32_t busy_lanes;           /* asynchronous batches computing on it now */
+  uint64_t batches;             /* asynchronous batches run on it */
+  uint64_t requests;            /* requests in those batches */
+  uint64_t tokens;              /* tokens of its successful batches */
+  uint64_t requeued;            /* requests of batches formed for it that moved to other devices when it failed */
+  uint64_t failed_in_flight;    /* requests computing on it when it failed (completed with DEVICE_FAILED) */
+  double outstanding_cost;      /* cost of the batches on its lanes now: the load the scheduler balances */
+  int64_t weight_bytes;         /* memory of the live models' weights on it (one copy per model) */
+  int64_t memory_in_use_bytes;  /* device memory the engine's pool holds in live blocks (GPU; 0 on the CPU) */
+  int64_t memory_cached_bytes;  /* device memory held in cached free blocks (GPU; 0 on the CPU) */
+  int64_t memory_total_bytes;   /* the device's memory (GPU; 0 on the CPU) */
+} raptor_device_stats_t;
+
+/* Sets *n to the number of devices the engine serves on (1 unless created
+ * with a device list or all_devices). */
+/* As raptor_engine_options_default, then sets the fields appended since to
+ * their defaults (devices NULL, num_devices 0, all_devices 0) and
+ * opts->struct_size = struct_size, which must be RAPTOR_ENGINE_OPTIONS_V1_SIZE
+ * or sizeof(raptor_engine_options_t) (anything else: *opts is left
+ * untouched). NULL is ignored. */
+RAPTOR_API void raptor_engine_options_init(raptor_engine_options_t* opts, size_t struct_size);
+
+RAPTOR_API raptor_status_t raptor_engine_device_count(const raptor_engine_t* engine, int32_t* n);
+
+/* Fills *stats (whose struct_size the caller sets) for device `index` in
+ * [0, raptor_engine_device_count): RAPTOR_ERR_OUT_OF_RANGE outside it.
+ * raptor_engine_metrics_prometheus reports the same per device, labelled
+ * device="<index>",ordinal="<ordinal>". */
+RAPTOR_API raptor_status_t raptor_engine_get_device_stats(const raptor_engine_t* engine, int32_t index,
+                                                          raptor_device_stats_t* stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

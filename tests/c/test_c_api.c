@@ -314,7 +314,7 @@ static void test_engine(void) {
   raptor_engine_options_t opts;
   memset(&opts, 0xab, sizeof opts);
   raptor_engine_options_default(&opts);
-  CHECK(opts.struct_size == sizeof opts);
+  CHECK(opts.struct_size == RAPTOR_ENGINE_OPTIONS_V1_SIZE); /* v1 fields; raptor_engine_options_init for the rest */
   CHECK(opts.backend == RAPTOR_BACKEND_AUTO && opts.device == 0 && opts.compute_dtype == RAPTOR_DTYPE_FP16);
   CHECK(opts.worker_threads == 0 && opts.max_batch_tokens == 16384 && opts.max_queue_delay_us == 2000);
   CHECK(opts.queue_capacity == 1024 && opts.seed == 0 && opts.kernel_cache_dir == NULL);
