@@ -523,12 +523,10 @@ __device__ __forceinline__ void wg_sync(int bar) {
 // wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
-// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup). mid() runs
-// while Q K^T is in flight (between its commit and its wait).
-template <typename T, int D, typename Mid>
+// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1,
-                                         Mid&& mid) {
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
   // S = Q K^T (64 x 64) on the warpgroup
   float sc[32];
@@ -541,7 +539,6 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
   }
   wg_commit();
-  mid();
   wg_wait0();
 #pragma unroll
   for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
@@ -677,10 +674,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned sQ, fl
   }
 }
 
-// LATE (kernels _wgl, measured 2026-11-25, see NOTES-attention.md): the next
-// block's cp.async loads are issued after this block's Q K^T is, under it,
-// instead of between the barrier and Q K^T.
-template <typename T, int D, int NST, bool LATE = false>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -742,22 +736,13 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
-      if constexpr (!LATE) {
-        {
-          const int jn = j + NST - 1;
-          if (jn < L) load_kv(block_at(jn), jn % NST);
-          cp_async_commit();
-        }
-        wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
-                       l0, l1, [] {});
-      } else {
-        wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
-                       l0, l1, [&] {
-                         const int jn = j + NST - 1;
-                         if (jn < L) load_kv(block_at(jn), jn % NST);
-                         cp_async_commit();
-                       });
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
+        cp_async_commit();
       }
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
 
     // the epilogue re-reads the item from shared memory (shorter live ranges)
@@ -914,24 +899,20 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // sparse_attention_d{64,128}_wg[3]_{f16,bf16}: the wgmma kernel (sm_90a only;
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
-// sparse_attention_d{64,128}_wgl_{f16,bf16}: the same with the LATE load order
-// (a variant under measurement; the engine does not launch it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, LATE) raptor::sparse::attention_wg<T, D, NST, LATE>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, LATE) __trap();
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T, LATE)                         \
+#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, LATE)                                   \
+    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
   }
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T, false)     \
-  RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T, false)    \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T, false)   \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wgl_##suffix, T, true)     \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wgl_##suffix, T, true)
+  RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
+  RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 

@@ -8,7 +8,8 @@
 # with clocks left alone (--clock-control none, as the benchmark runs), the text exports
 # (details page, raw metrics CSV, SASS source-view CSV) and summaries. Carry
 # tests/gpu/attention/cubin (python3 tests/gpu/attention/nvrtc.py tests/gpu/attention/cubin).
-# VARIANTS=wgl also runs the correctness suite with those kernel variants and the benchmark
+# VARIANTS=name[,name] (kernels sparse_attention_d64_<name>_f16, e.g. the wgl of 2026-11-25, since
+# removed) also runs the correctness suite with those kernel variants and the benchmark
 # with them beside the default (--extra), and profiles the first on 8x4096 if time is left.
 # At most 8 files come back from $OUT: everything is also packed in ncu_all.tar.gz.
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=1
@@ -46,12 +47,12 @@ prof() {  # name timeout kernel-regex cmd...
 }
 left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${BUDGET:-400} ]; }
 prof wg_8x4096 110 '^sparse_attention_d64_wg_f16$' python3 tests/gpu/attention/ncu_target.py raptor 8x4096 auto 4
-# the variant (kernels _wgl) through the correctness suite and the benchmark beside the default
+# the variants through the correctness suite and the benchmark beside the default
 mkdir -p $W/tb
 if [ -n "$VARIANTS" ]; then
   el "test_attention.py (RAPTOR_TEST_VARIANTS=$VARIANTS)"
   OUT=$W/tb RAPTOR_TEST_VARIANTS=$VARIANTS timeout -k 5 75 python3 tests/gpu/attention/test_attention.py > $W/tb/test_stdout.txt 2>&1
-  echo "test rc=$?"; grep -i "fail\|bitwise\|total\|wgl\|error" $W/tb/test_stdout.txt | grep -v "^ " | tail -30
+  echo "test rc=$?"; grep -i "fail\|bitwise\|total\|error" $W/tb/test_stdout.txt | grep -v "^ " | tail -30
   el "attention_bench.py --extra $VARIANTS --no-probe"
   OUT=$W/tb timeout -k 5 110 python3 bench/attention_bench.py --extra $VARIANTS --no-probe > $W/tb/bench_stdout.txt 2>&1
   echo "bench rc=$?"; grep -v "Warning\|warn" $W/tb/bench_stdout.txt | tail -12
@@ -61,7 +62,8 @@ if [ ! -f $W/flex_8x4096.ncu-rep ] && left 90; then
   prof flex_8x4096 90 'triton' python3 tests/gpu/attention/ncu_target.py flex 8x4096 4
 fi
 left 60 && prof wg_1x65536 60 '^sparse_attention_d64_wg_f16$' python3 tests/gpu/attention/ncu_target.py raptor 1x65536 auto 4
-left 60 && [ -n "$VARIANTS" ] && prof wgl_8x4096 60 '^sparse_attention_d64_wgl_f16$' python3 tests/gpu/attention/ncu_target.py raptor 8x4096 wgl 4
+V1=${VARIANTS%%,*}
+left 60 && [ -n "$V1" ] && prof ${V1}_8x4096 60 "^sparse_attention_d64_${V1}_f16\$" python3 tests/gpu/attention/ncu_target.py raptor 8x4096 $V1 4
 el "done profiling"
 } 2>&1 | tee $W/run.log
 
@@ -75,7 +77,7 @@ cp $W/tb/attention_bench.log $W/tb/test_attention.log $OUT/ 2>/dev/null
 (cd $W && ls -la *.ncu-rep 2>/dev/null; tar czf $OUT/ncu_reps.tar.gz *.ncu-rep 2>/dev/null)
 ls -la $OUT
 echo "==== short table"
-for n in wg_8x4096 flex_8x4096 wg_1x65536 wgl_8x4096; do
+for n in wg_8x4096 flex_8x4096 wg_1x65536 ${V1}_8x4096; do
   echo "== $n"
   grep -E "^  (gpu__time_duration|sm__throughput|sm__pipe_tensor_op_gmma|sm__inst_executed_pipe_tensor_op_gmma|smsp__issue_active|smsp__warps_eligible|smsp__warps_active|smsp__average_warp_latency_per_inst)" $W/$n.summary.txt 2>/dev/null
   sed -n '/stall samples (total/,/^  warp-cycles/p' $W/$n.summary.txt 2>/dev/null | head -12

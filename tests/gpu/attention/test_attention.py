@@ -16,7 +16,7 @@
 5. determinism (bitwise) and batch invariance (bitwise);
 6. schedule variants (no split, no cost order, 3 stages), separate Q/K/V
    layouts, r = 1, and a dense model;
-7. RAPTOR_TEST_VARIANTS=wgl,... (sm_90a): each named wgmma kernel variant
+7. RAPTOR_TEST_VARIANTS=name,... (sm_90a): each named wgmma kernel variant
    through all of the above, and bitwise against the wg kernel on its inputs.
 Exit status 0 only if everything passed."""
 import os
