@@ -22,6 +22,9 @@ int main(void) {
   OFF(raptor_engine_options_t, queue_capacity);
   OFF(raptor_engine_options_t, seed);
   OFF(raptor_engine_options_t, kernel_cache_dir);
+  OFF(raptor_engine_options_t, devices);
+  OFF(raptor_engine_options_t, num_devices);
+  OFF(raptor_engine_options_t, all_devices);
 
   SIZE(raptor_engine_stats_t);
   OFF(raptor_engine_stats_t, struct_size);
@@ -106,6 +109,23 @@ int main(void) {
   OFF(raptor_submit_options_t, priority);
   OFF(raptor_submit_options_t, deadline_us);
   OFF(raptor_submit_options_t, block_timeout_us);
+
+  SIZE(raptor_device_stats_t);
+  OFF(raptor_device_stats_t, struct_size);
+  OFF(raptor_device_stats_t, index);
+  OFF(raptor_device_stats_t, ordinal);
+  OFF(raptor_device_stats_t, failed);
+  OFF(raptor_device_stats_t, busy_lanes);
+  OFF(raptor_device_stats_t, batches);
+  OFF(raptor_device_stats_t, requests);
+  OFF(raptor_device_stats_t, tokens);
+  OFF(raptor_device_stats_t, requeued);
+  OFF(raptor_device_stats_t, failed_in_flight);
+  OFF(raptor_device_stats_t, outstanding_cost);
+  OFF(raptor_device_stats_t, weight_bytes);
+  OFF(raptor_device_stats_t, memory_in_use_bytes);
+  OFF(raptor_device_stats_t, memory_cached_bytes);
+  OFF(raptor_device_stats_t, memory_total_bytes);
 
   return 0;
 }

@@ -18,6 +18,21 @@ type cEngineOptions struct {
 	QueueCapacity   int64
 	Seed            uint64
 	KernelCacheDir  *byte
+	// Appended (several devices).
+	Devices    *int32
+	NumDevices uintptr
+	AllDevices int32
+}
+
+// cEngineOptionsV1Size is RAPTOR_ENGINE_OPTIONS_V1_SIZE.
+const cEngineOptionsV1Size = unsafe.Offsetof(cEngineOptions{}.Devices)
+
+type cDeviceStats struct {
+	StructSize                                          uintptr
+	Index, Ordinal, Failed, BusyLanes                   int32
+	Batches, Requests, Tokens, Requeued, FailedInFlight uint64
+	OutstandingCost                                     float64
+	WeightBytes, MemoryInUse, MemoryCached, MemoryTotal int64
 }
 
 type cEngineStats struct {

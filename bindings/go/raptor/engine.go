@@ -2,6 +2,7 @@ package raptor
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -39,6 +40,13 @@ type EngineOptions struct {
 	QueueCapacity  int64         // pending asynchronous requests before Submit gives ErrBusy
 	Seed           uint64        // engine seed of the block-sparse plan
 	KernelCacheDir string        // "" = the user cache dir
+	// Devices lists the GPU ordinals to serve on (one device worker and one
+	// copy of the weights per GPU, batches spread by load); nil = the one
+	// Device. An empty list, a repeated or negative ordinal: ErrInvalidArgument;
+	// an ordinal the host does not have: ErrOutOfRange.
+	Devices []int
+	// AllDevices serves on every GPU of the host (excludes Devices).
+	AllDevices bool
 }
 
 // DefaultEngineOptions returns the library's default engine options.
@@ -81,6 +89,23 @@ func (l *Library) NewEngine(opts *EngineOptions) (*Engine, error) {
 		c.MaxQueueDelayUs = opts.MaxQueueDelay.Microseconds()
 		c.QueueCapacity = opts.QueueCapacity
 		c.Seed = opts.Seed
+		if opts.Devices != nil || opts.AllDevices {
+			if _, err := l.devices(); err != nil {
+				return nil, err
+			}
+			c.StructSize = unsafe.Sizeof(c) // the appended fields (zero but these)
+			if opts.Devices != nil {
+				list := make([]int32, len(opts.Devices)+1) // never empty: an empty list still has an address
+				for i, d := range opts.Devices {
+					list[i] = int32(d)
+				}
+				c.Devices, c.NumDevices = &list[0], uintptr(len(opts.Devices))
+				defer runtime.KeepAlive(list)
+			}
+			if opts.AllDevices {
+				c.AllDevices = 1
+			}
+		}
 		if opts.KernelCacheDir != "" {
 			var err error
 			if dir, err = cString(opts.KernelCacheDir); err != nil {

@@ -55,6 +55,7 @@ func TestStructLayout(t *testing.T) {
 		"raptor_batch_t":          reflect.TypeFor[cBatch](),
 		"raptor_output_t":         reflect.TypeFor[cOutput](),
 		"raptor_submit_options_t": reflect.TypeFor[cSubmitOptions](),
+		"raptor_device_stats_t":   reflect.TypeFor[cDeviceStats](),
 	}
 	if len(sizes) != len(mirrors) {
 		t.Fatalf("probe printed %d structs, the binding mirrors %d", len(sizes), len(mirrors))

@@ -32,6 +32,7 @@ type Library struct {
 	dl   uintptr    // the dlopen handle
 	hd   headsFuncs // appended functions (heads.go), resolved on first use
 	sf   schedFuncs // appended functions (sched.go), resolved on first use
+	df   devFuncs   // appended functions (devices.go), resolved on first use
 
 	abiVersion           func() uint32
 	version              func() string

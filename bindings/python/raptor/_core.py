@@ -108,17 +108,31 @@ class Engine(_Closing):
     """A raptor engine (raptor_engine_t). Use it as a context manager or call close().
 
     backend: "auto" (CUDA when a usable GPU is found, CPU otherwise), "cpu" or "cuda".
-    threads: CPU worker threads, 0 = all cores. The other options mirror
+    threads: CPU worker threads, 0 = all cores.
+    device: the one GPU ordinal; devices: a list of GPU ordinals to serve on
+    (one device worker and one copy of the weights per GPU, batches spread
+    by load); devices="all": every GPU of the host. An empty list, repeated
+    or negative ordinals raise InvalidArgumentError; an ordinal the host
+    does not have raises OutOfRangeError. The other options mirror
     raptor_engine_options_t; None keeps the library's default.
     """
 
     def __init__(self, backend="auto", threads=0, device=0, compute_dtype=None, max_batch_tokens=None,
-                 max_queue_delay_us=None, queue_capacity=None, seed=None, kernel_cache_dir=None):
+                 max_queue_delay_us=None, queue_capacity=None, seed=None, kernel_cache_dir=None, devices=None):
         lib = L.lib()
         self._h = None
         self._models = weakref.WeakSet()
         opts = L.raptor_engine_options_t()
-        lib.raptor_engine_options_default(ctypes.byref(opts))
+        lib.raptor_engine_options_init(ctypes.byref(opts), ctypes.sizeof(opts))
+        if isinstance(devices, str):
+            if devices != "all":
+                raise ValueError('devices must be a list of GPU ordinals or "all", not %r' % devices)
+            opts.all_devices = 1
+        elif devices is not None:
+            ords = [int(d) for d in devices]
+            arr = (ctypes.c_int32 * max(len(ords), 1))(*ords)
+            opts.devices = ctypes.cast(arr, ctypes.POINTER(ctypes.c_int32))  # copied by raptor_engine_create
+            opts.num_devices = len(ords)
         opts.backend = _enum(_BACKENDS, backend, "backend")
         opts.device = device
         opts.worker_threads = threads
@@ -169,6 +183,29 @@ class Engine(_Closing):
                 out[name] = float(v)
             else:
                 out[name] = int(v)
+        return out
+
+    @property
+    def device_count(self):
+        """How many devices the engine serves on."""
+        n = ctypes.c_int32()
+        check(L.lib().raptor_engine_device_count(self.handle, ctypes.byref(n)))
+        return n.value
+
+    def device_stats(self):
+        """Per-device statistics (raptor_device_stats_t), a list of dicts:
+        index, ordinal, failed (bool), busy_lanes, batches, requests, tokens,
+        requeued, failed_in_flight, outstanding_cost, weight_bytes and the
+        device memory (memory_in_use_bytes, memory_cached_bytes,
+        memory_total_bytes; 0 on the CPU)."""
+        out = []
+        for i in range(self.device_count):
+            s = L.raptor_device_stats_t()
+            s.struct_size = ctypes.sizeof(s)
+            check(L.lib().raptor_engine_get_device_stats(self.handle, i, ctypes.byref(s)))
+            d = {name: getattr(s, name) for name, _ in s._fields_ if name != "struct_size"}
+            d["failed"] = bool(d["failed"])
+            out.append(d)
         return out
 
     def metrics(self):

@@ -57,6 +57,30 @@ class raptor_engine_options_t(ctypes.Structure):
         ("queue_capacity", ctypes.c_int64),
         ("seed", ctypes.c_uint64),
         ("kernel_cache_dir", ctypes.c_char_p),
+        # Appended (several devices).
+        ("devices", ctypes.POINTER(ctypes.c_int32)),
+        ("num_devices", ctypes.c_size_t),
+        ("all_devices", ctypes.c_int32),
+    ]
+
+
+class raptor_device_stats_t(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("index", ctypes.c_int32),
+        ("ordinal", ctypes.c_int32),
+        ("failed", ctypes.c_int32),
+        ("busy_lanes", ctypes.c_int32),
+        ("batches", ctypes.c_uint64),
+        ("requests", ctypes.c_uint64),
+        ("tokens", ctypes.c_uint64),
+        ("requeued", ctypes.c_uint64),
+        ("failed_in_flight", ctypes.c_uint64),
+        ("outstanding_cost", ctypes.c_double),
+        ("weight_bytes", ctypes.c_int64),
+        ("memory_in_use_bytes", ctypes.c_int64),
+        ("memory_cached_bytes", ctypes.c_int64),
+        ("memory_total_bytes", ctypes.c_int64),
     ]
 
 
@@ -180,6 +204,9 @@ _PROTOTYPES = {
     "raptor_set_log_callback": (raptor_status_t, [raptor_log_fn, ctypes.c_int32, ctypes.c_void_p]),
     "raptor_engine_options_default": (None, [_P(raptor_engine_options_t)]),
     "raptor_engine_create": (raptor_status_t, [_P(raptor_engine_options_t), _P(raptor_engine_p)]),
+    "raptor_engine_options_init": (None, [_P(raptor_engine_options_t), ctypes.c_size_t]),
+    "raptor_engine_device_count": (raptor_status_t, [raptor_engine_p, c_int32_p]),
+    "raptor_engine_get_device_stats": (raptor_status_t, [raptor_engine_p, ctypes.c_int32, _P(raptor_device_stats_t)]),
     "raptor_engine_free": (None, [raptor_engine_p]),
     "raptor_engine_backend": (ctypes.c_char_p, [raptor_engine_p]),
     "raptor_engine_get_stats": (raptor_status_t, [raptor_engine_p, _P(raptor_engine_stats_t)]),
