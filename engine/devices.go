@@ -364,17 +364,26 @@ func weightBytes(p *model.Params, cpuBackend bool) int64 {
 
 // replicas loads p on every device: the weights once per device. The
 // first device takes p itself; the others get their own copy (a backend
-// owns the Params it loads).
+// owns the Params it loads). With several devices, a failed device (or one
+// that fails while loading) gets no replica (nil: it takes no more work);
+// the load fails only when every device failed.
 func (e *Engine) replicas(p *model.Params) ([]backendModel, []int64, error) {
-	bms := make([]backendModel, 0, len(e.devs))
-	sizes := make([]int64, 0, len(e.devs))
+	bms := make([]backendModel, len(e.devs))
+	sizes := make([]int64, len(e.devs))
 	release := func() {
 		for i, bm := range bms {
-			bm.release()
-			e.devs[i].weight.Add(-sizes[i])
+			if bm != nil {
+				bm.release()
+				e.devs[i].weight.Add(-sizes[i])
+			}
 		}
 	}
+	multi := len(e.devs) > 1
+	loaded := 0
 	for i, d := range e.devs {
+		if multi && e.DeviceErr(i) != nil {
+			continue
+		}
 		q := p
 		if i < len(e.devs)-1 {
 			q = cloneParams(p)
@@ -387,15 +396,21 @@ func (e *Engine) replicas(p *model.Params) ([]backendModel, []int64, error) {
 			return err
 		})
 		if err != nil {
+			if multi && status.CodeOf(err) == status.DeviceFailed {
+				continue // d is failed now; the others serve
+			}
 			release()
-			if len(e.devs) > 1 {
+			if multi {
 				return nil, nil, status.Wrap(status.CodeOf(err), err, fmt.Sprintf("loading on device %d (ordinal %d)", i, d.ordinal))
 			}
 			return nil, nil, err
 		}
 		d.weight.Add(size)
-		bms = append(bms, bm)
-		sizes = append(sizes, size)
+		bms[i], sizes[i] = bm, size
+		loaded++
+	}
+	if loaded == 0 {
+		return nil, nil, e.allFailed()
 	}
 	return bms, sizes, nil
 }
@@ -426,8 +441,10 @@ type replicaSet struct {
 func (r *replicaSet) release(e *Engine) {
 	r.once.Do(func() {
 		for i, bm := range r.bms {
-			bm.release()
-			e.devs[i].weight.Add(-r.sizes[i])
+			if bm != nil {
+				bm.release()
+				e.devs[i].weight.Add(-r.sizes[i])
+			}
 		}
 	})
 }

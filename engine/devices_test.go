@@ -292,6 +292,19 @@ func TestMultiDeviceFailover(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// A model loaded now skips the failed device and serves on the others.
+			before1 := e.Devices()[1].WeightBytes
+			m2, err := e.Load(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.Devices()[1].WeightBytes; got != before1 {
+				t.Fatalf("the failed device got weights: %d -> %d", before1, got)
+			}
+			if err := m2.Encode(context.Background(), &q.b, &Outputs{Pooled: make([]float32, len(q.pooled)), Pooling: PoolMean}); err != nil {
+				t.Fatal(err)
+			}
+			m2.Close()
 			before := ds[1].Batches
 			r, err := tg.Submit(&q.b, &Outputs{Pooled: q.pooled, Pooling: PoolMean}, SubmitOptions{Done: cnt.done})
 			if err != nil {

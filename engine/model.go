@@ -54,7 +54,11 @@ func (e *Engine) Load(w Weights) (*Model, error) {
 		return nil, err
 	}
 	m.rep = &replicaSet{bms: bms, sizes: sizes}
-	m.bm = bms[0]
+	for _, bm := range bms {
+		if bm != nil && m.bm == nil {
+			m.bm = bm // the first healthy device's
+		}
+	}
 	c := m.cfg
 	e.logf(LogInfo, "loaded %s model: %d layers, hidden %d, %d heads, %s attention", c.Family, c.Layers, c.Hidden, c.Heads, c.Attention)
 	return m, nil
@@ -130,6 +134,9 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	}
 	defer dev.load.Add(-int64(len(b.Tokens)))
 	bm := m.rep.bms[dev.index]
+	if bm == nil { // the device failed before the model was loaded (sticky: pick skips it)
+		return status.Errorf(status.DeviceFailed, "device %d (ordinal %d) has no copy of the model: it had failed when the model was loaded", dev.index, dev.ordinal)
+	}
 	if oe, ok := bm.(outputEncoder); ok {
 		if err := m.e.run(dev, func() error { return oe.encode(ctx, mb0, out) }); err != nil {
 			if e := ctxErr(ctx); e != nil {
