@@ -84,6 +84,8 @@ def test_wrong_struct_size(raptor, model):
     assert lib.raptor_last_error()
     opts = L.raptor_engine_options_t()
     lib.raptor_engine_options_default(ctypes.byref(opts))
+    assert opts.struct_size == L.raptor_engine_options_t.devices.offset  # the v1 fields (issue 10)
+    lib.raptor_engine_options_init(ctypes.byref(opts), ctypes.sizeof(opts))
     assert opts.struct_size == ctypes.sizeof(opts)
     opts.struct_size = 3
     out = L.raptor_engine_p()
