@@ -483,12 +483,15 @@ func TestGPUBenchE2E(t *testing.T) {
 }
 
 // TestGPUTimeline submits a stream of 20 asynchronous requests (2 x 4096
-// tokens each, BigBird-base, fp16) through the engine's Async pipeline (two
-// lanes) and records the device timeline: CUDA timing events on the compute
+// tokens each, BigBird-base, fp16) through the engine's Async pipeline and
+// records the device timeline: CUDA timing events on the compute
 // stream at each batch's first and last kernel, relative to one base event
 // (gpu.Model.StartTimeline). The gap between batch k's last kernel and
-// batch k+1's first is the device's idle time between them. Two streams:
-// pooled outputs only, and fp32 hidden states to host memory. Writes
+// batch k+1's first is the device's idle time between them; each batch's
+// host enqueue interval is logged too (same origin), which says whether a
+// gap was the host's (the next enqueue began after the last kernel) or the
+// device's stream ordering. Three streams: pooled outputs with 2 and with 3
+// lanes, fp32 hidden states to host memory with 3 lanes. Writes
 // $RAPTOR_TIMELINE_OUT (JSON) when set.
 func TestGPUTimeline(t *testing.T) {
 	e := gpuEngine(t, ComputeFP16)
@@ -510,9 +513,21 @@ func TestGPUTimeline(t *testing.T) {
 		Busy    float64            `json:"busy_fraction"`
 		WallMs  float64            `json:"wall_ms"`
 		Batches int                `json:"batches"`
+		// Late: batches whose enqueue ended (host clock) after the previous
+		// batch's last kernel (device clock; both from StartTimeline).
+		Late     int     `json:"late_enqueues"`
+		MedEnqMs float64 `json:"median_enqueue_ms"`
 	}
 	var out []stream
-	for _, hiddenOut := range []bool{false, true} {
+	// Lanes 2 is the engine's default, where one lane is kept for short
+	// batches (NewLengthAware), so these 8192-token batches run one at a
+	// time; lanes 3 gives two long lanes, so the next batch is enqueued while
+	// the previous one computes (the device pipeline's own overlap).
+	for _, cse := range []struct {
+		hiddenOut bool
+		lanes     int
+	}{{false, 2}, {false, 3}, {true, 3}} {
+		hiddenOut := cse.hiddenOut
 		const n = 20
 		bs := make([]*Batch, n)
 		for i := range bs {
@@ -523,7 +538,7 @@ func TestGPUTimeline(t *testing.T) {
 		if err := m.Encode(context.Background(), bs[0], &Outputs{Hidden: make([]float32, 8192*768)}); err != nil {
 			t.Fatal(err)
 		}
-		a := NewAsync(AsyncOptions{Lanes: 2, MaxBatchTokens: 8192})
+		a := NewAsync(AsyncOptions{Lanes: cse.lanes, MaxBatchTokens: 8192})
 		tg := a.Target(m)
 		if err := gmod.StartTimeline(); err != nil {
 			t.Fatal(err)
@@ -552,29 +567,165 @@ func TestGPUTimeline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := stream{Name: "pooled outputs", Spans: spans, WallMs: wall, Batches: len(spans)}
+		s := stream{Name: fmt.Sprintf("pooled outputs, %d lanes", cse.lanes), Spans: spans, WallMs: wall, Batches: len(spans)}
 		if hiddenOut {
-			s.Name = "fp32 hidden states to host"
+			s.Name = fmt.Sprintf("fp32 hidden states to host, %d lanes", cse.lanes)
 		}
 		busy := 0.0
+		var enq []float64
 		for i, sp := range spans {
 			busy += sp.End - sp.Start
+			enq = append(enq, sp.EnqEnd-sp.EnqStart)
 			if i > 0 {
 				s.GapsMs = append(s.GapsMs, sp.Start-spans[i-1].End)
+				if sp.EnqEnd > spans[i-1].End {
+					s.Late++
+				}
 			}
 		}
+		s.MedEnqMs = median(enq)
 		if len(spans) > 1 {
 			s.Busy = busy / (spans[len(spans)-1].End - spans[0].Start)
 			s.MedGap = median(s.GapsMs)
 			s.MaxGap = slices.Max(s.GapsMs)
 		}
-		t.Logf("timeline %s: %d batches, busy %.4f of first..last kernel, gaps median %.3f ms max %.3f ms, wall %.1f ms, gaps %v",
-			s.Name, s.Batches, s.Busy, s.MedGap, s.MaxGap, wall, s.GapsMs)
+		t.Logf("timeline %s: %d batches, busy %.4f of first..last kernel, gaps median %.3f ms max %.3f ms, wall %.1f ms, host enqueue median %.3f ms, %d enqueues ended after the previous batch's last kernel, gaps %v",
+			s.Name, s.Batches, s.Busy, s.MedGap, s.MaxGap, wall, s.MedEnqMs, s.Late, s.GapsMs)
+		for i, sp := range spans {
+			if i < 6 {
+				t.Logf("timeline %s span %d: enqueue [%.3f, %.3f] device [%.3f, %.3f]", s.Name, i, sp.EnqStart, sp.EnqEnd, sp.Start, sp.End)
+			}
+		}
 		out = append(out, s)
 	}
 	if p := os.Getenv("RAPTOR_TIMELINE_OUT"); p != "" {
 		raw, _ := json.MarshalIndent(out, "", " ")
 		os.WriteFile(p, raw, 0o644)
+	}
+}
+
+// TestGPUProfile is issue 7's per-stage profile: device ms per stage
+// (timing events after every op, summed over layers) of BigBird-base on
+// 8x4096, long-tail and 1x16384 and BigBird-large on 8x4096 (fp16,
+// block_sparse), the host enqueue time, a CUDA-graph probe (the same
+// kernels replayed as one graph, on 8x4096 and two small batches). Writes
+// $RAPTOR_PROFILE_OUT (JSON).
+func TestGPUProfile(t *testing.T) {
+	outPath := os.Getenv("RAPTOR_PROFILE_OUT")
+	if outPath == "" {
+		t.Skip("skipping: RAPTOR_PROFILE_OUT is not set (tests/gpu/issue7.sh sets it)")
+	}
+	e := gpuEngine(t, ComputeFP16)
+	type prof struct {
+		Model   string             `json:"model"`
+		Name    string             `json:"name"`
+		Tokens  int                `json:"tokens"`
+		Stages  map[string]float64 `json:"stage_ms"`
+		Total   float64            `json:"total_ms"`
+		Enqueue float64            `json:"enqueue_host_ms"`
+	}
+	type graph struct {
+		Model  string         `json:"model"`
+		Name   string         `json:"name"`
+		Tokens int            `json:"tokens"`
+		Probe  gpu.GraphProbe `json:"probe"`
+	}
+	var res struct {
+		Profiles []prof  `json:"profiles"`
+		Graphs   []graph `json:"graphs"`
+	}
+	rng := rand.New(rand.NewPCG(2026, 90))
+	tail := make([]int, 64)
+	for i := range tail {
+		if i < 58 {
+			tail[i] = 32 + rng.IntN(1024-32+1)
+		} else {
+			tail[i] = 1025 + rng.IntN(8192-1025+1)
+		}
+	}
+	eight := []int{4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096}
+	for _, mc := range []struct {
+		name                         string
+		h, heads, inter, layers, pos int
+		wls                          map[string][]int
+		graphs                       map[string][]int
+	}{
+		{"base", 768, 12, 3072, 12, 16384, map[string][]int{"8x4096": eight, "long-tail": tail, "1x16384": {16384}},
+			map[string][]int{"8x4096": eight, "1x512": {512}, "8x512": {512, 512, 512, 512, 512, 512, 512, 512}}},
+		{"large", 1024, 16, 4096, 24, 4096, map[string][]int{"8x4096": eight}, nil},
+	} {
+		if sel := os.Getenv("RAPTOR_PROFILE_MODELS"); sel != "" && !strings.Contains(sel, mc.name) {
+			continue
+		}
+		if os.Getenv("RAPTOR_PROFILE_PROBES") == "0" {
+			mc.graphs = nil
+		}
+		cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, mc.h, mc.heads, mc.inter, mc.layers)
+		cfg.MaxPositions = mc.pos
+		m, err := e.Load(testmodel.Random(cfg, 77, 0.02))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gmod := m.bm.(cudaModel).m
+		names := make([]string, 0, len(mc.wls))
+		for n := range mc.wls {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			b := raggedBatch(rand.New(rand.NewPCG(1, 2)), cfg, mc.wls[name])
+			mb := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, Seeds: b.Seeds}
+			hidden := make([]float32, len(b.Tokens)*cfg.Hidden)
+			out := &gpu.Outputs{Hidden: hidden}
+			for i := 0; i < 3; i++ {
+				if _, err := gmod.Timed(mb, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var best gpu.StageProfile
+			for i := 0; i < 5; i++ { // the run with the median total
+				sp, err := gmod.Profile(mb, out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 || sp.TotalMs < best.TotalMs {
+					best = sp
+				}
+			}
+			p := prof{Model: mc.name, Name: name, Tokens: len(b.Tokens), Stages: map[string]float64{}, Total: best.TotalMs, Enqueue: best.EnqueueMs}
+			line := ""
+			for i, n := range gpu.StageNames {
+				p.Stages[n] = best.Ms[i]
+				line += fmt.Sprintf(" %s %.3f (%.1f%%)", n, best.Ms[i], 100*best.Ms[i]/best.TotalMs)
+			}
+			t.Logf("profile %s %s: %d tokens, total %.3f ms, host enqueue %.3f ms:%s", mc.name, name, len(b.Tokens), best.TotalMs, best.EnqueueMs, line)
+			res.Profiles = append(res.Profiles, p)
+		}
+		gnames := make([]string, 0, len(mc.graphs))
+		for n := range mc.graphs {
+			gnames = append(gnames, n)
+		}
+		sort.Strings(gnames)
+		for _, name := range gnames {
+			b := raggedBatch(rand.New(rand.NewPCG(1, 2)), cfg, mc.graphs[name])
+			mb := &model.Batch{Tokens: b.Tokens, CuSeqlens: b.CuSeqlens, Seeds: b.Seeds}
+			g, err := gmod.ProbeGraph(mb, 20)
+			if err != nil {
+				t.Errorf("graph probe %s %s: %v", mc.name, name, err)
+				continue
+			}
+			t.Logf("graph %s %s: %d tokens, %d nodes; device ms per forward alone eager %.3f graph %.3f; back-to-back eager %.3f graph %.3f; host enqueue eager %.3f graph %.3f ms; capture %.1f ms; identical %v",
+				mc.name, name, len(b.Tokens), g.Kernels, g.EagerMs, g.GraphMs, g.EagerStreamMs, g.GraphStreamMs, g.EagerHostMs, g.GraphHostMs, g.CaptureMs, g.Identical)
+			if !g.Identical {
+				t.Errorf("graph %s %s: graph outputs differ from eager", mc.name, name)
+			}
+			res.Graphs = append(res.Graphs, graph{mc.name, name, len(b.Tokens), g})
+		}
+		m.Close()
+	}
+	raw, _ := json.MarshalIndent(res, "", " ")
+	if err := os.WriteFile(outPath, raw, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

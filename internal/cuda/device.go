@@ -289,6 +289,7 @@ type Ctx struct {
 	pctx    uintptr
 	compute Stream
 	copy    Stream
+	upload  Stream
 
 	mem  *pool[DevPtr]
 	host *pool[unsafe.Pointer]
@@ -404,7 +405,7 @@ func newCtx(d *Device, cfg Config, drv *driverAPI, nv *NVRTC, lt *cublasLtAPI, c
 	if err := drv.check("cuCtxSetCurrent", drv.cuCtxSetCurrent(c.pctx)); err != nil {
 		return nil, err
 	}
-	for _, s := range []*Stream{&c.compute, &c.copy} {
+	for _, s := range []*Stream{&c.compute, &c.copy, &c.upload} {
 		var h uintptr
 		if err := drv.check("cuStreamCreate", drv.cuStreamCreate(&h, streamNonBlocking)); err != nil {
 			return nil, err
@@ -477,7 +478,7 @@ func (c *Ctx) teardown() {
 	if c.host != nil {
 		c.host.freeAll()
 	}
-	for _, s := range []Stream{c.compute, c.copy} {
+	for _, s := range []Stream{c.compute, c.copy, c.upload} {
 		if s != 0 {
 			drv.cuStreamDestroy(uintptr(s))
 		}
@@ -499,6 +500,11 @@ func (c *Ctx) Compute() Stream { return c.compute }
 // CopyStream is a second stream for transfers that overlap compute; order it
 // against Compute with RecordEvent and WaitEvent.
 func (c *Ctx) CopyStream() Stream { return c.copy }
+
+// UploadStream is a third stream for host-to-device input uploads, so that
+// the next batch's upload does not queue behind the previous batch's
+// download on CopyStream (issue 7); order it with RecordEvent and WaitEvent.
+func (c *Ctx) UploadStream() Stream { return c.upload }
 
 // Logf logs through the device's Config.Log.
 func (c *Ctx) Logf(level LogLevel, format string, args ...any) {
@@ -816,6 +822,19 @@ func (c *Ctx) Capture(fn func() error) (*Graph, error) {
 // LaunchGraph replays g on the compute stream.
 func (c *Ctx) LaunchGraph(g *Graph) error {
 	return c.drv.check("cuGraphLaunch", c.drv.cuGraphLaunch(g.exec, uintptr(c.compute)))
+}
+
+// GraphNodes is the number of nodes (kernels, memsets, ...) in g, or -1
+// when the driver cannot say.
+func (c *Ctx) GraphNodes(g *Graph) int {
+	if c.drv.cuGraphGetNodes == nil {
+		return -1
+	}
+	var n uint64
+	if c.drv.cuGraphGetNodes(g.graph, nil, &n) != 0 {
+		return -1
+	}
+	return int(n)
 }
 
 // DestroyGraph frees g.

@@ -67,6 +67,7 @@ type driverAPI struct {
 	cuGraphLaunch               func(exec, s uintptr) int32
 	cuGraphExecDestroy          func(exec uintptr) int32
 	cuGraphDestroy              func(graph uintptr) int32
+	cuGraphGetNodes             func(graph uintptr, nodes unsafe.Pointer, n *uint64) int32
 }
 
 func (a *driverAPI) symbols() []symbol {
@@ -118,6 +119,7 @@ func (a *driverAPI) symbols() []symbol {
 		{name: "cuGraphLaunch", fn: &a.cuGraphLaunch},
 		{name: "cuGraphExecDestroy", fn: &a.cuGraphExecDestroy},
 		{name: "cuGraphDestroy", fn: &a.cuGraphDestroy},
+		{name: "cuGraphGetNodes", fn: &a.cuGraphGetNodes, optional: true},
 	}
 }
 

@@ -170,6 +170,16 @@ func (c *Ctx) BiasGELU(dt DType, out, x, bias DevPtr, rows, cols int, tanh bool)
 	if tanh {
 		kind = "tanh"
 	}
+	return c.BiasGELUKernel(kind, dt, out, x, bias, rows, cols)
+}
+
+// BiasGELUKernel is BiasGELU with the kernel named: "erf" (exact, erff)
+// or "tanh". Arguments as BiasGELU's (checked there).
+func (c *Ctx) BiasGELUKernel(kind string, dt DType, out, x, bias DevPtr, rows, cols int) error {
+	n := int64(rows) * int64(cols)
+	if n <= 0 || cols <= 0 || cols%8 != 0 {
+		return status.Errorf(status.InvalidArgument, "cuda: BiasGELU %dx%d", rows, cols)
+	}
 	f, err := c.Function("activation", fmt.Sprintf("bias_gelu_%s_%s", kind, dt))
 	if err != nil {
 		return err

@@ -3,7 +3,7 @@
 // fixed sequence of kernels on one stream (issue 7).
 //
 // Per batch: one upload of the inputs (token ids, token types, position
-// ids, cu_seqlens, request seeds) on the copy stream; then on the compute
+// ids, cu_seqlens, request seeds) on the upload stream; then on the compute
 // stream the embedding gather + LayerNorm, and per layer the fused QKV GEMM
 // with its bias epilogue writing [T, 3, heads, D] (the attention kernel's
 // layout), the fused attention kernel (kernels/sparse_attention.cu: plan and
@@ -31,6 +31,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +58,12 @@ type Backend struct {
 	dev  *cuda.Device
 	dt   cuda.DType
 	seed uint64
+	// GELU of the erf models: "erf" (the exact BiasGELU kernel after a
+	// plain GEMM, the default), or with RAPTOR_GELU_KERNEL=tanh-epilogue
+	// cuBLASLt's fused GELU_BIAS epilogue, which is the tanh approximation:
+	// an A/B measurement of what the separate GELU pass costs (issue 7),
+	// not for use, since it changes an erf model's numerics.
+	gelu string
 }
 
 // Open opens the device. Errors are *status.Error: BackendUnavailable when
@@ -68,7 +76,11 @@ func Open(o Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{dev: dev, dt: o.DType, seed: o.Seed}, nil
+	gelu := "erf"
+	if g := os.Getenv("RAPTOR_GELU_KERNEL"); g == "tanh-epilogue" {
+		gelu = g
+	}
+	return &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu}, nil
 }
 
 // Device is the underlying device (for tests and benchmarks).
@@ -306,13 +318,17 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 				return err
 			}
 		}
+		enq0 := time.Now()
 		p, err = m.enqueueTimed(c, b, out, e0, e1)
 		if e0 != 0 {
 			if err != nil {
 				c.DestroyEvent(e0)
 				c.DestroyEvent(e1)
+			} else if tl := m.tl.Load(); tl != nil {
+				tl.add(e0, e1, len(b.Tokens), enq0, time.Now())
 			} else {
-				m.tl.Load().add(e0, e1, len(b.Tokens))
+				c.DestroyEvent(e0)
+				c.DestroyEvent(e1)
 			}
 		}
 		return err
@@ -353,12 +369,37 @@ func (m *Model) await(p *pending, out *Outputs) error {
 	H := m.cfg.Hidden
 	f32 := func(o int64, n int) []float32 { return unsafe.Slice((*float32)(unsafe.Pointer(&hb[o])), n) }
 	if out.Hidden != nil {
-		copy(out.Hidden, f32(p.hidOff, p.T*H))
+		parallelCopy(out.Hidden, f32(p.hidOff, p.T*H))
 	}
 	if out.Pooled != nil {
-		copy(out.Pooled, f32(p.poolOff, p.S*H))
+		parallelCopy(out.Pooled, f32(p.poolOff, p.S*H))
 	}
 	return m.b.dev.Do(func(c *cuda.Ctx) error { m.release(c, p); return nil })
+}
+
+// parallelCopy copies src into dst (the same length) with up to 8
+// goroutines for large outputs: one core copies out of pinned memory at
+// roughly 10 GB/s, so a 100 MB fp32 hidden-state output took ~10 ms on one
+// (issue 7, host-side output delivery).
+func parallelCopy(dst, src []float32) {
+	const chunk = 1 << 20 // floats (4 MiB) per goroutine at least
+	n := len(src)
+	parts := min(8, runtime.GOMAXPROCS(0), n/chunk)
+	if parts < 2 {
+		copy(dst, src)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + parts - 1) / parts
+	for lo := 0; lo < n; lo += step {
+		hi := min(lo+step, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			copy(dst[lo:hi], src[lo:hi])
+		}()
+	}
+	wg.Wait()
 }
 
 // Timeline records, while on, a pair of timing events around every batch's
@@ -367,22 +408,33 @@ func (m *Model) await(p *pending, out *Outputs) error {
 // requests (issue 7).
 type timeline struct {
 	mu     sync.Mutex
+	t0     time.Time // host clock at the base event's record
 	base   cuda.Event
 	ev     [][2]cuda.Event
+	enq    [][2]float64
 	tokens []int
 }
 
-func (t *timeline) add(e0, e1 cuda.Event, tokens int) {
+func (t *timeline) add(e0, e1 cuda.Event, tokens int, enq0, enq1 time.Time) {
 	t.mu.Lock()
 	t.ev = append(t.ev, [2]cuda.Event{e0, e1})
+	t.enq = append(t.enq, [2]float64{ms(enq0.Sub(t.t0)), ms(enq1.Sub(t.t0))})
 	t.tokens = append(t.tokens, tokens)
 	t.mu.Unlock()
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
 // TimelineSpan is one batch on the device timeline, in ms since StartTimeline.
+// EnqStart and EnqEnd are the host's wall clock (ms since StartTimeline) at
+// the start and end of the batch's enqueue: the base event ran on an idle
+// device, so the two clocks agree to within its record latency, and an
+// EnqEnd after the previous span's End means the host was late (the gap is
+// the host's), not the device's stream ordering.
 type TimelineSpan struct {
-	Start, End float64
-	Tokens     int
+	Start, End       float64
+	EnqStart, EnqEnd float64
+	Tokens           int
 }
 
 // StartTimeline starts recording the device timeline of Forward's batches.
@@ -396,7 +448,11 @@ func (m *Model) StartTimeline() error {
 			c.DestroyEvent(e)
 			return err
 		}
-		m.tl.Store(&timeline{base: e})
+		if err = c.EventSync(e); err != nil {
+			c.DestroyEvent(e)
+			return err
+		}
+		m.tl.Store(&timeline{base: e, t0: time.Now()})
 		return nil
 	})
 }
@@ -421,7 +477,7 @@ func (m *Model) StopTimeline() ([]TimelineSpan, error) {
 			a, err0 := c.Elapsed(t.base, e[0])
 			z, err1 := c.Elapsed(t.base, e[1])
 			if first == nil && err0 == nil && err1 == nil {
-				spans = append(spans, TimelineSpan{float64(a), float64(z), t.tokens[i]})
+				spans = append(spans, TimelineSpan{float64(a), float64(z), t.enq[i][0], t.enq[i][1], t.tokens[i]})
 			} else if first == nil {
 				first = errors.Join(err0, err1)
 			}
@@ -491,12 +547,17 @@ func layoutIn(T, S int, types, seeds bool) inLayout {
 	return l
 }
 
-func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, err error) {
+func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (*pending, error) {
+	return m.enqueueK(c, b, out, e0, e1, nil, nil)
+}
+
+// enqueueK is enqueueTimed with an optional stage profile and the batch's
+// kernel pointers returned in *kp.
+func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event, pr *stageProf, kp **kern) (_ *pending, err error) {
 	cfg := &m.cfg
-	dt, es := m.b.dt, m.b.dt.Size()
+	es := m.b.dt.Size()
 	T, S := len(b.Tokens), b.NumSeqs()
 	H, I, heads, D := cfg.Hidden, cfg.Intermediate, cfg.Heads, cfg.HeadDim()
-	wantHidden := out.Hidden != nil || out.HiddenDev != 0
 	wantPooled := out.Pooled != nil || out.PooledDev != 0
 	sparse := cfg.Attention == loader.AttentionBlockSparse
 
@@ -547,6 +608,7 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	defer func() {
 		if err != nil {
 			// Let whatever was enqueued drain before the buffers go back.
+			_ = c.SyncStream(c.UploadStream())
 			_ = c.SyncStream(c.CopyStream())
 			_ = c.Sync()
 			m.release(c, p)
@@ -573,7 +635,7 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 		cls, poolY = dev(cls), dev(poolY)
 	}
 
-	// inputs into pinned memory, one upload on the copy stream
+	// inputs into pinned memory, one upload on the upload stream
 	hb := p.host.Bytes()
 	i32 := func(o int64, n int) []int32 { return unsafe.Slice((*int32)(unsafe.Pointer(&hb[o])), n) }
 	copy(i32(in.tok, T), b.Tokens)
@@ -591,11 +653,14 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	if in.seeds >= 0 {
 		copy(unsafe.Slice((*uint64)(unsafe.Pointer(&hb[in.seeds])), S), b.Seeds)
 	}
-	cp, cs := c.CopyStream(), c.Compute()
-	if err = c.CopyHtoDAsync(base, p.host, 0, in.size, cp); err != nil {
+	// The upload goes on its own stream: on the copy stream it would queue
+	// behind the previous batch's wait-for-compute and download, so this
+	// batch could not start until those had run (issue 7's timeline gap).
+	cp, cs, up := c.CopyStream(), c.Compute(), c.UploadStream()
+	if err = c.CopyHtoDAsync(base, p.host, 0, in.size, up); err != nil {
 		return nil, err
 	}
-	if err = c.RecordEvent(p.evIn, cp); err != nil {
+	if err = c.RecordEvent(p.evIn, up); err != nil {
 		return nil, err
 	}
 	if err = c.WaitEvent(cs, p.evIn); err != nil {
@@ -606,100 +671,21 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 			return nil, err
 		}
 	}
-	cu := base.Add(in.cu)
-	var typeIDs, seeds cuda.DevPtr
+	k := &kern{T: T, S: S, x: x, qkv: qkv, att: att, tmp: tmp, inter: inter, ws: ws, part: part,
+		hid32: hid32, pool32: pool32, cls: cls, poolY: poolY, tok: base.Add(in.tok), pos: base.Add(in.pos), cu: base.Add(in.cu), out: out}
 	if in.typ >= 0 {
-		typeIDs = base.Add(in.typ)
+		k.typeIDs = base.Add(in.typ)
 	}
 	if in.seeds >= 0 {
-		seeds = base.Add(in.seeds)
+		k.seeds = base.Add(in.seeds)
 	}
-
-	// ---- first kernel
-	if err = c.EmbedLayerNorm(cuda.EmbedArgs{DType: dt, Out: x, IDs: base.Add(in.tok), PosIDs: base.Add(in.pos), TypeIDs: typeIDs,
-		Word: m.word, Pos: m.pos, Type: m.typ, Gamma: m.embW, Beta: m.embB, Rows: T, Cols: H,
-		Vocab: cfg.VocabSize, NPos: cfg.MaxPositions, NType: cfg.TypeVocabSize, Eps: cfg.LayerNormEps}); err != nil {
+	if err = m.kernels(c, k, pr); err != nil {
 		return nil, err
 	}
-	eps := cfg.LayerNormEps
-	tanhGELU := cfg.Activation == loader.ActGELUTanh
+	if kp != nil {
+		*kp = k
+	}
 	hd := int64(H)
-	for l, w := range m.layers {
-		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: 3 * H, K: H, X: x, W: w.qkvW, Bias: w.qkvB, Y: qkv, Epilogue: cuda.EpilogueBias}); err != nil {
-			return nil, err
-		}
-		if err = c.Attention(cuda.AttentionArgs{DType: dt, Q: qkv, K: qkv.Add(hd * es), V: qkv.Add(2 * hd * es), O: att,
-			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
-			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
-			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part}); err != nil {
-			return nil, err
-		}
-		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: H, X: att, W: w.aoW, Bias: w.aoB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
-			return nil, err
-		}
-		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln1W, w.ln1B, T, H, eps); err != nil {
-			return nil, err
-		}
-		if tanhGELU {
-			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Bias: w.iB, Y: inter, Epilogue: cuda.EpilogueGELUBias})
-		} else {
-			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Y: inter, Epilogue: cuda.EpilogueNone})
-			if err == nil {
-				err = c.BiasGELU(dt, inter, inter, w.iB, T, I, false)
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: I, X: inter, W: w.oW, Bias: w.oB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
-			return nil, err
-		}
-		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln2W, w.ln2B, T, H, eps); err != nil {
-			return nil, err
-		}
-	}
-
-	// ---- outputs
-	if wantHidden {
-		dst := hid32
-		if out.HiddenDev != 0 {
-			dst = cuda.DevPtr(out.HiddenDev)
-		}
-		if err = c.Convert(cuda.F32, dst, dt, x, int64(T)*hd); err != nil {
-			return nil, err
-		}
-	}
-	if wantPooled {
-		dst := pool32
-		if out.PooledDev != 0 {
-			dst = cuda.DevPtr(out.PooledDev)
-		}
-		switch out.Pooling {
-		case PoolCLS:
-			err = c.FinishRows(dt, dst, x, cu, S, H, false, out.Normalize)
-		case PoolMean:
-			err = c.MeanPool(dt, dst, x, cu, S, H)
-			if err == nil && out.Normalize {
-				err = c.FinishRows(cuda.F32, dst, dst, 0, S, H, false, true)
-			}
-		case PoolPooler:
-			if m.poolW == 0 {
-				return nil, status.Errorf(status.InvalidArgument, "gpu: pooler pooling on a model without a pooler")
-			}
-			err = c.GatherRows(cls, x, cu, S, T, H*int(es))
-			if err == nil {
-				err = c.Linear(cuda.LinearArgs{DType: dt, M: S, N: H, K: H, X: cls, W: m.poolW, Bias: m.poolB, Y: poolY, Epilogue: cuda.EpilogueBias})
-			}
-			if err == nil {
-				err = c.FinishRows(dt, dst, poolY, 0, S, H, true, out.Normalize)
-			}
-		default:
-			err = status.Errorf(status.InvalidArgument, "gpu: unknown pooling %d", out.Pooling)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
 	// ---- last kernel
 	if e1 != 0 {
 		if err = c.RecordEvent(e1, cs); err != nil {
@@ -728,6 +714,128 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	return p, nil
 }
 
+// kern holds one batch's device pointers (all inside its arena, or the
+// caller's device outputs) for the kernel sequence.
+type kern struct {
+	T, S                                                    int
+	x, qkv, att, tmp, inter, ws, part                       cuda.DevPtr
+	hid32, pool32, cls, poolY, tok, pos, cu, typeIDs, seeds cuda.DevPtr
+	out                                                     *Outputs
+}
+
+// kernels enqueues the batch's kernels on the compute stream, from the
+// embedding to the last output kernel (pr, when set, records a stage event
+// after each op).
+func (m *Model) kernels(c *cuda.Ctx, k *kern, pr *stageProf) error {
+	cfg := &m.cfg
+	dt, es := m.b.dt, m.b.dt.Size()
+	T, S, out := k.T, k.S, k.out
+	H, I, heads, D := cfg.Hidden, cfg.Intermediate, cfg.Heads, cfg.HeadDim()
+	wantHidden := out.Hidden != nil || out.HiddenDev != 0
+	wantPooled := out.Pooled != nil || out.PooledDev != 0
+	sparse := cfg.Attention == loader.AttentionBlockSparse
+	x, qkv, att, tmp, inter, ws, part := k.x, k.qkv, k.att, k.tmp, k.inter, k.ws, k.part
+	hid32, pool32, cls, poolY, cu, typeIDs, seeds := k.hid32, k.pool32, k.cls, k.poolY, k.cu, k.typeIDs, k.seeds
+	var err error
+
+	// ---- first kernel
+	if err = c.EmbedLayerNorm(cuda.EmbedArgs{DType: dt, Out: x, IDs: k.tok, PosIDs: k.pos, TypeIDs: typeIDs,
+		Word: m.word, Pos: m.pos, Type: m.typ, Gamma: m.embW, Beta: m.embB, Rows: T, Cols: H,
+		Vocab: cfg.VocabSize, NPos: cfg.MaxPositions, NType: cfg.TypeVocabSize, Eps: cfg.LayerNormEps}); err != nil {
+		return err
+	}
+	pr.mark(c, stEmbed)
+	eps := cfg.LayerNormEps
+	tanhGELU := cfg.Activation == loader.ActGELUTanh || m.b.gelu == "tanh-epilogue"
+	hd := int64(H)
+	for l, w := range m.layers {
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: 3 * H, K: H, X: x, W: w.qkvW, Bias: w.qkvB, Y: qkv, Epilogue: cuda.EpilogueBias}); err != nil {
+			return err
+		}
+		pr.mark(c, stQKV)
+		if err = c.Attention(cuda.AttentionArgs{DType: dt, Q: qkv, K: qkv.Add(hd * es), V: qkv.Add(2 * hd * es), O: att,
+			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
+			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
+			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part}); err != nil {
+			return err
+		}
+		pr.mark(c, stAttn)
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: H, X: att, W: w.aoW, Bias: w.aoB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
+			return err
+		}
+		pr.mark(c, stAO)
+		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln1W, w.ln1B, T, H, eps); err != nil {
+			return err
+		}
+		pr.mark(c, stLN1)
+		if tanhGELU {
+			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Bias: w.iB, Y: inter, Epilogue: cuda.EpilogueGELUBias})
+		} else {
+			err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: I, K: H, X: x, W: w.iW, Y: inter, Epilogue: cuda.EpilogueNone})
+			if err == nil {
+				pr.mark(c, stFFN1)
+				err = c.BiasGELU(dt, inter, inter, w.iB, T, I, false)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		pr.mark(c, stGELU)
+		if err = c.Linear(cuda.LinearArgs{DType: dt, M: T, N: H, K: I, X: inter, W: w.oW, Bias: w.oB, Y: tmp, Epilogue: cuda.EpilogueBias}); err != nil {
+			return err
+		}
+		pr.mark(c, stFFN2)
+		if err = c.AddLayerNorm(dt, x, tmp, x, 0, w.ln2W, w.ln2B, T, H, eps); err != nil {
+			return err
+		}
+		pr.mark(c, stLN2)
+	}
+
+	// ---- outputs
+	if wantHidden {
+		dst := hid32
+		if out.HiddenDev != 0 {
+			dst = cuda.DevPtr(out.HiddenDev)
+		}
+		if err = c.Convert(cuda.F32, dst, dt, x, int64(T)*hd); err != nil {
+			return err
+		}
+	}
+	if wantPooled {
+		dst := pool32
+		if out.PooledDev != 0 {
+			dst = cuda.DevPtr(out.PooledDev)
+		}
+		switch out.Pooling {
+		case PoolCLS:
+			err = c.FinishRows(dt, dst, x, cu, S, H, false, out.Normalize)
+		case PoolMean:
+			err = c.MeanPool(dt, dst, x, cu, S, H)
+			if err == nil && out.Normalize {
+				err = c.FinishRows(cuda.F32, dst, dst, 0, S, H, false, true)
+			}
+		case PoolPooler:
+			if m.poolW == 0 {
+				return status.Errorf(status.InvalidArgument, "gpu: pooler pooling on a model without a pooler")
+			}
+			err = c.GatherRows(cls, x, cu, S, T, H*int(es))
+			if err == nil {
+				err = c.Linear(cuda.LinearArgs{DType: dt, M: S, N: H, K: H, X: cls, W: m.poolW, Bias: m.poolB, Y: poolY, Epilogue: cuda.EpilogueBias})
+			}
+			if err == nil {
+				err = c.FinishRows(dt, dst, poolY, 0, S, H, true, out.Normalize)
+			}
+		default:
+			err = status.Errorf(status.InvalidArgument, "gpu: unknown pooling %d", out.Pooling)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	pr.mark(c, stOut)
+	return nil
+}
+
 // finish waits for p's download and copies the host outputs.
 func (m *Model) finish(c *cuda.Ctx, p *pending, out *Outputs) error {
 	defer m.release(c, p)
@@ -738,10 +846,10 @@ func (m *Model) finish(c *cuda.Ctx, p *pending, out *Outputs) error {
 	H := m.cfg.Hidden
 	f32 := func(o int64, n int) []float32 { return unsafe.Slice((*float32)(unsafe.Pointer(&hb[o])), n) }
 	if out.Hidden != nil {
-		copy(out.Hidden, f32(p.hidOff, p.T*H))
+		parallelCopy(out.Hidden, f32(p.hidOff, p.T*H))
 	}
 	if out.Pooled != nil {
-		copy(out.Pooled, f32(p.poolOff, p.S*H))
+		parallelCopy(out.Pooled, f32(p.poolOff, p.S*H))
 	}
 	return nil
 }
