@@ -752,6 +752,295 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   }
 }
 
+// ------------------------------------------------------------------ wgx
+//
+// attention_wgx is attention_wg with the per-item and load-issue overheads cut
+// (NOTES-attention.md, sixth run): each thread's K/V source pointers and
+// shared destinations are computed once per item (a block's loads add
+// kb * 64 * row_stride); the next item's ticket is taken during the current
+// item's second-to-last block and decoded, and its key-block list built by a
+// whole warp (warp 0) after the last block, so one barrier per item remains;
+// the next item's Q and first K/V loads are issued before the current item's
+// epilogue (staged through the free K stage NST-1), which hides their latency.
+
+__device__ __forceinline__ void cp_async16_full(unsigned dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void st_global_v4(void* p, uint4 v) {
+  asm volatile("st.global.v4.b32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
+// decode_ticket is fetch_item for an already taken ticket tk (one thread).
+__device__ __forceinline__ void decode_ticket(const AttnParams& p, int tk, int& hint, int* s_item) {
+  const int* ws = p.ws;
+  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
+  const int total = ws[1];
+  if (tk >= total) {
+    s_item[0] = -1;
+    return;
+  }
+  const int nseg = ws[2];
+  int lo = hint, hi = nseg - 1;
+  for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
+  if (lo < hi && segs[lo + 1].w <= tk) {
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (segs[mid].w <= tk) lo = mid;
+      else hi = mid - 1;
+    }
+  }
+  hint = lo;
+  const int4 sg = segs[lo];
+  const int local = tk - sg.w;
+  const int h = local / sg.z, e = local - h * sg.z;
+  const int s = sg.x;
+  const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
+  const int nb = num_blocks(n);
+  const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks);
+  s_item[0] = s;
+  s_item[1] = h;
+  s_item[2] = it.qblock;
+  s_item[3] = it.kv_begin;
+  s_item[4] = it.kv_len;
+  s_item[5] = it.list;
+  s_item[6] = it.row;
+  s_item[7] = it.chunk;
+  s_item[8] = it.nchunks;
+  s_item[9] = tok0;
+  s_item[10] = n;
+}
+
+// warp_next_item: the 32 lanes of one warp decode ticket tk (lane 0) into
+// s_item and build a list item's key blocks into sl (kMaxList ints), equal to
+// middle_list element for element: lane j < r draws R's step j, Floyd's
+// collisions resolve in r shuffle steps, and every element's position in the
+// merged list {0} + window + R + {nb-1} is computed from ranks.
+__device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int& hint, int* s_item, int* sl,
+                                               int lane) {
+  if (lane == 0) decode_ticket(p, tk, hint, s_item);
+  __syncwarp();
+  if (s_item[0] < 0 || !s_item[5]) return;
+  const int s = s_item[0], h = s_item[1], i = s_item[2], nb = num_blocks(s_item[10]);
+  const int r = p.random_blocks;
+  const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+  const u64 k = key(p.seed, rs, p.layer, h, i);
+  const int lo = imax(1, i - 1), hi = imin(nb - 2, i + 1);
+  const int width = hi - lo + 1;
+  const int m = (nb - 2) - width;
+  int x = 0;
+  if (lane < r) x = (int)(((u64)draw(k, lane) * (u64)(m - r + lane + 1)) >> 32);
+  int v = x;
+  bool coll = false;
+  for (int st = 0; st < r; ++st) {
+    if (lane == st) v = coll ? m - r + st : x;
+    const int os = __shfl_sync(0xffffffffu, v, st);
+    if (lane > st && x == os) coll = true;
+  }
+  int b = 1 + v;
+  if (b >= lo) b += width;
+  const int w = lo + lane;  // window element of this lane (lane < width)
+  int rank = 0, rb = 0;
+  for (int j = 0; j < r; ++j) {
+    const int bj = __shfl_sync(0xffffffffu, b, j);
+    rank += bj < b;
+    rb += bj < w;
+  }
+  if (lane < r) sl[1 + rank + (b > hi ? width : 0)] = b;
+  if (lane < width) sl[1 + lane + rb] = w;
+  if (lane == 0) {
+    sl[0] = 0;
+    sl[1 + width + r] = nb - 1;
+    s_item[4] = 2 + width + r;
+  }
+}
+
+// wgx_epilogue is wg_epilogue with 16-byte global stores; stage: a free
+// 128-byte-swizzled 64 x D tile for the output.
+template <typename T, int D>
+__device__ __forceinline__ void wgx_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
+                                             float m1, float l0, float l1, float sl2, const int* it, int wtid,
+                                             int* s_last) {
+  constexpr int CH = D / 8;
+  constexpr int NT = D / 8;
+  const int s = it[0], h = it[1], qb = it[2], row = it[6], chunk = it[7], nchunks = it[8], tok0 = it[9],
+            n = it[10];
+  const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, t4 = lane & 3;
+  const int H = p.num_heads;
+  T* Og = static_cast<T*>(p.o);
+  const int qvalid = imin(kBlock, n - qb * kBlock);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  if (nchunks == 1) {
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      st_shared_u32(stage + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
+      st_shared_u32(stage + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
+    }
+    __syncwarp();
+    T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
+#pragma unroll
+    for (int idx = lane; idx < 16 * CH; idx += 32) {
+      const int rr = warp * 16 + idx / CH, c = idx % CH;
+      if (rr < qvalid) st_global_v4(ob + rr * p.o_row + c * 8, ld_shared_v4(stage + sw_offset(rr, c * 8)));
+    }
+  } else {
+    const int* part_base = p.ws + ws_part_base_offset(p.nseq);
+    int* sem = p.ws + ws_sem_offset(p.nseq);
+    const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
+    float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
+      *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
+    }
+    if (t4 == 0) {
+      pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
+      pf[64 * D + r1] = m1 * sl2;
+      pf[64 * D + 64 + r0] = l0;
+      pf[64 * D + 64 + r1] = l1;
+    }
+    __threadfence();
+    __syncthreads();
+    int* sm = sem + (s * H + h) * 2 + row;
+    if (wtid == 0) *s_last = atomicAdd(sm, 1) == nchunks - 1;
+    __syncthreads();
+    if (*s_last) {
+      __threadfence();
+      combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
+                    Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
+                    qvalid, wtid);
+      if (wtid == 0) *sm = 0;
+    }
+  }
+}
+
+template <typename T, int D, int NST>
+__device__ __forceinline__ void attention_wgx(const AttnParams& p) {
+  static_assert(D == 64 || D == 128, "head dim");
+  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
+  constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
+  static_assert(RS % 8 == 0, "rows of one thread share r % 8");
+  extern __shared__ __align__(16) unsigned char smem_wg[];
+  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
+  const unsigned sK = sQ + TB;
+  const unsigned sV = sK + NST * TB;
+  __shared__ int s_list[2][kMaxList];
+  __shared__ int s_item[2][12];
+  __shared__ int s_last;
+
+  const int tid = threadIdx.x, t4 = tid & 3, lane = tid & 31;
+  const float sl2 = p.scale * 1.4426950408889634f;
+  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
+  const char* Kg = static_cast<const char*>(p.k);
+  const char* Vg = static_cast<const char*>(p.v);
+  // this thread's chunk of every tile: rows r0 + it*RS, 16 bytes at column c8
+  const int r0 = tid / CH, c8 = (tid % CH) * 8;
+  const unsigned sKt = sK + sw_offset(r0, c8), sVt = sV + sw_offset(r0, c8);
+  const long long kstep = (long long)RS * p.k_row * 2, vstep = (long long)RS * p.v_row * 2;
+  const long long kblk = (long long)kBlock * p.k_row * 2, vblk = (long long)kBlock * p.v_row * 2;
+  int hint = 0;
+  int tkn = 0;  // thread 0: the next ticket
+
+  if (tid < 32) {
+    int tk = 0;
+    if (lane == 0) tk = atomicAdd(p.ws, 1);
+    tk = __shfl_sync(0xffffffffu, tk, 0);
+    warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
+  }
+  __syncthreads();
+
+  float o[D / 2];
+  float m0 = 0.f, m1 = 0.f, l0 = 0.f, l1 = 0.f;
+  int buf = 0, prev = -1;
+  for (;;) {
+    const int* it = s_item[buf];
+    const int s = it[0];
+    int L = 0, kv_begin = 0, use_list = 0, n = 0;
+    const char* kp = Kg;
+    const char* vp = Vg;
+    const int* lst = s_list[buf];
+    if (s >= 0) {
+      const int h = it[1], qb = it[2], tok0 = it[9];
+      kv_begin = it[3];
+      L = it[4];
+      use_list = it[5];
+      n = it[10];
+      kp = Kg + ((long long)(tok0 + r0) * p.k_row + (long long)h * p.k_head + c8) * 2;
+      vp = Vg + ((long long)(tok0 + r0) * p.v_row + (long long)h * p.v_head + c8) * 2;
+      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                      imin(kBlock, n - qb * kBlock), tid);
+    }
+    auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
+    auto load_kv = [&](int kb, int stage) {
+      const char* gk = kp + kb * kblk;
+      const char* gv = vp + kb * vblk;
+      const unsigned dk = sKt + stage * TB, dv = sVt + stage * TB;
+      const int valid = n - kb * kBlock;
+      if (valid >= kBlock) {
+#pragma unroll
+        for (int i = 0; i < IT; ++i) cp_async16_full(dk + i * RS * 128, gk + i * kstep);
+#pragma unroll
+        for (int i = 0; i < IT; ++i) cp_async16_full(dv + i * RS * 128, gv + i * vstep);
+      } else {  // the sequence's last block: rows >= valid zero-filled, their source row 0
+        const char* k0 = kp - (long long)r0 * p.k_row * 2;
+        const char* v0 = vp - (long long)r0 * p.v_row * 2;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+          const bool ok = r0 + i * RS < valid;
+          cp_async16(dk + i * RS * 128, ok ? gk + i * kstep : k0, ok);
+          cp_async16(dv + i * RS * 128, ok ? gv + i * vstep : v0, ok);
+        }
+      }
+    };
+    if (s >= 0) {
+      load_kv(block_at(0), 0);
+      cp_async_commit();
+#pragma unroll
+      for (int st = 1; st < NST - 1; ++st) {
+        if (st < L) load_kv(block_at(st), st);
+        cp_async_commit();
+      }
+    }
+    // the previous item's epilogue, under this item's first loads
+    if (prev >= 0)
+      wgx_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
+    if (s < 0) break;
+
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    m0 = neg_inf();
+    m1 = neg_inf();
+    l0 = 0.f;
+    l1 = 0.f;
+    const int jt = imax(L - 2, 0);
+    for (int j = 0; j < L; ++j) {
+      cp_async_wait<NST - 2>();
+      fence_proxy_async();
+      __syncthreads();
+      if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
+        cp_async_commit();
+      }
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
+    }
+    if (tid < 32) {
+      const int tk = __shfl_sync(0xffffffffu, tkn, 0);
+      warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+    }
+    __syncthreads();  // publishes the next item; every wgmma of this item is done
+    prev = buf;
+    buf ^= 1;
+  }
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // block_exclusive_scan over all threads of the CTA (blockDim.x a multiple of
@@ -901,9 +1190,16 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
+#define RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST) raptor::sparse::attention_wgx<T, D, NST>(p);
 #else
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
+#define RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST) __trap();
 #endif
+#define RAPTOR_SPARSE_ATTN_WGX(D, NST, MINB, NAME, T)                              \
+  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
+      const AttnParams p) {                                                       \
+    RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST)                                        \
+  }
 #define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
@@ -912,7 +1208,9 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)          \
+  RAPTOR_SPARSE_ATTN_WGX(64, 2, 4, sparse_attention_d64_wgx_##suffix, T)          \
+  RAPTOR_SPARSE_ATTN_WGX(128, 2, 2, sparse_attention_d128_wgx_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 
