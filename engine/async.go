@@ -598,6 +598,11 @@ type batch struct {
 	offsets []int     // token offset of each request in merged
 	merged  Batch     // the packed batch, when it holds several requests
 	hidden  []float32 // merged's hidden states
+	// pooled: merged's pooled vectors, when every request wants pooled
+	// vectors only, alike (pooledOnly); then hidden stays nil and seqOffs
+	// is each request's first sequence in merged.
+	pooled  []float32
+	seqOffs []int
 	tokens  int
 	cost    float64
 	lane    int
@@ -733,6 +738,7 @@ func (a *Async) pack(b *batch) {
 		in := &b.ins[i]
 		off := int32(len(m.Tokens))
 		b.offsets = append(b.offsets, int(off))
+		b.seqOffs = append(b.seqOffs, len(m.CuSeqlens)-1)
 		m.Tokens = append(m.Tokens, in.Tokens...)
 		for _, c := range in.CuSeqlens[1:] {
 			m.CuSeqlens = append(m.CuSeqlens, off+c)
@@ -806,6 +812,12 @@ func (a *Async) compute(b *batch) {
 		if len(b.reqs) == 1 {
 			return b.t.enc.Encode(ctx, &b.ins[0], &b.outs[0])
 		}
+		if o, ok := pooledOnly(b.outs); ok {
+			// Pool in the encoder (on the GPU: only the pooled vectors
+			// come back, not every token's hidden state).
+			b.pooled = make([]float32, b.merged.NumSeqs()*b.t.merge.hiddenSize())
+			return b.t.enc.Encode(ctx, &b.merged, &Outputs{Pooled: b.pooled, Pooling: o.Pooling, Normalize: o.Normalize})
+		}
 		b.hidden = make([]float32, b.tokens*b.t.merge.hiddenSize())
 		return b.t.enc.Encode(ctx, &b.merged, &Outputs{Hidden: b.hidden})
 	})
@@ -876,6 +888,11 @@ func (a *Async) deliverOne(b *batch, i int) {
 func (a *Async) scatter(b *batch, i int) {
 	H := b.t.merge.hiddenSize()
 	in, out := &b.ins[i], &b.outs[i]
+	if b.pooled != nil {
+		s := b.seqOffs[i]
+		copy(out.Pooled, b.pooled[s*H:(s+in.NumSeqs())*H])
+		return
+	}
 	off := b.offsets[i]
 	hid := b.hidden[off*H : (off+len(in.Tokens))*H]
 	if out.Hidden != nil {
@@ -1134,4 +1151,20 @@ func (a *Async) requeueIfFailed(b *batch) bool {
 	b.err = status.Errorf(status.DeviceFailed, "device %d failed before the batch started; its requests went back to the queue", b.dev)
 	a.wake()
 	return true
+}
+
+// pooledOnly says whether every output of a merged batch is host pooled
+// vectors alone, with one pooling and normalisation: then the merged batch
+// is encoded with pooled outputs (a sequence's pooled vector depends on its
+// own rows only, so each equals the request's result alone) instead of
+// bringing back every token's hidden state and pooling on the host.
+func pooledOnly(outs []Outputs) (Outputs, bool) {
+	for i := range outs {
+		o := &outs[i]
+		if o.Pooled == nil || o.Hidden != nil || o.Logits != nil || o.HiddenDevice != 0 || o.PooledDevice != 0 ||
+			o.Pooling != outs[0].Pooling || o.Normalize != outs[0].Normalize {
+			return Outputs{}, false
+		}
+	}
+	return outs[0], len(outs) > 0
 }

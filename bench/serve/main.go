@@ -62,6 +62,7 @@ type config struct {
 	seed          uint64
 	threads       int
 	lanes         int
+	backend       string
 	rounds        int
 }
 
@@ -121,6 +122,7 @@ func main() {
 	flag.Uint64Var(&c.seed, "seed", 1, "trace and arrival seed")
 	flag.IntVar(&c.threads, "threads", 0, "CPU threads (0 = all cores)")
 	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes")
+	flag.StringVar(&c.backend, "backend", "cpu", "engine backend: cpu or cuda (the model file's dtype, e.g. f16, is used as stored)")
 	flag.IntVar(&c.rounds, "rounds", 3, "each load runs the modes in this many interleaved rounds of duration/rounds")
 	jsonOut := flag.String("json", "", "also write the results as JSON here")
 	flag.Parse()
@@ -134,7 +136,14 @@ func main() {
 	c.modes = strings.Split(*modes, ",")
 
 	opts := engine.DefaultOptions()
-	opts.Backend = engine.BackendCPU
+	switch c.backend {
+	case "cpu":
+		opts.Backend = engine.BackendCPU
+	case "cuda":
+		opts.Backend = engine.BackendCUDA
+	default:
+		fail(fmt.Errorf("unknown backend %q", c.backend))
+	}
 	opts.Threads = c.threads
 	opts.Log = func(engine.LogLevel, string) {}
 	e, err := engine.New(opts)
@@ -186,7 +195,7 @@ func main() {
 		rep.AloneMeanms += v / float64(len(alone))
 	}
 	logf("alone: p50 %.1f ms, p99 %.1f ms", rep.AloneP50ms, rep.AloneP99ms)
-	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg = offline(m, trace[:min(600, len(trace))])
+	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg = offline(m, trace[:min(max(600, c.budget/2), len(trace))], c.budget)
 	logf("best offline: %.1f requests/s, %.0f tokens/s (%s)", rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg)
 
 	// Each load runs the modes in interleaved rounds (dynamic, single,
@@ -287,7 +296,7 @@ func encodeAlone(m *engine.Model, ids []int32) {
 // offline is the best throughput of the requests run offline: sorted by
 // length, packed into batches of a token budget, back to back (one or two
 // batches at a time).
-func offline(m *engine.Model, reqs [][]int32) (rps, tps float64, cfg string) {
+func offline(m *engine.Model, reqs [][]int32, budget0 int) (rps, tps float64, cfg string) {
 	sorted := slices.Clone(reqs)
 	slices.SortFunc(sorted, func(a, b []int32) int { return len(a) - len(b) })
 	tokens := 0
@@ -295,7 +304,7 @@ func offline(m *engine.Model, reqs [][]int32) (rps, tps float64, cfg string) {
 		tokens += len(r)
 	}
 	H := m.Config().Hidden
-	for _, budget := range []int{1024, 4096} {
+	for _, budget := range []int{budget0, 4 * budget0} {
 		var batches []*engine.Batch
 		b := &engine.Batch{CuSeqlens: []int32{0}}
 		for _, r := range sorted {
@@ -384,19 +393,19 @@ func merge(ps []partial, rounds int) result {
 }
 
 // calibrate is the capacity just before a run: the run's own requests (from
-// trace[start:]) packed in arrival order into batches of 1024 tokens, run
+// trace[start:]) packed in arrival order into batches of budget tokens, run
 // back to back for about two seconds. (This machine's cores are shared with
 // other workloads whose load changes by the minute: a capacity measured once
 // would not say what "90%" is ten minutes later.)
-func calibrate(m *engine.Model, trace [][]int32, start int) float64 {
+func calibrate(m *engine.Model, trace [][]int32, start, budget int) float64 {
 	H := m.Config().Hidden
 	t0 := time.Now()
 	n := 0
 	for i := start; time.Since(t0) < 2*time.Second; {
 		b := &engine.Batch{CuSeqlens: []int32{0}}
-		for len(b.Tokens) < 1024 {
+		for len(b.Tokens) < budget {
 			ids := trace[i%len(trace)]
-			if len(b.Tokens) > 0 && len(b.Tokens)+len(ids) > 1024 {
+			if len(b.Tokens) > 0 && len(b.Tokens)+len(ids) > budget {
 				break
 			}
 			b.Tokens = append(b.Tokens, ids...)
@@ -414,7 +423,7 @@ func calibrate(m *engine.Model, trace [][]int32, start int) float64 {
 
 func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, round uint64) partial {
 	start := int(round) * 1024 // the same requests, in the same order, for every mode
-	capRPS := calibrate(m, trace, start)
+	capRPS := calibrate(m, trace, start, c.budget)
 	rate := load * capRPS
 	var s server
 	switch mode {
@@ -656,14 +665,14 @@ func printReport(r *report, c config) {
 	fmt.Printf("Command: `%s`\n\n", r.Command)
 	fmt.Printf("Model %s. Trace: %d single-sequence requests, mean %.0f tokens, p50 %d, p99 %d "+
 		"(55%% 8-64, 30%% 65-192, 12%% 193-384, 3%% 385-512). Arrivals: Poisson, %v per run; queue %d requests "+
-		"(a full queue refuses: BUSY). dynamic: MaxBatchTokens %d, MaxQueueDelay %v, 2 lanes. "+
+		"(a full queue refuses: BUSY). dynamic: MaxBatchTokens %d, MaxQueueDelay %v, %d lanes. "+
 		"padded: %d requests per batch or %v, padded to the batch's longest.\n\n",
-		r.Model, c.trace, r.TraceMean, r.TraceP50, r.TraceP99, c.duration, c.queue, c.budget, c.delay, c.staticBatch, c.staticTimeout)
+		r.Model, c.trace, r.TraceMean, r.TraceP50, r.TraceP99, c.duration, c.queue, c.budget, c.delay, c.lanes, c.staticBatch, c.staticTimeout)
 	fmt.Printf("Best offline throughput at the start: %.1f requests/s, %.0f tokens/s (%s). Each run's load is a share "+
-		"of the capacity measured just before it (its own requests packed into 1024-token batches, back to back, 2 s), "+
+		"of the capacity measured just before it (its own requests packed into %d-token batches, back to back, 2 s), "+
 		"because other workloads share this machine's cores (last column: the cores they used meanwhile). "+
 		"One request alone: p50 %.1f ms, p99 %.1f ms, mean %.1f ms.\n\n",
-		r.OfflineRPS, r.OfflineTPS, r.OfflineCfg, r.AloneP50ms, r.AloneP99ms, r.AloneMeanms)
+		r.OfflineRPS, r.OfflineTPS, r.OfflineCfg, c.budget, r.AloneP50ms, r.AloneP99ms, r.AloneMeanms)
 	table := func(results []result) {
 		fmt.Println("| load | mode | capacity req/s | offered req/s | served req/s | served/capacity | tokens/s | p50 ms | p99 ms | max ms | BUSY | max queue | req/batch | padding | other procs' cores |")
 		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
