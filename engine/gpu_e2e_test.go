@@ -604,6 +604,50 @@ func TestGPUTimeline(t *testing.T) {
 	}
 }
 
+// TestGPUGraphCache runs repeated shapes with the CUDA graph cache on
+// (RAPTOR_CUDA_GRAPHS): the first batch of a shape runs eagerly, the second
+// is captured and replayed, later ones replay. Every repeat's outputs must be
+// bitwise the first's, and equal to a graph-free engine's.
+func TestGPUGraphCache(t *testing.T) {
+	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 768, 12, 3072, 4)
+	cfg.MaxPositions = 4096
+	params := testmodel.Random(cfg, 77, 0.02)
+	plain := gpuEngine(t, ComputeFP16)
+	pm, err := plain.Load(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	t.Setenv("RAPTOR_CUDA_GRAPHS", "8192")
+	e := gpuEngine(t, ComputeFP16)
+	m, err := e.Load(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gmod := m.bm.(cudaModel).m
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, lens := range [][]int{{512}, {100, 700, 1500}, {64, 64, 64, 64}} {
+		b := raggedBatch(rng, cfg, lens)
+		for _, pool := range []Pooling{PoolMean, PoolCLS} {
+			wantH, wantP := encodeOut(t, pm, b, pool, true)
+			for i := 0; i < 4; i++ {
+				h, p := encodeOut(t, m, b, pool, true)
+				if !slices.Equal(h, wantH) || !slices.Equal(p, wantP) {
+					rh, _ := gpuRelErr(h, wantH)
+					rp, _ := gpuRelErr(p, wantP)
+					t.Errorf("lengths %v pooling %d run %d: outputs differ from the graph-free engine's (hidden rel %.2e, pooled rel %.2e)", lens, pool, i, rh, rp)
+				}
+			}
+		}
+	}
+	if n := gmod.GraphRuns(); n < 12 {
+		t.Errorf("%d graph replays, want at least 12 (3 shapes x 2 poolings x 2-3 replays)", n)
+	} else {
+		t.Logf("graph cache: %d of 24 forwards replayed a graph, all bitwise equal to the graph-free engine", n)
+	}
+}
+
 // TestGPUProfile is issue 7's per-stage profile: device ms per stage
 // (timing events after every op, summed over layers) of BigBird-base on
 // 8x4096, long-tail and 1x16384 and BigBird-large on 8x4096 (fp16,

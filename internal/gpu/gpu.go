@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,11 @@ type Backend struct {
 	// an A/B measurement of what the separate GELU pass costs (issue 7),
 	// not for use, since it changes an erf model's numerics.
 	gelu string
+	// graphTokens: batches of at most this many tokens whose shape repeats
+	// run as a captured CUDA graph (RAPTOR_CUDA_GRAPHS=N; 0, the default:
+	// off). Measured on the H100 (bench/RESULTS.md, issue 7 round 3): -33%
+	// device time at 1x512, -7% at 8x512, 0 at 8x4096.
+	graphTokens int
 }
 
 // Open opens the device. Errors are *status.Error: BackendUnavailable when
@@ -80,7 +86,11 @@ func Open(o Options) (*Backend, error) {
 	if g := os.Getenv("RAPTOR_GELU_KERNEL"); g == "tanh-epilogue" {
 		gelu = g
 	}
-	return &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu}, nil
+	graphTokens := 0
+	if v, err := strconv.Atoi(os.Getenv("RAPTOR_CUDA_GRAPHS")); err == nil && v > 0 {
+		graphTokens = v
+	}
+	return &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu, graphTokens: graphTokens}, nil
 }
 
 // Device is the underlying device (for tests and benchmarks).
@@ -115,7 +125,13 @@ type Model struct {
 	poolW  cuda.DevPtr
 	poolB  cuda.DevPtr
 	tl     atomic.Pointer[timeline] // StartTimeline .. StopTimeline
+	graphs map[graphKey]*graphEntry // used on the device worker only
+	graphN atomic.Int64             // forwards run as a graph replay
 }
+
+// GraphRuns is how many forwards ran as a CUDA graph replay
+// (RAPTOR_CUDA_GRAPHS).
+func (m *Model) GraphRuns() int64 { return m.graphN.Load() }
 
 // Supported says whether the CUDA backend can run cfg; the error is
 // status.Unsupported naming the limit.
@@ -258,7 +274,79 @@ func (m *Model) Release() {
 	}
 	a := m.arena
 	m.arena = cuda.Buffer{}
-	_ = m.b.dev.Do(func(c *cuda.Ctx) error { return c.Free(a) })
+	_ = m.b.dev.Do(func(c *cuda.Ctx) error {
+		for k, e := range m.graphs {
+			if e.g != nil {
+				c.DestroyGraph(e.g)
+			}
+			if e.arena.Ptr != 0 {
+				c.Free(e.arena)
+			}
+			delete(m.graphs, k)
+		}
+		return c.Free(a)
+	})
+}
+
+// graphKey is what a captured forward depends on: the shapes (the GEMMs'
+// M, every grid) and every pointer the kernels get (the entry's own arena,
+// the caller's device outputs).
+type graphKey struct {
+	T, S                            int
+	types, seeds, hidHost, poolHost bool
+	hidDev, poolDev                 uintptr
+	pooling                         Pooling
+	normalize, wantPooled           bool
+}
+
+// graphEntry is one repeated shape: its own arena (kept, so the graph's
+// baked pointers stay valid) and, once captured, the graph. busy while a
+// batch using it is in flight; a second batch of the same shape then runs
+// eagerly from the pool.
+type graphEntry struct {
+	arena  cuda.Buffer
+	g      *cuda.Graph
+	seen   int
+	busy   bool
+	failed bool
+}
+
+const (
+	maxGraphKeys   = 256 // shapes counted
+	maxGraphArenas = 8   // shapes with a kept arena and graph
+)
+
+// graphEntryFor returns the entry to run key's batch from, or nil to run
+// it eagerly: graphs are off, the shape is new (seen once), the entry is
+// busy or its capture failed, or the caches are full.
+func (m *Model) graphEntryFor(key graphKey) *graphEntry {
+	if m.graphs == nil {
+		m.graphs = map[graphKey]*graphEntry{}
+	}
+	e := m.graphs[key]
+	if e == nil {
+		if len(m.graphs) >= maxGraphKeys {
+			return nil
+		}
+		e = &graphEntry{}
+		m.graphs[key] = e
+	}
+	e.seen++
+	if e.seen < 2 || e.busy || e.failed {
+		return nil
+	}
+	if e.arena.Ptr == 0 {
+		n := 0
+		for _, x := range m.graphs {
+			if x.arena.Ptr != 0 {
+				n++
+			}
+		}
+		if n >= maxGraphArenas {
+			return nil
+		}
+	}
+	return e
 }
 
 // Pooling selects a pooled output (the engine's values).
@@ -292,6 +380,7 @@ type pending struct {
 	hidOff  int64 // offset of the hidden output in host, -1: none
 	poolOff int64
 	T, S    int
+	ge      *graphEntry // the arena is ge's (kept), not the pool's
 }
 
 // Forward runs a validated batch and writes out. ctx is checked before the
@@ -598,11 +687,25 @@ func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.
 		hoff += align(4 * int64(S) * int64(H))
 	}
 
-	if p.arena, err = c.Alloc(off); err != nil {
+	var ge *graphEntry
+	if pr == nil && kp == nil && m.b.graphTokens > 0 && T <= m.b.graphTokens {
+		ge = m.graphEntryFor(graphKey{T: T, S: S, types: in.typ >= 0, seeds: in.seeds >= 0,
+			hidHost: out.Hidden != nil, poolHost: out.Pooled != nil, hidDev: out.HiddenDev, poolDev: out.PooledDev,
+			pooling: out.Pooling, normalize: out.Normalize, wantPooled: wantPooled})
+	}
+	if ge != nil {
+		if ge.arena.Ptr == 0 {
+			if ge.arena, err = c.Alloc(off); err != nil {
+				return nil, err
+			}
+		}
+		ge.busy = true
+		p.arena, p.ge = ge.arena, ge
+	} else if p.arena, err = c.Alloc(off); err != nil {
 		return nil, err
 	}
 	if p.host, err = c.HostAlloc(hoff); err != nil {
-		c.Free(p.arena)
+		m.release(c, p)
 		return nil, err
 	}
 	defer func() {
@@ -679,7 +782,7 @@ func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.
 	if in.seeds >= 0 {
 		k.seeds = base.Add(in.seeds)
 	}
-	if err = m.kernels(c, k, pr); err != nil {
+	if err = m.launch(c, p, k, pr); err != nil {
 		return nil, err
 	}
 	if kp != nil {
@@ -712,6 +815,30 @@ func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.
 		return nil, err
 	}
 	return p, nil
+}
+
+// launch enqueues the batch's kernels: eagerly, or as p's graph entry's
+// graph (captured on the entry's first use; a failed capture falls back to
+// eager launches for good).
+func (m *Model) launch(c *cuda.Ctx, p *pending, k *kern, pr *stageProf) error {
+	ge := p.ge
+	if ge == nil || ge.failed {
+		return m.kernels(c, k, pr)
+	}
+	if ge.g == nil {
+		g, err := c.Capture(func() error { return m.kernels(c, k, nil) })
+		if err != nil {
+			ge.failed = true
+			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture failed, running eagerly: %v", err)
+			return m.kernels(c, k, pr)
+		}
+		ge.g = g
+	}
+	if err := c.LaunchGraph(ge.g); err != nil {
+		return err
+	}
+	m.graphN.Add(1)
+	return nil
 }
 
 // kern holds one batch's device pointers (all inside its arena, or the
@@ -864,7 +991,11 @@ func (m *Model) release(c *cuda.Ctx, p *pending) {
 			c.DestroyEvent(e)
 		}
 	}
-	c.Free(p.arena)
+	if p.ge != nil {
+		p.ge.busy = false // the arena stays with the entry
+	} else {
+		c.Free(p.arena)
+	}
 	c.HostFree(p.host)
 	*p = pending{}
 }

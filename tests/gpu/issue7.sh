@@ -16,7 +16,8 @@
 #       3. bench/peers.py: the PyTorch peers on the same lengths, same run; the table
 #       4. tests/gpu/hf_parity.py: HF Bert/Roberta/BigBird(original_full) parity, block-sparse vs
 #          the float64 plan reference, MiniLM vs sentence-transformers
-#       5. the engine GPU tests (CUDA vs CPU backend, device outputs, batch invariance, MiniLM),
+#       5. the engine GPU tests (CUDA vs CPU backend, device outputs, batch invariance, MiniLM,
+#          the CUDA graph cache vs a graph-free engine),
 #          run after step 2 (before the peers) so that a slow peer cannot crowd them out
 #   Options (on the device): --no-peers, --no-parity, --no-tests.
 set -uo pipefail
@@ -77,7 +78,7 @@ echo "timeline exit $?"; grep -E 'timeline |^---|FAIL|panic' "$OUT/timeline.log"
 if [ $TESTS = 1 ]; then
   echo "== 5. engine GPU tests ($((SECONDS - T0)) s)"
   (cd engine && RAPTOR_MINILM_FILE=$PWD/../$B/minilm-f16.raptor timeout 150 /tmp/i7bin/engine.test -test.v -test.count=1 \
-    -test.run 'TestGPU(DeviceOutputs|BatchInvariance|MiniLM|ForwardVsCPU)' -test.timeout=145s) >"$OUT/engine_gpu.log" 2>&1
+    -test.run 'TestGPU(DeviceOutputs|BatchInvariance|MiniLM|ForwardVsCPU|GraphCache)' -test.timeout=145s) >"$OUT/engine_gpu.log" 2>&1
   echo "engine tests exit $?"; grep -E '^(---|ok|FAIL|PASS)|gpu_e2e_test.go' "$OUT/engine_gpu.log" | cut -c1-220
 fi
 if [ $PEERS = 1 ]; then
