@@ -104,8 +104,12 @@ func devRequests(t testing.TB, m *Model, cfg loader.Config, n int, seed uint64) 
 	for i := 0; i < n; i++ {
 		nseq := 1 + r.IntN(2)
 		lens := make([]int, nseq)
+		maxLen := 200
+		if raceEnabled {
+			maxLen = 60 // the race detector makes the CPU references slow
+		}
 		for s := range lens {
-			lens[s] = 1 + r.IntN(200)
+			lens[s] = 1 + r.IntN(maxLen)
 		}
 		c := randomBatch(r, cfg, lens)
 		q := &devReq{b: Batch{Tokens: c.tokens, CuSeqlens: c.cu, TokenTypes: c.types, Seeds: c.seeds}}
@@ -134,7 +138,11 @@ func TestMultiDeviceEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs := devRequests(t, rm, cfg, 48, 11)
+	nreq, budget := 48, 300
+	if raceEnabled {
+		nreq, budget = 24, 80
+	}
+	reqs := devRequests(t, rm, cfg, nreq, 11)
 	for _, n := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("devices=%d", n), func(t *testing.T) {
 			devs := make([]int, n)
@@ -171,7 +179,7 @@ func TestMultiDeviceEncode(t *testing.T) {
 			}
 			wg.Wait()
 
-			a := NewAsync(AsyncOptions{MaxBatchTokens: 300, Devices: e.NumDevices(), DeviceErr: e.DeviceErr, Lanes: 1})
+			a := NewAsync(AsyncOptions{MaxBatchTokens: budget, Devices: e.NumDevices(), DeviceErr: e.DeviceErr, Lanes: 1})
 			defer a.Close()
 			tg := a.Target(m)
 			var cnt counter
@@ -229,7 +237,11 @@ func TestMultiDeviceFailover(t *testing.T) {
 	}
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("devices=%d", n), func(t *testing.T) {
-			reqs := devRequests(t, rm, cfg, 40, uint64(n))
+			nreq := 40
+			if raceEnabled {
+				nreq = 20
+			}
+			reqs := devRequests(t, rm, cfg, nreq, uint64(n))
 			devs := make([]int, n)
 			for i := range devs {
 				devs[i] = i
@@ -247,7 +259,7 @@ func TestMultiDeviceFailover(t *testing.T) {
 				<-release
 				return status.Errorf(status.DeviceFailed, "injected: illegal address on device 1")
 			})
-			a := NewAsync(AsyncOptions{MaxBatchTokens: 300, Devices: n, DeviceErr: e.DeviceErr, Lanes: 2})
+			a := NewAsync(AsyncOptions{MaxBatchTokens: 100, Devices: n, DeviceErr: e.DeviceErr, Lanes: 2})
 			defer a.Close()
 			tg := a.Target(m)
 			var cnt counter
