@@ -513,13 +513,6 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
   }
 }
 
-// wg_sync is a barrier of the warpgroup: bar 0 is the whole CTA (a CTA of one
-// warpgroup), bar 1.. a named barrier of the 128 threads of one warpgroup.
-__device__ __forceinline__ void wg_sync(int bar) {
-  if (bar == 0) __syncthreads();
-  else asm volatile("bar.sync %0, 128;" ::"r"(bar) : "memory");
-}
-
 // wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
@@ -608,157 +601,11 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
 }
 
-// wg_epilogue writes one warpgroup's finished tile (query block qb of head h
-// of sequence s): normalised O through its own (no longer needed) Q tile sQ,
-// or, for chunk `chunk` of a split global row `row`, fp32 partials, and the
-// warpgroup that completes the row's last chunk combines them. wtid: thread
-// index in the warpgroup; bar: its barrier (wg_sync); s_last: its flag.
-template <typename T, int D>
-__device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned sQ, float (&o)[D / 2], float m0,
-                                            float m1, float l0, float l1, float sl2, int s, int h, int qb,
-                                            int tok0, int n, int row, int chunk, int nchunks, int wtid, int bar,
-                                            int* s_last) {
-  constexpr int CH = D / 8;
-  constexpr int NT = D / 8;
-  const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, t4 = lane & 3;
-  const int H = p.num_heads;
-  const int* part_base = p.ws + ws_part_base_offset(p.nseq);
-  int* sem = p.ws + ws_sem_offset(p.nseq);
-  T* Og = static_cast<T*>(p.o);
-  const int qvalid = imin(kBlock, n - qb * kBlock);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const int r0 = warp * 16 + g, r1 = r0 + 8;
-  if (nchunks == 1) {
-    const float i0 = 1.f / l0, i1 = 1.f / l1;
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      st_shared_u32(sQ + sw_offset(r0, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i] * i0, o[4 * i + 1] * i0));
-      st_shared_u32(sQ + sw_offset(r1, i * 8) + 4 * t4, DType<T>::pack2(o[4 * i + 2] * i1, o[4 * i + 3] * i1));
-    }
-    __syncwarp();
-    T* ob = Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head;
-#pragma unroll
-    for (int idx = lane; idx < 16 * CH; idx += 32) {
-      const int rr = warp * 16 + idx / CH, c = idx % CH;
-      if (rr < qvalid) *reinterpret_cast<uint4*>(ob + rr * p.o_row + c * 8) = ld_shared_v4(sQ + sw_offset(rr, c * 8));
-    }
-  } else {
-    const long long slot0 = (long long)part_base[s] + (long long)(h * 2 + row) * nchunks;
-    float* pf = p.partial + (slot0 + chunk) * partial_slot_floats(D);
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      *reinterpret_cast<float2*>(pf + r0 * D + i * 8 + 2 * t4) = make_float2(o[4 * i], o[4 * i + 1]);
-      *reinterpret_cast<float2*>(pf + r1 * D + i * 8 + 2 * t4) = make_float2(o[4 * i + 2], o[4 * i + 3]);
-    }
-    if (t4 == 0) {
-      pf[64 * D + r0] = m0 * sl2;  // partials keep the max in the log2 domain
-      pf[64 * D + r1] = m1 * sl2;
-      pf[64 * D + 64 + r0] = l0;
-      pf[64 * D + 64 + r1] = l1;
-    }
-    __threadfence();
-    wg_sync(bar);
-    int* sm = sem + (s * H + h) * 2 + row;
-    if (wtid == 0) *s_last = atomicAdd(sm, 1) == nchunks - 1;
-    wg_sync(bar);
-    if (*s_last) {
-      __threadfence();
-      combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
-                    Og + (long long)(tok0 + qb * kBlock) * p.o_row + (long long)h * p.o_head, p.o_row,
-                    qvalid, wtid);
-      if (wtid == 0) *sm = 0;
-    }
-  }
-}
-
-template <typename T, int D, int NST>
-__device__ __forceinline__ void attention_wg(const AttnParams& p) {
-  static_assert(D == 64 || D == 128, "head dim");
-  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
-  extern __shared__ __align__(16) unsigned char smem_wg[];
-  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
-  const unsigned sK = sQ + TB;
-  const unsigned sV = sK + NST * TB;
-  __shared__ int s_list[2 * kMaxList];
-  __shared__ int s_item[12];
-  __shared__ int s_last;
-
-  const int tid = threadIdx.x, t4 = tid & 3;
-  const int r = p.random_blocks;
-  const float sl2 = p.scale * 1.4426950408889634f;
-  const unsigned short* Qg = static_cast<const unsigned short*>(p.q);
-  const unsigned short* Kg = static_cast<const unsigned short*>(p.k);
-  const unsigned short* Vg = static_cast<const unsigned short*>(p.v);
-  int hint = 0;
-
-  for (;;) {
-    if (tid == 0) fetch_item(p, hint, s_item);
-    __syncthreads();
-    const int s = s_item[0];
-    if (s < 0) break;
-    const int h = s_item[1], qb = s_item[2], tok0 = s_item[9];
-    const int kv_begin = s_item[3], use_list = s_item[5], n = s_item[10];
-    const int nb = num_blocks(n);
-    const int qvalid = imin(kBlock, n - qb * kBlock);
-    const unsigned short* kbase = Kg + (long long)tok0 * p.k_row + (long long)h * p.k_head;
-    const unsigned short* vbase = Vg + (long long)tok0 * p.v_row + (long long)h * p.v_head;
-    auto load_kv = [&](int kb, int stage) {
-      const int valid = imin(kBlock, n - kb * kBlock);
-      load_tile_sw<D>(sK + stage * TB, kbase + (long long)kb * kBlock * p.k_row, p.k_row, valid, tid);
-      load_tile_sw<D>(sV + stage * TB, vbase + (long long)kb * kBlock * p.v_row, p.v_row, valid, tid);
-    };
-    load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
-                    qvalid, tid);
-    load_kv(use_list ? 0 : kv_begin, 0);
-    cp_async_commit();
-    if (tid == 0 && use_list) {
-      const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
-      s_item[4] = middle_list(s_list, s_list + kMaxList, p.seed, rs, p.layer, h, qb, nb, r);
-    }
-    __syncthreads();
-    const int L = s_item[4];
-    auto block_at = [&](int j) { return use_list ? s_list[j] : kv_begin + j; };
-#pragma unroll
-    for (int st = 1; st < NST - 1; ++st) {
-      if (st < L) load_kv(block_at(st), st);
-      cp_async_commit();
-    }
-
-    float o[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float m0 = neg_inf(), m1 = neg_inf(), l0 = 0.f, l1 = 0.f;
-
-    for (int j = 0; j < L; ++j) {
-      cp_async_wait<NST - 2>();
-      fence_proxy_async();
-      __syncthreads();
-      {
-        const int jn = j + NST - 1;
-        if (jn < L) load_kv(block_at(jn), jn % NST);
-        cp_async_commit();
-      }
-      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
-                     l0, l1);
-    }
-
-    // the epilogue re-reads the item from shared memory (shorter live ranges)
-    wg_epilogue<T, D>(p, sQ, o, m0, m1, l0, l1, sl2, s, s_item[1], s_item[2], s_item[9], s_item[10], s_item[6],
-                      s_item[7], s_item[8], tid, 0, &s_last);
-    __syncthreads();
-  }
-}
-
-// ------------------------------------------------------------------ wgx
-//
-// attention_wgx is attention_wg with the per-item and load-issue overheads cut
-// (NOTES-attention.md, sixth run): each thread's K/V source pointers and
-// shared destinations are computed once per item (a block's loads add
+// attention_wg's per-item and load-issue overheads are cut (NOTES-attention.md,
+// 2026-11-25 seventh run): each thread's K/V source pointers and shared
+// destinations are computed once per item (a block's loads add
 // kb * 64 * row_stride); the next item's ticket is taken during the current
-// item's second-to-last block and decoded, and its key-block list built by a
+// item's second-to-last block and decoded, and its key-block list built, by a
 // whole warp (warp 0) after the last block, so one barrier per item remains;
 // the next item's Q and first K/V loads are issued before the current item's
 // epilogue (staged through the free K stage NST-1), which hides their latency.
@@ -855,10 +702,13 @@ __device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int&
   }
 }
 
-// wgx_epilogue is wg_epilogue with 16-byte global stores; stage: a free
-// 128-byte-swizzled 64 x D tile for the output.
+// wg_epilogue writes the finished tile (query block it[2] of head it[1] of
+// sequence it[0]; it: the item's s_item): normalised O through stage, a free
+// 128-byte-swizzled 64 x D tile, with 16-byte global stores, or, for chunk
+// it[7] of a split global row it[6], fp32 partials, and the CTA that completes
+// the row's last chunk combines them. s_last: a shared flag.
 template <typename T, int D>
-__device__ __forceinline__ void wgx_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
+__device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
                                              float m1, float l0, float l1, float sl2, const int* it, int wtid,
                                              int* s_last) {
   constexpr int CH = D / 8;
@@ -920,7 +770,7 @@ __device__ __forceinline__ void wgx_epilogue(const AttnParams& p, unsigned stage
 }
 
 template <typename T, int D, int NST>
-__device__ __forceinline__ void attention_wgx(const AttnParams& p) {
+__device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
@@ -1008,7 +858,7 @@ __device__ __forceinline__ void attention_wgx(const AttnParams& p) {
     }
     // the previous item's epilogue, under this item's first loads
     if (prev >= 0)
-      wgx_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
+      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
     if (s < 0) break;
 
 #pragma unroll
@@ -1190,16 +1040,9 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
-#define RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST) raptor::sparse::attention_wgx<T, D, NST>(p);
 #else
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
-#define RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WGX(D, NST, MINB, NAME, T)                              \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGX_BODY(T, D, NST)                                        \
-  }
 #define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
@@ -1208,9 +1051,7 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)          \
-  RAPTOR_SPARSE_ATTN_WGX(64, 2, 4, sparse_attention_d64_wgx_##suffix, T)          \
-  RAPTOR_SPARSE_ATTN_WGX(128, 2, 2, sparse_attention_d128_wgx_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 
