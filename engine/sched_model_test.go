@@ -316,3 +316,54 @@ func TestSchedulerStressExactlyOnce(t *testing.T) {
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), ok.Load(), cancelled.Load(), expired.Load(), busy.Load(),
 		s.SchedBatches, s.MeanBatchRequests)
 }
+
+// Merged batches of requests that want pooled vectors only, alike, are
+// encoded with pooled outputs (pooledOnly); with poolings that differ, with
+// the hidden states. Either way every request gets the bits it gets alone.
+func TestSchedulerPooledOnlyMerge(t *testing.T) {
+	e := newTestEngine(t, "auto", 2)
+	models := schedModels(t, e)[:2] // dense BERT, block-sparse BigBird
+	for _, mixed := range []bool{false, true} {
+		a := NewAsync(AsyncOptions{MaxBatchTokens: 4096, MaxQueueDelay: 300 * time.Millisecond, QueueCapacity: 256})
+		rng := rand.New(rand.NewPCG(7, 8))
+		var jobs []*schedJob
+		for i := range 48 {
+			m := models[i%len(models)]
+			j := newSchedJob(t, rng, m)
+			o := Outputs{Pooled: make([]float32, j.b.NumSeqs()*m.Config().Hidden), Pooling: PoolMean, Normalize: true}
+			if mixed && i%4 >= 2 {
+				o.Pooling = PoolCLS
+			}
+			j.want, j.got = o, o
+			j.got.Pooled = clone(o.Pooled)
+			if err := m.Encode(context.Background(), j.b, &j.want); err != nil {
+				t.Fatal(err)
+			}
+			jobs = append(jobs, j)
+		}
+		targets := map[*Model]*Target{}
+		for _, m := range models {
+			targets[m] = a.Target(m)
+		}
+		var reqs []*Request
+		for _, j := range jobs {
+			r, err := targets[j.m].Submit(j.b, &j.got, SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs = append(reqs, r)
+		}
+		for i, r := range reqs {
+			if err := r.Wait(time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			jobs[i].check(t)
+		}
+		s := a.Stats()
+		a.Close()
+		if s.MeanBatchRequests < 2 {
+			t.Fatalf("mixed=%v: mean %.2f requests per batch: the test did not merge", mixed, s.MeanBatchRequests)
+		}
+		t.Logf("mixed poolings %v: %d batches for %d requests", mixed, s.SchedBatches, s.SchedRequests)
+	}
+}
