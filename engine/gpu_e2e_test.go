@@ -611,8 +611,8 @@ func TestGPUTimeline(t *testing.T) {
 func TestGPUGraphCache(t *testing.T) {
 	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 768, 12, 3072, 4)
 	cfg.MaxPositions = 4096
+	plain := gpuEngine(t, ComputeFP16) // skips without a GPU
 	params := testmodel.Random(cfg, 77, 0.02)
-	plain := gpuEngine(t, ComputeFP16)
 	pm, err := plain.Load(params)
 	if err != nil {
 		t.Fatal(err)
