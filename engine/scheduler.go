@@ -107,7 +107,42 @@ func (f *fifo) Len() int { return f.l.Len() }
 // Every queued request is scanned once per batch: O(queue) per batch.
 func NewLengthAware() Scheduler { return &lengthAware{} }
 
-type lengthAware struct{ q []*Request }
+// NewLeastSlack returns the length-aware scheduler with every request held
+// to a latency goal: its due time (the deadline, or submit time + the
+// Async's DefaultSlack, which then serves as the latency objective rather
+// than for ordering only). Within a priority, requests go by least slack:
+// latest start first (due time - predicted time alone, so of two requests
+// due together the longer goes first), and a request joins a batch only
+// while every member that can still meet its goal does (the batch would
+// otherwise finish late for one of them). Meant for a CPU engine run with
+// one lane and DefaultSlack set to the latency target; see the issue-8
+// section of bench/RESULTS.md (bench/serve/sim) for why. Not the default.
+func NewLeastSlack() Scheduler { return &lengthAware{slack: true} }
+
+type lengthAware struct {
+	q     []*Request
+	slack bool // NewLeastSlack
+}
+
+// goal is the time r should be done by: its deadline, or with slack its due time.
+func (s *lengthAware) goal(r *Request) time.Time {
+	if s.slack {
+		return r.due
+	}
+	return r.deadline
+}
+
+// less ranks r before o: r.before(o), or with slack by latest start.
+func (s *lengthAware) less(r, o *Request, st *SchedState) bool {
+	if !s.slack || r.prio != o.prio {
+		return r.before(o)
+	}
+	rStart, oStart := r.due.Add(-st.Predict(r.cost)), o.due.Add(-st.Predict(o.cost))
+	if !rStart.Equal(oStart) {
+		return rStart.Before(oStart)
+	}
+	return r.seq < o.seq
+}
 
 func (s *lengthAware) Push(r *Request) {
 	r.schedElem = len(s.q)
@@ -156,7 +191,7 @@ func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
 		if !s.eligible(r, st) {
 			continue
 		}
-		if anchor == nil || r.before(anchor) {
+		if anchor == nil || s.less(r, anchor, st) {
 			anchor = r
 		}
 		c := r.submitted.Add(st.MaxQueueDelay)
@@ -207,9 +242,9 @@ func (s *lengthAware) fill(a *Request, st *SchedState) []*Request {
 	}
 	now := st.Now
 	tokens, cost := a.tokens, a.cost
-	var limit time.Time // the earliest deadline of a member that can still make it
-	if !a.deadline.IsZero() && !now.Add(st.Predict(cost)).After(a.deadline) {
-		limit = a.deadline
+	var limit time.Time // the earliest deadline (goal) of a member that can still make it
+	if g := s.goal(a); !g.IsZero() && !now.Add(st.Predict(cost)).After(g) {
+		limit = g
 	}
 	add := func(c *Request) bool {
 		if tokens+c.tokens > st.MaxBatchTokens {
@@ -223,18 +258,19 @@ func (s *lengthAware) fill(a *Request, st *SchedState) []*Request {
 		if !limit.IsZero() && fin.After(limit) {
 			return false // a member would miss its deadline
 		}
-		if !c.deadline.IsZero() && fin.After(c.deadline) && !now.Add(st.Predict(c.cost)).After(c.deadline) {
+		g := s.goal(c)
+		if !g.IsZero() && fin.After(g) && !now.Add(st.Predict(c.cost)).After(g) {
 			return false // c would miss its deadline in this batch, not in a smaller one
 		}
-		if !c.deadline.IsZero() && !fin.After(c.deadline) && (limit.IsZero() || c.deadline.Before(limit)) {
-			limit = c.deadline
+		if !g.IsZero() && !fin.After(g) && (limit.IsZero() || g.Before(limit)) {
+			limit = g
 		}
 		tokens, cost = tokens+c.tokens, nc
 		members = append(members, c)
 		return true
 	}
 	slices.SortFunc(cands, func(x, y *Request) int {
-		if x.before(y) {
+		if s.less(x, y, st) {
 			return -1
 		}
 		return 1

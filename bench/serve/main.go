@@ -8,6 +8,9 @@
 //	         budget or the queue delay, two lanes, priorities/deadlines unused)
 //	single   submit-one-at-a-time: engine.Async with the FIFO scheduler and
 //	         one lane, every request a batch of its own
+//	dynamic-slack (optional) one lane, engine.NewLeastSlack with the goal
+//	         2x the p99 of one request alone (DefaultSlack)
+//	dynamic-1lane (optional) dynamic with one lane
 //	padded   static fixed-size padded batching: batches of -static-batch
 //	         requests (or those that arrived within -static-timeout of the
 //	         first), every sequence padded to the batch's longest, one batch
@@ -63,6 +66,7 @@ type config struct {
 	threads       int
 	lanes         int
 	backend       string
+	slo           time.Duration // dynamic-slack: the latency goal, 2x the p99 of one request alone
 	rounds        int
 }
 
@@ -198,6 +202,7 @@ func main() {
 		rep.AloneMeanms += v / float64(len(alone))
 	}
 	logf("alone: p50 %.1f ms, p99 %.1f ms", rep.AloneP50ms, rep.AloneP99ms)
+	c.slo = time.Duration(2 * rep.AloneP99ms * float64(time.Millisecond))
 	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg = offline(m, trace[:min(max(600, c.budget/2), len(trace))], c.budget)
 	logf("best offline: %.1f requests/s, %.0f tokens/s (%s)", rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg)
 
@@ -434,6 +439,11 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes})
 	case "dynamic-1lane":
 		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1})
+	case "dynamic-slack":
+		// one lane, least slack first, batches grown only within every
+		// member's goal: 2x the p99 of one request alone (engine.NewLeastSlack)
+		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1,
+			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo})
 	case "single":
 		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, Lanes: 1, Scheduler: engine.NewFIFO()})
 	case "padded":
