@@ -139,13 +139,17 @@ func TestSchedulerBitIdenticalWithModels(t *testing.T) {
 		targets[m] = a.Target(m)
 	}
 	for i := range 120 {
-		m := models[i%len(models)]
-		j := newSchedJob(t, rng, m)
-		r, err := targets[m].Submit(j.b, &j.got, SubmitOptions{})
+		jobs = append(jobs, newSchedJob(t, rng, models[i%len(models)]))
+	}
+	// Submitted back to back, after every reference is computed: under -race
+	// on a loaded machine, computing each between submits spread them past
+	// the queue delay and the test did not merge.
+	for _, j := range jobs {
+		r, err := targets[j.m].Submit(j.b, &j.got, SubmitOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		jobs, reqs = append(jobs, j), append(reqs, r)
+		reqs = append(reqs, r)
 	}
 	for i, r := range reqs {
 		if err := r.Wait(time.Minute); err != nil {
