@@ -114,9 +114,11 @@ func NewLengthAware() Scheduler { return &lengthAware{} }
 // latest start first (due time - predicted time alone, so of two requests
 // due together the longer goes first), and a request joins a batch only
 // while every member that can still meet its goal does (the batch would
-// otherwise finish late for one of them). Meant for a CPU engine run with
-// one lane and DefaultSlack set to the latency target; see the issue-8
-// section of bench/RESULTS.md (bench/serve/sim) for why. Not the default.
+// otherwise finish late for one of them). DefaultSlack should then be the
+// latency target. Not the default: on the 2-core CPU, with one lane, it
+// beat one lane with the default scheduler (p99 367 vs 542 ms at 50% load)
+// but not the default two lanes (345 ms); see the issue-8 section of
+// bench/RESULTS.md.
 func NewLeastSlack() Scheduler { return &lengthAware{slack: true} }
 
 type lengthAware struct {
