@@ -162,6 +162,7 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 		Log:            logMessage,
 		Devices:        eng.NumDevices(),
 		DeviceErr:      eng.DeviceErr,
+		Lanes:          eng.PipelineLanes(),
 	})
 	h, err := handles.add(kindEngine, e)
 	if err != nil {

@@ -80,3 +80,22 @@ func (e *Engine) DeviceOutputs() bool {
 	_, ok := e.be.(cudaBackend)
 	return ok
 }
+
+// PipelineLanes is the AsyncOptions.Lanes that suits the engine's backend.
+// On the GPU it is 3: two lanes take long batches, so batch k+1 is packed,
+// uploaded and its kernels enqueued while batch k computes, and one lane is
+// kept for short batches. With 2 lanes (one for long batches) a stream of
+// 8,192-token BigBird-base batches left a ~1 ms idle gap on the GPU before
+// every batch (the next batch is formed only after the previous one
+// finished); with 3 the device was busy 99.97% of the time, gaps 1-2 us,
+// and the stream ran in 82.6 ms instead of 101.4 ms (TestGPUTimeline, H100,
+// bench/RESULTS.md, issue 7). On the CPU it is DefaultLanes: the batches
+// share the cores, so more lanes only add latency.
+func (e *Engine) PipelineLanes() int {
+	if e != nil {
+		if _, ok := e.be.(cudaBackend); ok {
+			return 3
+		}
+	}
+	return DefaultLanes
+}
