@@ -188,14 +188,13 @@ __device__ __forceinline__ void combine(const float* base, int nchunks, T* out, 
   }
 }
 
-// fetch_item takes the next ticket and decodes its work item into s_item
-// (thread 0 only): {seq (-1: no work left), head, qblock, kv_begin, kv_len,
-// list, row, chunk, nchunks, tok0, n}. hint is the segment of the
-// previous ticket (tickets only grow).
-__device__ __forceinline__ void fetch_item(const AttnParams& p, int& hint, int* s_item) {
-  int* ws = p.ws;
+// decode_ticket decodes ticket tk of the work list into s_item (one
+// thread): {seq (-1: no work left), head, qblock, kv_begin, kv_len, list,
+// row, chunk, nchunks, tok0, n}. hint is the segment of the previous ticket
+// (tickets only grow).
+__device__ __forceinline__ void decode_ticket(const AttnParams& p, int tk, int& hint, int* s_item) {
+  const int* ws = p.ws;
   const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
-  const int tk = atomicAdd(ws, 1);
   const int total = ws[1];
   if (tk >= total) {
     s_item[0] = -1;
@@ -230,6 +229,11 @@ __device__ __forceinline__ void fetch_item(const AttnParams& p, int& hint, int* 
   s_item[8] = it.nchunks;
   s_item[9] = tok0;
   s_item[10] = n;
+}
+
+// fetch_item takes the next ticket and decodes it (one thread).
+__device__ __forceinline__ void fetch_item(const AttnParams& p, int& hint, int* s_item) {
+  decode_ticket(p, atomicAdd(p.ws, 1), hint, s_item);
 }
 
 template <typename T, int D, int NST>
@@ -618,45 +622,6 @@ __device__ __forceinline__ void st_global_v4(void* p, uint4 v) {
                : "memory");
 }
 
-// decode_ticket is fetch_item for an already taken ticket tk (one thread).
-__device__ __forceinline__ void decode_ticket(const AttnParams& p, int tk, int& hint, int* s_item) {
-  const int* ws = p.ws;
-  const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
-  const int total = ws[1];
-  if (tk >= total) {
-    s_item[0] = -1;
-    return;
-  }
-  const int nseg = ws[2];
-  int lo = hint, hi = nseg - 1;
-  for (int steps = 0; steps < 4 && lo < hi && segs[lo + 1].w <= tk; ++steps) ++lo;
-  if (lo < hi && segs[lo + 1].w <= tk) {
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (segs[mid].w <= tk) lo = mid;
-      else hi = mid - 1;
-    }
-  }
-  hint = lo;
-  const int4 sg = segs[lo];
-  const int local = tk - sg.w;
-  const int h = local / sg.z, e = local - h * sg.z;
-  const int s = sg.x;
-  const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
-  const int nb = num_blocks(n);
-  const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks);
-  s_item[0] = s;
-  s_item[1] = h;
-  s_item[2] = it.qblock;
-  s_item[3] = it.kv_begin;
-  s_item[4] = it.kv_len;
-  s_item[5] = it.list;
-  s_item[6] = it.row;
-  s_item[7] = it.chunk;
-  s_item[8] = it.nchunks;
-  s_item[9] = tok0;
-  s_item[10] = n;
-}
 
 // warp_next_item: the 32 lanes of one warp decode ticket tk (lane 0) into
 // s_item and build a list item's key blocks into sl (kMaxList ints), equal to
