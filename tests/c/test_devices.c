@@ -19,34 +19,7 @@
 #include <string.h>
 
 #include "raptor.h"
-
-static atomic_int failures, checks;
-
-#define CHECK(cond)                                                                     \
-  do {                                                                                  \
-    atomic_fetch_add(&checks, 1);                                                       \
-    if (!(cond)) {                                                                      \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, \
-              #cond, raptor_last_error());                                              \
-      atomic_fetch_add(&failures, 1);                                                   \
-    }                                                                                   \
-  } while (0)
-
-static void expect(raptor_status_t got, raptor_status_t want, const char* fn, const char* call, int line) {
-  atomic_fetch_add(&checks, 1);
-  if (got != want) {
-    fprintf(stderr, "line %d: %s = %s, want %s (last error: %s)\n", line, call, raptor_status_name(got),
-            raptor_status_name(want), raptor_last_error());
-    atomic_fetch_add(&failures, 1);
-    return;
-  }
-  const char* msg = raptor_last_error();
-  if (want != RAPTOR_OK && (strncmp(msg, fn, strlen(fn)) != 0 || strlen(msg) <= strlen(fn) + 2)) {
-    fprintf(stderr, "line %d: %s -> %s but last error is \"%s\"\n", line, call, raptor_status_name(got), msg);
-    atomic_fetch_add(&failures, 1);
-  }
-}
-#define EXPECT(want, fn, args) expect(fn args, (want), #fn, #fn #args, __LINE__)
+#include "test_check.h"
 
 _Static_assert(RAPTOR_ENGINE_OPTIONS_V1_SIZE == offsetof(raptor_engine_options_t, kernel_cache_dir) + sizeof(void*),
                "options v1 size");
