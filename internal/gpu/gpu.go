@@ -584,16 +584,11 @@ func (m *Model) StopTimeline() ([]TimelineSpan, error) {
 func (m *Model) Timed(b *model.Batch, out *Outputs) (float32, error) {
 	var ms float32
 	err := m.b.dev.Do(func(c *cuda.Ctx) error {
-		e0, err := c.NewEvent(true)
+		e0, e1, release, err := timingEvents(c)
 		if err != nil {
 			return err
 		}
-		defer c.DestroyEvent(e0)
-		e1, err := c.NewEvent(true)
-		if err != nil {
-			return err
-		}
-		defer c.DestroyEvent(e1)
+		defer release()
 		p, err := m.enqueueTimed(c, b, out, e0, e1)
 		if err != nil {
 			return err

@@ -61,16 +61,11 @@ type StageProfile struct {
 func (m *Model) Profile(b *model.Batch, out *Outputs) (StageProfile, error) {
 	var sp StageProfile
 	err := m.b.dev.Do(func(c *cuda.Ctx) error {
-		e0, err := c.NewEvent(true)
+		e0, e1, release, err := timingEvents(c)
 		if err != nil {
 			return err
 		}
-		defer c.DestroyEvent(e0)
-		e1, err := c.NewEvent(true)
-		if err != nil {
-			return err
-		}
-		defer c.DestroyEvent(e1)
+		defer release()
 		pr := &stageProf{}
 		defer func() {
 			for _, e := range pr.ev {
@@ -145,16 +140,11 @@ func (m *Model) ProbeGraph(b *model.Batch, reps int) (GraphProbe, error) {
 		if err := c.EventSync(p.evOut); err != nil {
 			return err
 		}
-		e0, err := c.NewEvent(true)
+		e0, e1, release, err := timingEvents(c)
 		if err != nil {
 			return err
 		}
-		defer c.DestroyEvent(e0)
-		e1, err := c.NewEvent(true)
-		if err != nil {
-			return err
-		}
-		defer c.DestroyEvent(e1)
+		defer release()
 		run := func(launch func() error) (dev, host []float64, err error) {
 			for r := 0; r < reps; r++ {
 				if err := c.RecordEvent(e0, c.Compute()); err != nil {
@@ -256,4 +246,16 @@ func median(v []float64) float64 {
 		}
 	}
 	return s[len(s)/2]
+}
+
+// timingEvents creates two timing events on c; release destroys both.
+func timingEvents(c *cuda.Ctx) (e0, e1 cuda.Event, release func(), err error) {
+	if e0, err = c.NewEvent(true); err != nil {
+		return 0, 0, nil, err
+	}
+	if e1, err = c.NewEvent(true); err != nil {
+		c.DestroyEvent(e0)
+		return 0, 0, nil, err
+	}
+	return e0, e1, func() { c.DestroyEvent(e0); c.DestroyEvent(e1) }, nil
 }
