@@ -209,7 +209,9 @@ test_all() {
   build_all
   export RAPTOR_LIB=$BUILD/libraptor.so RAPTOR_MODEL=$MODEL HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
   run_suite lint "gofmt, go vet, bash -n" lint
-  run_suite go-race "${go_cpu_pkgs[*]}" go test -race "${go_cpu_pkgs[@]}"
+  # -timeout: under the race detector the engine package takes ~400 s on a 2-core VM, near
+  # go test's default 10-minute limit on a busier machine.
+  run_suite go-race "${go_cpu_pkgs[*]}" go test -race -timeout 25m "${go_cpu_pkgs[@]}"
   run_suite go "other Go packages" go_other
   run_suite go-fuzz "each Fuzz target, ${RAPTOR_FUZZTIME:-20s}" fuzz_all
   if [ -f CMakeLists.txt ]; then
