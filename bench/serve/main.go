@@ -46,6 +46,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raptor-infer/raptor/bench/internal/lenmix"
 	"github.com/raptor-infer/raptor/engine"
 	"github.com/raptor-infer/raptor/internal/status"
 	"github.com/raptor-infer/raptor/loader"
@@ -263,24 +264,9 @@ func main() {
 // mostly short queries and passages, a tail of long documents).
 func makeTrace(n int, seed uint64, vocab, maxLen int) [][]int32 {
 	rng := rand.New(rand.NewPCG(seed, 42))
-	between := func(lo, hi int) int {
-		hi = min(hi, maxLen)
-		lo = min(lo, hi)
-		return lo + rng.IntN(hi-lo+1)
-	}
 	trace := make([][]int32, n)
 	for i := range trace {
-		var l int
-		switch p := rng.Float64(); {
-		case p < 0.55:
-			l = between(8, 64)
-		case p < 0.85:
-			l = between(65, 192)
-		case p < 0.97:
-			l = between(193, 384)
-		default:
-			l = between(385, maxLen)
-		}
+		l := lenmix.Draw(rng, maxLen)
 		ids := make([]int32, l)
 		for k := range ids {
 			ids[k] = int32(1000 + rng.IntN(min(vocab, 29000)-1000))

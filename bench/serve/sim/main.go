@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"slices"
 
+	"github.com/raptor-infer/raptor/bench/internal/lenmix"
 	"github.com/raptor-infer/raptor/engine"
 	"github.com/raptor-infer/raptor/loader"
 )
@@ -42,22 +43,11 @@ type req struct {
 // trace: bench/serve's length mix, Poisson arrivals at rate per ms.
 func trace(num int, rate float64, seed uint64) []*req {
 	rng := rand.New(rand.NewPCG(seed, 42))
-	between := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
 	t := 0.0
 	rs := make([]*req, num)
 	for i := range rs {
 		t += rng.ExpFloat64() / rate
-		var l int
-		switch p := rng.Float64(); {
-		case p < 0.55:
-			l = between(8, 64)
-		case p < 0.85:
-			l = between(65, 192)
-		case p < 0.97:
-			l = between(193, 384)
-		default:
-			l = between(385, 512)
-		}
+		l := lenmix.Draw(rng, 512)
 		rs[i] = &req{arr: t, n: l}
 	}
 	return rs
