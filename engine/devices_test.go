@@ -97,6 +97,21 @@ type devReq struct {
 	wantH  []float32
 }
 
+// submitDevReqs submits every request (hidden states and mean-pooled
+// vectors into its own buffers), counting completions in cnt.
+func submitDevReqs(t testing.TB, tg *Target, reqs []*devReq, cnt *counter) []*Request {
+	t.Helper()
+	var rs []*Request
+	for _, q := range reqs {
+		r, err := tg.Submit(&q.b, &Outputs{Hidden: q.hidden, Pooled: q.pooled, Pooling: PoolMean}, SubmitOptions{Done: cnt.done})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
 func devRequests(t testing.TB, m *Model, cfg loader.Config, n int, seed uint64) []*devReq {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 1))
@@ -183,14 +198,7 @@ func TestMultiDeviceEncode(t *testing.T) {
 			defer a.Close()
 			tg := a.Target(m)
 			var cnt counter
-			var rs []*Request
-			for _, q := range reqs {
-				r, err := tg.Submit(&q.b, &Outputs{Hidden: q.hidden, Pooled: q.pooled, Pooling: PoolMean}, SubmitOptions{Done: cnt.done})
-				if err != nil {
-					t.Fatal(err)
-				}
-				rs = append(rs, r)
-			}
+			rs := submitDevReqs(t, tg, reqs, &cnt)
 			for i, r := range rs {
 				if err := r.Wait(time.Minute); err != nil {
 					t.Fatalf("request %d: %v", i, err)
@@ -263,14 +271,7 @@ func TestMultiDeviceFailover(t *testing.T) {
 			defer a.Close()
 			tg := a.Target(m)
 			var cnt counter
-			var rs []*Request
-			for _, q := range reqs {
-				r, err := tg.Submit(&q.b, &Outputs{Hidden: q.hidden, Pooled: q.pooled, Pooling: PoolMean}, SubmitOptions{Done: cnt.done})
-				if err != nil {
-					t.Fatal(err)
-				}
-				rs = append(rs, r)
-			}
+			rs := submitDevReqs(t, tg, reqs, &cnt)
 			<-entered
 			close(release)
 			var ok, failed int
