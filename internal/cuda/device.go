@@ -304,6 +304,7 @@ type Ctx struct {
 	ltHandle  uintptr
 	workspace Buffer
 	plans     map[gemmKey]*gemmPlan
+	planStats PlanStats
 }
 
 // DevPtr is a device address.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/bits"
 	"sort"
+	"time"
 	"unsafe"
 
 	"github.com/raptor-infer/raptor/internal/status"
@@ -67,12 +68,27 @@ func alignOf(ptrs ...DevPtr) int {
 	return a
 }
 
+// PlanStats counts the GEMM plan cache's lookups: a miss makes a plan
+// (descriptors and cuBLASLt's heuristic) on the device worker, in the
+// enqueue of the batch that needs it.
+type PlanStats struct {
+	Hits, Misses int64
+	MissTime     time.Duration // spent making plans
+}
+
+// PlanStats returns the GEMM plan cache's counters.
+func (c *Ctx) PlanStats() PlanStats { return c.planStats }
+
 // plan returns the cached plan of a shape, making it on first use.
 func (c *Ctx) plan(a LinearArgs) (*gemmPlan, gemmKey, error) {
 	key := gemmKey{a.DType, a.M, a.N, a.K, a.Epilogue, alignOf(a.X, a.W, a.Bias, a.Y)}
 	if p := c.plans[key]; p != nil {
+		c.planStats.Hits++
 		return p, key, nil
 	}
+	t0 := time.Now()
+	c.planStats.Misses++
+	defer func() { c.planStats.MissTime += time.Since(t0) }()
 	if len(c.plans) >= maxPlans {
 		for k, p := range c.plans {
 			p.destroy(c.lt)

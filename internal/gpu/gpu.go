@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -383,6 +384,28 @@ type pending struct {
 	ge      *graphEntry // the arena is ge's (kept), not the pool's
 }
 
+// ForwardTrace is one Forward's host and device timing, for diagnosing a
+// serving pipeline (WithTrace). Host durations are wall clock.
+type ForwardTrace struct {
+	EnqueueQueued time.Duration // waiting for the device worker before the enqueue ran
+	Enqueue       time.Duration // the enqueue job: input packing, upload, kernel launches
+	PlanMisses    int64         // GEMM plans made during the enqueue (new shapes)
+	PlanTime      time.Duration // of Enqueue, spent making them
+	Wait          time.Duration // from the enqueue's return to seeing the download done
+	Polls         int           // event queries while waiting
+	Copy          time.Duration // copying the outputs out of pinned memory
+	Release       time.Duration // the release job, waiting for the worker included
+	DeviceMs      float32       // first to last kernel of the batch on the compute stream (CUDA events)
+}
+
+type traceKey struct{}
+
+// WithTrace returns ctx carrying t: a Forward run with it fills t (and
+// records two timing events around the batch's kernels).
+func WithTrace(ctx context.Context, t *ForwardTrace) context.Context {
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
 // Forward runs a validated batch and writes out. ctx is checked before the
 // batch is enqueued and after it finishes; a batch once enqueued runs to
 // completion. The device worker is never held while the batch computes:
@@ -394,11 +417,16 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	tr, _ := ctx.Value(traceKey{}).(*ForwardTrace)
 	var p *pending
+	var te0, te1 cuda.Event // the trace's timing events
+	t0 := time.Now()
 	err := m.b.dev.Do(func(c *cuda.Ctx) error {
 		var err error
 		var e0, e1 cuda.Event
-		if tl := m.tl.Load(); tl != nil {
+		tj := time.Now()
+		ps := c.PlanStats()
+		if tl := m.tl.Load(); tl != nil || tr != nil {
 			if e0, err = c.NewEvent(true); err != nil {
 				return err
 			}
@@ -415,30 +443,64 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 				c.DestroyEvent(e1)
 			} else if tl := m.tl.Load(); tl != nil {
 				tl.add(e0, e1, len(b.Tokens), enq0, time.Now())
+			} else if tr != nil {
+				te0, te1 = e0, e1
 			} else {
 				c.DestroyEvent(e0)
 				c.DestroyEvent(e1)
 			}
+		}
+		if tr != nil {
+			ps1 := c.PlanStats()
+			tr.EnqueueQueued, tr.Enqueue = tj.Sub(t0), time.Since(tj)
+			tr.PlanMisses, tr.PlanTime = ps1.Misses-ps.Misses, ps1.MissTime-ps.MissTime
 		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return m.await(p, out)
+	return m.await(p, out, tr, te0, te1)
+}
+
+// pollSleep is the Go scheduler's sleep (RAPTOR_GPU_POLL=sleep), kept for
+// comparison: on Linux a time.Sleep shorter than 1 ms lasts about 1.1 ms
+// once every goroutine of the process sleeps (the runtime waits in
+// epoll_wait, whose timeout is in whole milliseconds), so a batch that was
+// not done at the first poll came back at least 1 ms late.
+var pollSleep = os.Getenv("RAPTOR_GPU_POLL") == "sleep"
+
+// pause sleeps about d (d < 1 ms) in the kernel (nanosleep: the timer
+// slack, 50 us by default, is the error), not in the Go scheduler's timers.
+func pause(d time.Duration) {
+	if pollSleep {
+		time.Sleep(d)
+		return
+	}
+	ts := syscall.NsecToTimespec(int64(d))
+	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
+	}
 }
 
 // await waits for p without holding the device worker, copies its host
-// outputs and releases it.
-func (m *Model) await(p *pending, out *Outputs) error {
+// outputs and releases it. tr, when set, gets the timings (te0 and te1 are
+// its timing events, destroyed here).
+func (m *Model) await(p *pending, out *Outputs, tr *ForwardTrace, te0, te1 cuda.Event) error {
+	t0 := time.Now()
 	wait := 20 * time.Microsecond
+	polls := 0
 	for {
 		var done bool
+		polls++
 		err := m.b.dev.Do(func(c *cuda.Ctx) error {
 			var err error
 			done, err = c.EventDone(p.evOut)
 			if err != nil {
 				m.release(c, p)
+				if te0 != 0 {
+					c.DestroyEvent(te0)
+					c.DestroyEvent(te1)
+				}
 			}
 			return err
 		})
@@ -448,11 +510,12 @@ func (m *Model) await(p *pending, out *Outputs) error {
 		if done {
 			break
 		}
-		time.Sleep(wait)
-		if wait < 200*time.Microsecond {
+		pause(wait)
+		if wait < 100*time.Microsecond {
 			wait += wait / 2
 		}
 	}
+	t1 := time.Now()
 	// The download is complete: the pinned buffer is ours until release.
 	hb := p.host.Bytes()
 	H := m.cfg.Hidden
@@ -463,7 +526,23 @@ func (m *Model) await(p *pending, out *Outputs) error {
 	if out.Pooled != nil {
 		parallelCopy(out.Pooled, f32(p.poolOff, p.S*H))
 	}
-	return m.b.dev.Do(func(c *cuda.Ctx) error { m.release(c, p); return nil })
+	t2 := time.Now()
+	err := m.b.dev.Do(func(c *cuda.Ctx) error {
+		m.release(c, p)
+		if te0 != 0 {
+			ms, err := c.Elapsed(te0, te1)
+			if err == nil {
+				tr.DeviceMs = ms
+			}
+			c.DestroyEvent(te0)
+			c.DestroyEvent(te1)
+		}
+		return nil
+	})
+	if tr != nil {
+		tr.Wait, tr.Polls, tr.Copy, tr.Release = t1.Sub(t0), polls, t2.Sub(t1), time.Since(t2)
+	}
+	return err
 }
 
 // parallelCopy copies src into dst (the same length) with up to 8
