@@ -6,8 +6,10 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/raptor-infer/raptor/internal/gpu"
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
@@ -70,6 +72,26 @@ type AsyncOptions struct {
 	// computing on it fail with status.DeviceFailed, and once every device
 	// failed every pending and new request gets status.DeviceFailed.
 	DeviceErr func(i int) error
+	// Trace, if set, receives each batch's timings once its last member
+	// has completed (diagnostics: it runs on a deliverer, so it must be
+	// quick; nil = no tracing, no cost).
+	Trace func(BatchTrace)
+}
+
+// BatchTrace is one batch's path through the pipeline (AsyncOptions.Trace).
+type BatchTrace struct {
+	Lane, Device int
+	Requests     int // members when it was formed
+	Tokens       int
+	BusyLanes    int       // lanes of its device busy when it was formed, itself included
+	FirstSubmit  time.Time // its members' earliest submit
+	LastSubmit   time.Time // and latest
+	Formed       time.Time // the scheduler closed it
+	Packed       time.Time // its inputs were concatenated
+	Start, End   time.Time // the encoder ran
+	Delivered    time.Time // its last member completed (callback returned)
+	// GPU is the CUDA backend's breakdown of the encode (zero on the CPU).
+	GPU gpu.ForwardTrace
 }
 
 // Async serves requests asynchronously, in a pipeline of goroutines:
@@ -123,6 +145,7 @@ type Async struct {
 
 	stats *Stats
 	log   LogFunc
+	trace func(BatchTrace)
 
 	beforeCompute func(b *batch) // a test seam: runs on the lane before a batch's device check
 }
@@ -139,6 +162,7 @@ func NewAsync(opts AsyncOptions) *Async {
 		targets:  map[*Target]struct{}{},
 		stats:    opts.Stats,
 		log:      opts.Log,
+		trace:    opts.Trace,
 		poke:     make(chan struct{}, 1),
 	}
 	if a.sched == nil {
@@ -613,6 +637,9 @@ type batch struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	err     error // the encoder's result
+
+	tr        *BatchTrace  // AsyncOptions.Trace is set
+	delivered atomic.Int32 // members handled by the deliverers (traced batches)
 }
 
 type delivery struct {
@@ -679,6 +706,9 @@ func (a *Async) former() {
 		}
 		if b != nil {
 			a.pack(b)
+			if b.tr != nil {
+				b.tr.Packed = time.Now()
+			}
 			a.lanes[b.lane] <- b
 			continue
 		}
@@ -715,6 +745,18 @@ func (a *Async) newBatch(reqs []*Request, lane, conc int) *batch {
 		d.long++
 	}
 	a.stats.recordSchedBatch(len(reqs), b.tokens)
+	if a.trace != nil {
+		tr := &BatchTrace{Lane: lane, Device: b.dev, Requests: len(reqs), Tokens: b.tokens, BusyLanes: conc, Formed: time.Now()}
+		for _, r := range reqs {
+			if tr.FirstSubmit.IsZero() || r.submitted.Before(tr.FirstSubmit) {
+				tr.FirstSubmit = r.submitted
+			}
+			if r.submitted.After(tr.LastSubmit) {
+				tr.LastSubmit = r.submitted
+			}
+		}
+		b.tr = tr
+	}
 	return b
 }
 
@@ -807,6 +849,11 @@ func (a *Async) compute(b *batch) {
 	if len(a.devs) > 1 {
 		ctx = onDevice(ctx, b.dev)
 	}
+	if b.tr != nil {
+		ctx = gpu.WithTrace(ctx, &b.tr.GPU)
+		b.tr.Start = now
+		defer func() { b.tr.End = time.Now() }()
+	}
 	end := a.stats.BeginCompute()
 	err := a.protect("encoder", func() error {
 		if len(b.reqs) == 1 {
@@ -864,6 +911,9 @@ func (a *Async) dispatch() {
 // deliverOne scatters, delivers and completes request i of b, unless it
 // completed already (cancelled, expired, shut down).
 func (a *Async) deliverOne(b *batch, i int) {
+	if b.tr != nil {
+		defer a.traced(b)
+	}
 	r := b.reqs[i]
 	a.mu.Lock()
 	if r.state != stateBatched || r.inBatch != b {
@@ -881,6 +931,15 @@ func (a *Async) deliverOne(b *batch, i int) {
 		err = a.protect("output delivery", r.opts.Deliver)
 	}
 	a.finish(r, err)
+}
+
+// traced counts a member of a traced batch as handled and, after the last,
+// reports the batch.
+func (a *Async) traced(b *batch) {
+	if int(b.delivered.Add(1)) == len(b.reqs) {
+		b.tr.Delivered = time.Now()
+		_ = a.protect("batch trace", func() error { a.trace(*b.tr); return nil })
+	}
 }
 
 // scatter copies request i's hidden states out of the merged batch and
