@@ -44,6 +44,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/raptor-infer/raptor/bench/internal/lenmix"
@@ -69,6 +70,9 @@ type config struct {
 	backend       string
 	slo           time.Duration // dynamic-slack: the latency goal, 2x the p99 of one request alone
 	rounds        int
+	arrival       string // "precise" or "sleep": how the arrival loop waits
+	tracePath     string // dynamic modes: per-batch traces (JSON lines) here, a summary on stderr
+	traceOut      *os.File
 }
 
 // result is one mode at one load.
@@ -90,6 +94,8 @@ type result struct {
 	BusyShare   float64 `json:"busy_share"`   // device busy share over the window (dynamic, single)
 	OtherCores  float64 `json:"other_cores"`  // CPU cores other processes used meanwhile (/proc/stat minus this process)
 	CapRPS      float64 `json:"cap_rps"`      // capacity measured just before (offline batches of the run's requests)
+	LateP50us   float64 `json:"late_p50_us"`  // submit lateness: actual submit - scheduled arrival
+	LateP99us   float64 `json:"late_p99_us"`  //
 }
 
 type report struct {
@@ -129,6 +135,9 @@ func main() {
 	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes")
 	flag.StringVar(&c.backend, "backend", "cpu", "engine backend: cpu or cuda (the model file's dtype, e.g. f16, is used as stored)")
 	flag.IntVar(&c.rounds, "rounds", 3, "each load runs the modes in this many interleaved rounds of duration/rounds")
+	flag.StringVar(&c.arrival, "arrival", "precise", "arrival loop: precise (coarse sleep, then nanosleep and a short spin to the arrival) or sleep (time.Sleep, "+
+		"which on Linux oversleeps to ~1.1 ms when the process is idle)")
+	flag.StringVar(&c.tracePath, "batch-trace", "", "dynamic modes: write every batch's timings here (JSON lines) and a summary per run on stderr")
 	jsonOut := flag.String("json", "", "also write the results as JSON here")
 	flag.Parse()
 	for _, f := range strings.Split(*loads, ",") {
@@ -139,6 +148,14 @@ func main() {
 		c.loads = append(c.loads, v/100)
 	}
 	c.modes = strings.Split(*modes, ",")
+	if c.tracePath != "" {
+		f, err := os.Create(c.tracePath)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		c.traceOut = f
+	}
 
 	opts := engine.DefaultOptions()
 	switch c.backend {
@@ -202,7 +219,7 @@ func main() {
 	for _, v := range alone {
 		rep.AloneMeanms += v / float64(len(alone))
 	}
-	logf("alone: p50 %.1f ms, p99 %.1f ms", rep.AloneP50ms, rep.AloneP99ms)
+	logf("alone: p50 %.2f ms, p99 %.2f ms", rep.AloneP50ms, rep.AloneP99ms)
 	c.slo = time.Duration(2 * rep.AloneP99ms * float64(time.Millisecond))
 	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg = offline(m, trace[:min(max(600, c.budget/2), len(trace))], c.budget)
 	logf("best offline: %.1f requests/s, %.0f tokens/s (%s)", rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg)
@@ -362,7 +379,7 @@ func merge(ps []partial, rounds int) result {
 	r := ps[0].result
 	var lat []float64
 	r.Arrivals, r.Busy, r.Completed, r.RPS, r.TokensPS, r.BatchReqs, r.PaddingFrac, r.BusyShare, r.OtherCores, r.MaxQueue = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-	r.CapRPS, r.OfferedRPS = 0, 0
+	r.CapRPS, r.OfferedRPS, r.LateP50us, r.LateP99us = 0, 0, 0, 0
 	for _, p := range ps {
 		lat = append(lat, p.lat...)
 		r.Arrivals += p.Arrivals
@@ -378,6 +395,8 @@ func merge(ps []partial, rounds int) result {
 		r.OtherCores += p.OtherCores / n
 		r.CapRPS += p.CapRPS / n
 		r.OfferedRPS += p.OfferedRPS / n
+		r.LateP50us = max(r.LateP50us, p.LateP50us)
+		r.LateP99us = max(r.LateP99us, p.LateP99us)
 	}
 	r.P50ms, r.P99ms = quantile(lat, 0.5), quantile(lat, 0.99)
 	if len(lat) > 0 {
@@ -419,17 +438,35 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	start := int(round) * 1024 // the same requests, in the same order, for every mode
 	capRPS := calibrate(m, trace, start, c.budget)
 	rate := load * capRPS
+	var traces []engine.BatchTrace
+	var traceMu sync.Mutex
+	aopts := func(o engine.AsyncOptions) engine.AsyncOptions {
+		if c.traceOut != nil {
+			o.Trace = func(t engine.BatchTrace) {
+				traceMu.Lock()
+				traces = append(traces, t)
+				traceMu.Unlock()
+			}
+		}
+		return o
+	}
 	var s server
 	switch mode {
 	case "dynamic":
-		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes})
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes}))
 	case "dynamic-1lane":
-		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1})
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1}))
 	case "dynamic-slack":
 		// one lane, least slack first, batches grown only within every
 		// member's goal: 2x the p99 of one request alone (engine.NewLeastSlack)
-		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1,
-			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo})
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 1,
+			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo}))
+	case "dynamic-slack2":
+		// two lanes, least slack first (engine.NewLeastSlack), goal 2x the p99 alone
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes,
+			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo}))
+	case "dynamic-3lane":
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 3}))
 	case "single":
 		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, Lanes: 1, Scheduler: engine.NewFIFO()})
 	case "padded":
@@ -470,9 +507,11 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 			}
 		}
 	}()
+	late := make([]float64, 0, len(arrivals))
 	for i, at := range arrivals {
 		arrive := t0.Add(at)
-		time.Sleep(time.Until(arrive))
+		waitUntil(arrive, c.arrival == "precise")
+		late = append(late, float64(time.Since(arrive))/float64(time.Microsecond))
 		ids := trace[(start+i)%len(trace)]
 		wg.Add(1)
 		ok := s.submit(i, ids, func(err error) {
@@ -505,7 +544,99 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	res.Completed = len(lat)
 	res.RPS = float64(windowDone) / c.duration.Seconds()
 	res.TokensPS = float64(windowTokens) / c.duration.Seconds()
+	res.LateP50us, res.LateP99us = quantile(late, 0.5), quantile(late, 0.99)
+	if c.traceOut != nil && len(traces) > 0 {
+		traceMu.Lock()
+		summarizeTraces(c.traceOut, mode, load, round, traces, lat, late)
+		traceMu.Unlock()
+	}
 	return partial{res, lat}
+}
+
+// waitUntil returns at t. precise: time.Sleep to about 1.5 ms before t
+// (a shorter time.Sleep lasts ~1.1 ms once the process is idle: the Go
+// runtime waits in epoll_wait, in whole milliseconds), then nanosleep to
+// 200 us before t, then yield until t; otherwise time.Sleep alone.
+func waitUntil(t time.Time, precise bool) {
+	d := time.Until(t)
+	if !precise {
+		time.Sleep(d)
+		return
+	}
+	if d > 2*time.Millisecond {
+		time.Sleep(d - 1500*time.Microsecond)
+	}
+	for time.Until(t) > 200*time.Microsecond {
+		ts := syscall.NsecToTimespec(int64(100 * time.Microsecond))
+		_ = syscall.Nanosleep(&ts, nil)
+	}
+	for time.Now().Before(t) {
+		runtime.Gosched()
+	}
+}
+
+// traceLine is one batch in the -trace file: durations in microseconds.
+type traceLine struct {
+	Mode      string  `json:"mode"`
+	Load      float64 `json:"load"`
+	Round     uint64  `json:"round"`
+	AtMs      float64 `json:"at_ms"` // Formed, since the run's first batch was formed
+	Lane      int     `json:"lane"`
+	Busy      int     `json:"busy_lanes"`
+	Requests  int     `json:"requests"`
+	Tokens    int     `json:"tokens"`
+	CloseUs   float64 `json:"close_us"`   // oldest member's submit -> formed
+	PackUs    float64 `json:"pack_us"`    // formed -> packed
+	LaneUs    float64 `json:"lane_us"`    // packed -> the encoder started
+	ComputeUs float64 `json:"compute_us"` // encoder start -> end
+	DeliverUs float64 `json:"deliver_us"` // encoder end -> last member completed
+	EnqQUs    float64 `json:"enq_queued_us"`
+	EnqUs     float64 `json:"enqueue_us"`
+	PlanMiss  int64   `json:"plan_misses"`
+	PlanUs    float64 `json:"plan_us"`
+	WaitUs    float64 `json:"wait_us"`
+	Polls     int     `json:"polls"`
+	CopyUs    float64 `json:"copy_us"`
+	RelUs     float64 `json:"release_us"`
+	DevUs     float64 `json:"device_us"`
+}
+
+// summarizeTraces writes a run's batches to w (JSON lines) and their
+// distribution to stderr.
+func summarizeTraces(w *os.File, mode string, load float64, round uint64, traces []engine.BatchTrace, lat, late []float64) {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	slices.SortFunc(traces, func(a, b engine.BatchTrace) int { return a.Formed.Compare(b.Formed) })
+	t0 := traces[0].Formed
+	cols := map[string][]float64{}
+	enc := json.NewEncoder(w)
+	for _, t := range traces {
+		l := traceLine{Mode: mode, Load: load, Round: round, AtMs: us(t.Formed.Sub(t0)) / 1000, Lane: t.Lane, Busy: t.BusyLanes,
+			Requests: t.Requests, Tokens: t.Tokens, CloseUs: us(t.Formed.Sub(t.FirstSubmit)), PackUs: us(t.Packed.Sub(t.Formed)),
+			LaneUs: us(t.Start.Sub(t.Packed)), ComputeUs: us(t.End.Sub(t.Start)), DeliverUs: us(t.Delivered.Sub(t.End)),
+			EnqQUs: us(t.GPU.EnqueueQueued), EnqUs: us(t.GPU.Enqueue), PlanMiss: t.GPU.PlanMisses, PlanUs: us(t.GPU.PlanTime),
+			WaitUs: us(t.GPU.Wait), Polls: t.GPU.Polls, CopyUs: us(t.GPU.Copy), RelUs: us(t.GPU.Release), DevUs: float64(t.GPU.DeviceMs) * 1000}
+		_ = enc.Encode(l)
+		for k, v := range map[string]float64{"req": float64(l.Requests), "tokens": float64(l.Tokens), "close": l.CloseUs, "pack": l.PackUs,
+			"lane": l.LaneUs, "compute": l.ComputeUs, "deliver": l.DeliverUs, "enqQ": l.EnqQUs, "enq": l.EnqUs, "planMiss": float64(l.PlanMiss),
+			"plan": l.PlanUs, "wait": l.WaitUs, "polls": float64(l.Polls), "copy": l.CopyUs, "rel": l.RelUs, "dev": l.DevUs} {
+			cols[k] = append(cols[k], v)
+		}
+	}
+	span := us(traces[len(traces)-1].End.Sub(t0))
+	dev := 0.0
+	for _, v := range cols["dev"] {
+		dev += v
+	}
+	logf("trace %s %.0f%% round %d: %d batches; latency p50 %.2f p99 %.2f ms; submit late p50 %.0f p99 %.0f us; device busy %.1f%% (sum of kernel spans / wall)",
+		mode, 100*load, round, len(traces), quantile(lat, 0.5), quantile(lat, 0.99), quantile(late, 0.5), quantile(late, 0.99), 100*dev/math.Max(span, 1))
+	for _, k := range []string{"req", "tokens", "close", "pack", "lane", "compute", "enqQ", "enq", "planMiss", "plan", "dev", "wait", "polls", "copy", "rel", "deliver"} {
+		v := cols[k]
+		mean := 0.0
+		for _, x := range v {
+			mean += x / float64(len(v))
+		}
+		logf("  %-8s mean %9.1f  p50 %9.1f  p90 %9.1f  p99 %9.1f  max %9.1f", k, mean, quantile(v, 0.5), quantile(v, 0.9), quantile(v, 0.99), slices.Max(v))
+	}
 }
 
 // clockTicks is USER_HZ, the unit of /proc/stat and /proc/self/stat.
@@ -670,15 +801,15 @@ func printReport(r *report, c config) {
 	fmt.Printf("Best offline throughput at the start: %.1f requests/s, %.0f tokens/s (%s). Each run's load is a share "+
 		"of the capacity measured just before it (its own requests packed into %d-token batches, back to back, 2 s), "+
 		"because other workloads share this machine's cores (last column: the cores they used meanwhile). "+
-		"One request alone: p50 %.1f ms, p99 %.1f ms, mean %.1f ms.\n\n",
+		"One request alone: p50 %.2f ms, p99 %.2f ms, mean %.2f ms.\n\n",
 		r.OfflineRPS, r.OfflineTPS, r.OfflineCfg, c.budget, r.AloneP50ms, r.AloneP99ms, r.AloneMeanms)
 	table := func(results []result) {
-		fmt.Println("| load | mode | capacity req/s | offered req/s | served req/s | served/capacity | tokens/s | p50 ms | p99 ms | max ms | BUSY | max queue | req/batch | padding | other procs' cores |")
-		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Println("| load | mode | capacity req/s | offered req/s | served req/s | served/capacity | tokens/s | p50 ms | p99 ms | max ms | BUSY | max queue | req/batch | padding | other procs' cores | submit late p99 us |")
+		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, x := range results {
-			fmt.Printf("| %.0f%% | %s | %.1f | %.1f | %.1f | %.0f%% | %.0f | %.0f | %.0f | %.0f | %d/%d (%.0f%%) | %d | %.1f | %.0f%% | %.2f |\n",
+			fmt.Printf("| %.0f%% | %s | %.1f | %.1f | %.1f | %.0f%% | %.0f | %.2f | %.2f | %.2f | %d/%d (%.0f%%) | %d | %.1f | %.0f%% | %.2f | %.0f |\n",
 				100*x.Load, x.Mode, x.CapRPS, x.OfferedRPS, x.RPS, 100*x.RPS/x.CapRPS, x.TokensPS, x.P50ms, x.P99ms, x.Maxms, x.Busy, x.Arrivals,
-				100*float64(x.Busy)/math.Max(1, float64(x.Arrivals)), x.MaxQueue, x.BatchReqs, 100*x.PaddingFrac, x.OtherCores)
+				100*float64(x.Busy)/math.Max(1, float64(x.Arrivals)), x.MaxQueue, x.BatchReqs, 100*x.PaddingFrac, x.OtherCores, x.LateP99us)
 		}
 		fmt.Println()
 	}
@@ -700,7 +831,7 @@ func printReport(r *report, c config) {
 					"(target >= 90%%); %d of %d arrivals got BUSY; queue at most %d of %d; p99 %.0f ms.\n",
 					100*x.Load, x.RPS, 100*x.RPS/x.CapRPS, x.Busy, x.Arrivals, x.MaxQueue, c.queue, x.P99ms)
 			case math.Abs(x.Load-0.5) < 1e-9:
-				fmt.Printf("- 50%% load: p99 %.0f ms = %.2fx the p99 of one request alone (%.0f ms; target <= 2x).\n",
+				fmt.Printf("- 50%% load: p99 %.2f ms = %.2fx the p99 of one request alone (%.2f ms; target <= 2x).\n",
 					x.P99ms, x.P99ms/r.AloneP99ms, r.AloneP99ms)
 			}
 		}
