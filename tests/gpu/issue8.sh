@@ -15,7 +15,9 @@
 #   cp build/gpu/models/minilm-f16.raptor $B/models/   # tests/gpu/run.sh converts it
 #   gzip -9 $B/bin/* $B/lib/libraptor.so $B/c/test_server
 # then run `bash tests/gpu/issue8.sh` on the device, carrying build/h8.
-# SERVE_ARGS overrides the benchmark's settings; logs under $OUT.
+# SERVE_ARGS overrides the benchmark's settings; SERVE_TAG names its logs
+# (serve_$SERVE_TAG.md, default serve.md); SKIP_STRESS=1 runs the benchmark
+# alone; logs under $OUT.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD B=$ROOT/build/h8 L=${OUT:-/tmp/h8-out}
@@ -24,16 +26,18 @@ for f in "$B"/bin/*.gz "$B"/lib/*.gz "$B"/c/*.gz; do [ -e "$f" ] && gunzip -f "$
 chmod +x "$B"/bin/* "$B"/c/*
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$L/machine.txt"
 nproc | tee -a "$L/machine.txt"
-export RAPTOR_KERNEL_CACHE; RAPTOR_KERNEL_CACHE=$(mktemp -d)
+export RAPTOR_KERNEL_CACHE; RAPTOR_KERNEL_CACHE=${RAPTOR_KERNEL_CACHE:-$(mktemp -d)}
+TAG=serve${SERVE_TAG:+_$SERVE_TAG}
 T0=$SECONDS
 
 # 1. The load benchmark, alone on the GPU (its timings).
 SERVE_ARGS=${SERVE_ARGS:--backend cuda -model $B/models/minilm-f16.raptor -duration 6s -rounds 2 -budget 8192 -delay 0s -queue 1024 -static-batch 64 -static-timeout 5ms}
 echo "== serve $SERVE_ARGS"
 # shellcheck disable=SC2086
-timeout 230 "$B/bin/serve" $SERVE_ARGS -json "$L/serve.json" >"$L/serve.md" 2>"$L/serve.err"
+timeout 230 "$B/bin/serve" $SERVE_ARGS -json "$L/$TAG.json" >"$L/$TAG.md" 2>"$L/$TAG.err"
 echo "serve rc=$? ($((SECONDS - T0)) s)"
-tail -n 5 "$L/serve.err"
+tail -n 5 "$L/$TAG.err"
+if [ "${SKIP_STRESS:-0}" = 1 ]; then cat "$L/$TAG.md"; exit 0; fi
 
 # 2. The two stress hosts at once (16 threads each), engines on the GPU.
 export RAPTOR_TEST_BACKEND=cuda
@@ -47,4 +51,4 @@ wait
 echo "stress: $((SECONDS - T1)) s"
 echo "== C++ host"; tail -n 12 "$L/stress_cpp.log"
 echo "== Go host"; tail -n 8 "$L/stress_go.log"
-echo "== serve"; cat "$L/serve.md"
+echo "== serve"; cat "$L/$TAG.md"
