@@ -605,84 +605,6 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
 }
 
-// The pipelined block step (variant wgq, NOTES-attention.md, eighth run):
-// Q K^T of block j and P V of block j-1 are issued back to back, the softmax of
-// block j runs while P V of block j-1 is still on the tensor cores, and O is
-// rescaled after it completes. wgq_softmax is wg_block's softmax: it masks,
-// updates (m, l), writes P packed into pa and returns O's rescale factors.
-template <typename T>
-__device__ __forceinline__ void wgq_softmax(float (&sc)[32], int kvalid, float sl2, int t4, float& m0, float& m1,
-                                            float& l0, float& l1, float& a0, float& a1) {
-  if (kvalid < kBlock) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c)
-        if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
-    }
-  }
-  float mx0 = m0, mx1 = m1;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
-    mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  a0 = ex2((m0 - mx0) * sl2);
-  a1 = ex2((m1 - mx1) * sl2);
-  m0 = mx0;
-  m1 = mx1;
-  const float ms0 = m0 * sl2, ms1 = m1 * sl2;
-  float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
-    sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
-    sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
-    sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-    rs0 += sc[4 * i] + sc[4 * i + 1];
-    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
-  }
-  l0 = l0 * a0 + rs0;
-  l1 = l1 * a1 + rs1;
-}
-// wgq_pack writes P (sc after wgq_softmax) as P V's A operand.
-template <typename T>
-__device__ __forceinline__ void wgq_pack(const float (&sc)[32], unsigned (&pa)[4][4]) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
-    pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
-    pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
-    pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
-  }
-}
-
-__device__ __forceinline__ void reg_fence_u(unsigned& x) { asm volatile("" : "+r"(x)::"memory"); }
-
-template <typename T, int D>
-__device__ __forceinline__ void wgq_issue_qk(unsigned sQ, unsigned ks, float (&sc)[32]) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
-    Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
-  }
-  wg_commit();
-}
-template <typename T, int D>
-__device__ __forceinline__ void wgq_issue_pv(unsigned vs, const unsigned (&pa)[4][4], float (&o)[D / 2]) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
-    if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
-    else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
-  }
-  wg_commit();
-}
-
 // attention_wg's per-item and load-issue overheads are cut (NOTES-attention.md,
 // 2026-11-25 seventh run): each thread's K/V source pointers and shared
 // destinations are computed once per item (a block's loads add
@@ -812,11 +734,9 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
   }
 }
 
-// PIPE: the pipelined block step (wgq_*): K in NST = 2 stages, V in 3.
-template <typename T, int D, int NST, bool PIPE>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
-  static_assert(!PIPE || NST == 2, "the pipelined step keeps K in 2 stages");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
   static_assert(RS % 8 == 0, "rows of one thread share r % 8");
@@ -827,7 +747,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][12];
   __shared__ int s_last;
-  __shared__ float s_pin_slot[PIPE ? kThreads : 1];
 
   const int tid = threadIdx.x, t4 = tid & 3, lane = tid & 31;
   const float sl2 = p.scale * 1.4426950408889634f;
@@ -872,10 +791,10 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
                       imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
-    auto load_kv = [&](int kb, int stage, int vstage) {
+    auto load_kv = [&](int kb, int stage) {
       const char* gk = kp + kb * kblk;
       const char* gv = vp + kb * vblk;
-      const unsigned dk = sKt + stage * TB, dv = sVt + vstage * TB;
+      const unsigned dk = sKt + stage * TB, dv = sVt + stage * TB;
       const int valid = n - kb * kBlock;
       if (valid >= kBlock) {
 #pragma unroll
@@ -894,11 +813,11 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     };
     if (s >= 0) {
-      load_kv(block_at(0), 0, 0);
+      load_kv(block_at(0), 0);
       cp_async_commit();
 #pragma unroll
       for (int st = 1; st < NST - 1; ++st) {
-        if (st < L) load_kv(block_at(st), st, st);
+        if (st < L) load_kv(block_at(st), st);
         cp_async_commit();
       }
     }
@@ -914,80 +833,18 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     l0 = 0.f;
     l1 = 0.f;
     const int jt = imax(L - 2, 0);
-    if constexpr (!PIPE) {
-      for (int j = 0; j < L; ++j) {
-        cp_async_wait<NST - 2>();
-        fence_proxy_async();
-        __syncthreads();
-        if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
-        {
-          const int jn = j + NST - 1;
-          if (jn < L) load_kv(block_at(jn), jn % NST, jn % NST);
-          cp_async_commit();
-        }
-        wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
-                       m1, l0, l1);
-      }
-    } else {
-      // block 0: Q K^T, softmax; its P V is issued with block 1's Q K^T
-      unsigned pa[4][4];
-      float sc[32];
-      float a0, a1;
-      cp_async_wait<0>();
+    for (int j = 0; j < L; ++j) {
+      cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
-      if (jt == 0 && tid == 0) tkn = atomicAdd(p.ws, 1);
-      if (1 < L) load_kv(block_at(1), 1, 1);
-      cp_async_commit();
-      wg_fence();
-      wgq_issue_qk<T, D>(sQ, sK, sc);
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-      wgq_softmax<T>(sc, n - block_at(0) * kBlock, sl2, t4, m0, m1, l0, l1, a0, a1);
-      wgq_pack<T>(sc, pa);
-      int vs_prev = 0;  // V stage of block j-1
-      const unsigned s_pin = smem_u32(&s_pin_slot[tid]);
-      for (int j = 1; j < L; ++j) {
-        cp_async_wait<0>();
-        fence_proxy_async();
-        __syncthreads();  // block j landed; every wgmma of block j-2 is done
-        if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
-        const int vs_cur = vs_prev == 2 ? 0 : vs_prev + 1;
-        if (j + 1 < L) load_kv(block_at(j + 1), (j + 1) & 1, vs_cur == 2 ? 0 : vs_cur + 1);
+      if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
+      {
+        const int jn = j + NST - 1;
+        if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
-        wg_fence();
-        wgq_issue_qk<T, D>(sQ, sK + (j & 1) * TB, sc);
-        wgq_issue_pv<T, D>(sV + vs_prev * TB, pa, o);
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // Q K^T(j) done
-#pragma unroll
-        for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-        // the softmax of block j under P V(j-1); P is packed into pa (P V's A
-        // operand) only once P V(j-1) is done, as FlashAttention-3 does
-        wgq_softmax<T>(sc, n - block_at(j) * kBlock, sl2, t4, m0, m1, l0, l1, a0, a1);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-        // a shared store of a value that needs every exponential keeps ptxas from
-        // hoisting the wait above the softmax (its scheduler does, without it)
-        asm volatile("st.shared.f32 [%0], %1;" ::"r"(s_pin), "f"(l0 + l1) : "memory");
-        wg_wait0();  // P V(j-1) done: its operands and O are free
-#pragma unroll
-        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-        wgq_pack<T>(sc, pa);
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          o[4 * i] *= a0;
-          o[4 * i + 1] *= a0;
-          o[4 * i + 2] *= a1;
-          o[4 * i + 3] *= a1;
-        }
-        vs_prev = vs_cur;
       }
-      wg_fence();
-      wgq_issue_pv<T, D>(sV + vs_prev * TB, pa, o);
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -1147,23 +1004,19 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PIPE) raptor::sparse::attention_wg<T, D, NST, PIPE>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PIPE) __trap();
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WG(D, NST, PIPE, MINB, NAME, T)                         \
+#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PIPE)                                   \
+    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
   }
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, false, 4, sparse_attention_d64_wg_##suffix, T)     \
-  RAPTOR_SPARSE_ATTN_WG(64, 3, false, 4, sparse_attention_d64_wg3_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, false, 2, sparse_attention_d128_wg_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, true, 4, sparse_attention_d64_wgq_##suffix, T)     \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, true, 3, sparse_attention_d64_wgq3_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, true, 2, sparse_attention_d128_wgq_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, true, 2, sparse_attention_d128_wgq3_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
+  RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 

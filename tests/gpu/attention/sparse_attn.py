@@ -132,9 +132,7 @@ class Module:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
         nst = 3 if variant in ("s3", "wg3") else 2
-        if variant.startswith("wgq"):  # the pipelined step: V in 3 stages
-            smem = (2 + 2 * nst) * BLOCK * D * 2 + 1024
-        elif variant.startswith("wg"):
+        if variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
