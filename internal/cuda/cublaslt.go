@@ -23,6 +23,7 @@ type cublasLtAPI struct {
 	cublasLtMatmulDescSetAttribute       func(d uintptr, attr int32, buf unsafe.Pointer, size uint64) int32
 	cublasLtMatrixLayoutCreate           func(l *uintptr, dtype int32, rows, cols uint64, ld int64) int32
 	cublasLtMatrixLayoutDestroy          func(l uintptr) int32
+	cublasLtMatrixLayoutSetAttribute     func(l uintptr, attr int32, buf unsafe.Pointer, size uint64) int32
 	cublasLtMatmulPreferenceCreate       func(p *uintptr) int32
 	cublasLtMatmulPreferenceDestroy      func(p uintptr) int32
 	cublasLtMatmulPreferenceSetAttribute func(p uintptr, attr int32, buf unsafe.Pointer, size uint64) int32
@@ -47,6 +48,7 @@ func loadCublasLt(env discoveryEnv) (*cublasLtAPI, error) {
 		{name: "cublasLtMatmulDescSetAttribute", fn: &a.cublasLtMatmulDescSetAttribute},
 		{name: "cublasLtMatrixLayoutCreate", fn: &a.cublasLtMatrixLayoutCreate},
 		{name: "cublasLtMatrixLayoutDestroy", fn: &a.cublasLtMatrixLayoutDestroy},
+		{name: "cublasLtMatrixLayoutSetAttribute", fn: &a.cublasLtMatrixLayoutSetAttribute},
 		{name: "cublasLtMatmulPreferenceCreate", fn: &a.cublasLtMatmulPreferenceCreate},
 		{name: "cublasLtMatmulPreferenceDestroy", fn: &a.cublasLtMatmulPreferenceDestroy},
 		{name: "cublasLtMatmulPreferenceSetAttribute", fn: &a.cublasLtMatmulPreferenceSetAttribute},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"os"
 	"sort"
 	"time"
 	"unsafe"
@@ -26,9 +27,10 @@ type LinearArgs struct {
 
 type gemmKey struct {
 	dt      DType
-	m, n, k int
+	m, n, k int // m: the M class (mClass), or M itself when exact
 	epi     Epilogue
-	align   int // common alignment of the four pointers, up to 256 bytes
+	align   int  // common alignment of the four pointers, up to 256 bytes
+	exact   bool // a plan of this M alone (RAPTOR_GEMM_EXACT, or the class's algorithm refused it)
 }
 
 // gemmPlan is everything cuBLASLt needs for one shape, made once.
@@ -37,6 +39,30 @@ type gemmPlan struct {
 	algo         heuristicResult
 	candidates   int
 	tuned        bool
+	m            int // M of the b and cd layouts now (set per call)
+}
+
+// gemmExact (RAPTOR_GEMM_EXACT=1) makes a plan for every distinct M, as
+// before M classes, for comparison. A packed batch's M is its token count,
+// different in nearly every merged batch: one plan per M meant four
+// cuBLASLt heuristic queries in the enqueue of nearly every batch (H100,
+// all-MiniLM-L6-v2 under load: 3-4 plan misses per batch, 0.1-1.2 ms of a
+// 1-2 ms enqueue, bench/RESULTS.md issue 8).
+var gemmExact = os.Getenv("RAPTOR_GEMM_EXACT") == "1"
+
+// mClass is the M a plan is chosen for: M up to 64, else M rounded up to
+// a multiple of 2^(k-2) (2^k < M <= 2^(k+1): four classes per power of
+// two). The algorithm cuBLASLt's heuristic picks for the class's largest M
+// serves every M of the class (the layouts' column count is set to the
+// call's M); if cublasLtMatmul refuses it for an M, that M gets a plan of
+// its own.
+func mClass(m int) int {
+	if m <= 64 {
+		return m
+	}
+	k := bits.Len(uint(m-1)) - 1
+	step := 1 << (k - 2)
+	return (m + step - 1) &^ (step - 1)
 }
 
 func (p *gemmPlan) destroy(lt *cublasLtAPI) {
@@ -79,10 +105,19 @@ type PlanStats struct {
 // PlanStats returns the GEMM plan cache's counters.
 func (c *Ctx) PlanStats() PlanStats { return c.planStats }
 
-// plan returns the cached plan of a shape, making it on first use.
-func (c *Ctx) plan(a LinearArgs) (*gemmPlan, gemmKey, error) {
-	key := gemmKey{a.DType, a.M, a.N, a.K, a.Epilogue, alignOf(a.X, a.W, a.Bias, a.Y)}
+// plan returns the cached plan of a shape (of its M class unless exact),
+// making it on first use, with its layouts set to a.M.
+func (c *Ctx) plan(a LinearArgs, exact bool) (*gemmPlan, gemmKey, error) {
+	exact = exact || gemmExact
+	m := a.M
+	if !exact {
+		m = mClass(a.M)
+	}
+	key := gemmKey{a.DType, m, a.N, a.K, a.Epilogue, alignOf(a.X, a.W, a.Bias, a.Y), exact}
 	if p := c.plans[key]; p != nil {
+		if err := c.setM(p, a.M); err != nil {
+			return nil, key, err
+		}
 		c.planStats.Hits++
 		return p, key, nil
 	}
@@ -136,12 +171,13 @@ func (c *Ctx) plan(a LinearArgs) (*gemmPlan, gemmKey, error) {
 	if err := layout(&p.a, a.K, a.N); err != nil {
 		return nil, key, err
 	}
-	if err := layout(&p.b, a.K, a.M); err != nil {
+	if err := layout(&p.b, a.K, m); err != nil {
 		return nil, key, err
 	}
-	if err := layout(&p.cd, a.N, a.M); err != nil {
+	if err := layout(&p.cd, a.N, m); err != nil {
 		return nil, key, err
 	}
+	p.m = m
 	var pref uintptr
 	if err := lt.check("cublasLtMatmulPreferenceCreate", lt.cublasLtMatmulPreferenceCreate(&pref)); err != nil {
 		return nil, key, err
@@ -177,10 +213,13 @@ func (c *Ctx) plan(a LinearArgs) (*gemmPlan, gemmKey, error) {
 	}
 	if len(cands) == 0 {
 		return nil, key, status.Errorf(status.Unsupported, "cuda: cuBLASLt has no algorithm for %s GEMM %dx%dx%d with epilogue %s",
-			a.DType, a.M, a.N, a.K, a.Epilogue)
+			a.DType, m, a.N, a.K, a.Epilogue)
 	}
 	p.algo = cands[0]
 	p.candidates = len(cands)
+	if err := c.setM(p, a.M); err != nil { // autotune times the call's own M
+		return nil, key, err
+	}
 	if c.cfg.GemmAutotune && len(cands) > 1 {
 		best, err := c.autotune(p, a, cands)
 		if err != nil {
@@ -254,6 +293,26 @@ func (c *Ctx) autotune(p *gemmPlan, a LinearArgs, cands []heuristicResult) (heur
 	return best, nil
 }
 
+// setM sets the column count (M) of p's b and cd layouts.
+func (c *Ctx) setM(p *gemmPlan, m int) error {
+	if p.m == m {
+		return nil
+	}
+	v := uint64(m)
+	for _, l := range []uintptr{p.b, p.cd} {
+		if err := c.lt.check("cublasLtMatrixLayoutSetAttribute(COLS)",
+			c.lt.cublasLtMatrixLayoutSetAttribute(l, layoutCols, unsafe.Pointer(&v), 8)); err != nil {
+			p.m = -1
+			return err
+		}
+	}
+	p.m = m
+	return nil
+}
+
+// layoutCols is CUBLASLT_MATRIX_LAYOUT_COLS.
+const layoutCols = 3
+
 func (c *Ctx) matmul(p *gemmPlan, algo *heuristicResult, a LinearArgs) error {
 	lt := c.lt
 	if a.Epilogue != EpilogueNone {
@@ -288,11 +347,19 @@ func (c *Ctx) Linear(a LinearArgs) error {
 	if a.X == 0 || a.W == 0 || a.Y == 0 || (a.Epilogue != EpilogueNone && a.Bias == 0) {
 		return status.Errorf(status.InvalidArgument, "cuda: Linear with a null operand (epilogue %s)", a.Epilogue)
 	}
-	p, _, err := c.plan(a)
+	p, key, err := c.plan(a, false)
 	if err != nil {
 		return err
 	}
-	return c.matmul(p, &p.algo, a)
+	err = c.matmul(p, &p.algo, a)
+	if err != nil && !key.exact && status.CodeOf(err) != status.DeviceFailed {
+		// The class's algorithm does not take this M: a plan of its own.
+		if p, _, err = c.plan(a, true); err != nil {
+			return err
+		}
+		return c.matmul(p, &p.algo, a)
+	}
+	return err
 }
 
 // GemmPlanInfo describes the plan Linear uses for a shape: how many
@@ -306,7 +373,7 @@ type GemmPlanInfo struct {
 
 // LinearPlan returns the plan of a's shape (making it if needed).
 func (c *Ctx) LinearPlan(a LinearArgs) (GemmPlanInfo, error) {
-	p, _, err := c.plan(a)
+	p, _, err := c.plan(a, false)
 	if err != nil {
 		return GemmPlanInfo{}, err
 	}
