@@ -88,6 +88,9 @@ type Device struct {
 
 	failed    atomic.Pointer[error] // set once a sticky error hit the context
 	workerTID atomic.Int64          // OS thread of the worker
+
+	watch      chan watchReq // to the event waiter (waiter.go); guarded by mu like jobs
+	waiterDone chan struct{}
 }
 
 type job struct {
@@ -250,10 +253,14 @@ func (d *Device) worker(cfg Config, drv *driverAPI, nv *NVRTC, lt *cublasLtAPI, 
 	}
 	d.info = c.info
 	d.workerTID.Store(int64(c.tid))
+	d.watch, d.waiterDone = make(chan watchReq), make(chan struct{})
+	go d.waiter(drv, c.pctx)
 	initDone <- nil
 	for j := range d.jobs {
 		j.res <- d.exec(c, j.fn)
 	}
+	close(d.watch)
+	<-d.waiterDone
 	c.teardown()
 }
 

@@ -71,6 +71,11 @@ type Backend struct {
 	// off). Measured on the H100 (bench/RESULTS.md, issue 7 round 3): -33%
 	// device time at 1x512, -7% at 8x512, 0 at 8x4096.
 	graphTokens int
+
+	rel       chan func(*cuda.Ctx) // releases for the releaser
+	relDone   chan struct{}
+	relMu     sync.RWMutex // guards relClosed and sends on rel
+	relClosed bool
 }
 
 // Open opens the device. Errors are *status.Error: BackendUnavailable when
@@ -91,7 +96,10 @@ func Open(o Options) (*Backend, error) {
 	if v, err := strconv.Atoi(os.Getenv("RAPTOR_CUDA_GRAPHS")); err == nil && v > 0 {
 		graphTokens = v
 	}
-	return &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu, graphTokens: graphTokens}, nil
+	b := &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu, graphTokens: graphTokens,
+		rel: make(chan func(*cuda.Ctx), 256), relDone: make(chan struct{})}
+	go b.releaser()
+	return b, nil
 }
 
 // Device is the underlying device (for tests and benchmarks).
@@ -106,7 +114,43 @@ func (b *Backend) Name() string {
 }
 
 // Close releases the device.
-func (b *Backend) Close() { b.dev.Close() }
+func (b *Backend) Close() {
+	b.relMu.Lock()
+	if !b.relClosed {
+		b.relClosed = true
+		close(b.rel)
+	}
+	b.relMu.Unlock()
+	<-b.relDone
+	b.dev.Close()
+}
+
+// releaser runs the batches' releases handed over by await, in order, on
+// the device worker: a Forward returns once its outputs are copied, not
+// after a release job that waits behind whatever the worker runs (another
+// batch's enqueue, up to 2 ms).
+func (b *Backend) releaser() {
+	defer close(b.relDone)
+	for fn := range b.rel {
+		_ = b.dev.Do(func(c *cuda.Ctx) error { fn(c); return nil })
+	}
+}
+
+// release runs fn on the device worker: through the releaser when it can
+// take it, else here.
+func (b *Backend) release(fn func(*cuda.Ctx)) {
+	b.relMu.RLock()
+	if !b.relClosed {
+		select {
+		case b.rel <- fn:
+			b.relMu.RUnlock()
+			return
+		default:
+		}
+	}
+	b.relMu.RUnlock()
+	_ = b.dev.Do(func(c *cuda.Ctx) error { fn(c); return nil })
+}
 
 type layerW struct {
 	qkvW, qkvB, aoW, aoB, ln1W, ln1B, iW, iB, oW, oB, ln2W, ln2B cuda.DevPtr
@@ -489,8 +533,9 @@ func (m *Model) await(p *pending, out *Outputs, tr *ForwardTrace, te0, te1 cuda.
 	t0 := time.Now()
 	wait := 20 * time.Microsecond
 	polls := 0
-	for {
-		var done bool
+	// The device's event waiter sees the download complete without a job
+	// on the worker (cuda.Device.WaitEvent); if it cannot tell, poll here.
+	for done := m.b.dev.WaitEvent(p.evOut) == nil; !done; {
 		polls++
 		err := m.b.dev.Do(func(c *cuda.Ctx) error {
 			var err error
@@ -527,6 +572,11 @@ func (m *Model) await(p *pending, out *Outputs, tr *ForwardTrace, te0, te1 cuda.
 		parallelCopy(out.Pooled, f32(p.poolOff, p.S*H))
 	}
 	t2 := time.Now()
+	if tr == nil {
+		m.b.release(func(c *cuda.Ctx) { m.release(c, p) })
+		return nil
+	}
+	// Traced: release here, and read the kernels' time.
 	err := m.b.dev.Do(func(c *cuda.Ctx) error {
 		m.release(c, p)
 		if te0 != 0 {
@@ -539,9 +589,7 @@ func (m *Model) await(p *pending, out *Outputs, tr *ForwardTrace, te0, te1 cuda.
 		}
 		return nil
 	})
-	if tr != nil {
-		tr.Wait, tr.Polls, tr.Copy, tr.Release = t1.Sub(t0), polls, t2.Sub(t1), time.Since(t2)
-	}
+	tr.Wait, tr.Polls, tr.Copy, tr.Release = t1.Sub(t0), polls, t2.Sub(t1), time.Since(t2)
 	return err
 }
 
