@@ -235,7 +235,9 @@ func NewAsync(opts AsyncOptions) *Async {
 		go func() {
 			defer a.wg.Done()
 			for d := range a.deliver {
-				a.deliverOne(d.b, d.i)
+				for i := d.lo; i < d.hi; i++ {
+					a.deliverOne(d.b, i)
+				}
 			}
 		}()
 	}
@@ -343,6 +345,9 @@ func (a *Async) Target(enc Encoder) *Target {
 	if m, ok := enc.(merger); ok {
 		t.merge = m
 	}
+	if o, ok := enc.(oneStreamer); ok {
+		t.oneStream = o.oneStream()
+	}
 	t.tokenCost = t.cost(1)
 	t.longCost = float64(a.budget) * t.tokenCost / 4
 	a.mu.Lock()
@@ -363,6 +368,7 @@ type Target struct {
 	cost      func(n int) float64 // the cost model
 	tokenCost float64             // cost(1)
 	longCost  float64             // a batch costing more is long: a quarter of a full batch
+	oneStream bool                // its device runs batches in order on one stream (the GPU): no short lane
 	closed    bool                // guarded by a.mu
 	live      map[*Request]struct{}
 	pending   sync.WaitGroup // accepted requests whose completion has not returned
@@ -643,9 +649,16 @@ type batch struct {
 }
 
 type delivery struct {
-	b *batch
-	i int
+	b      *batch
+	lo, hi int // requests lo..hi-1 of b
 }
+
+// deliverChunk is how many requests of a batch one deliverer takes at a
+// time: one hand-off per request cost ~10 us each (a batch of 40 requests
+// took 250-470 us from the encoder's end to its last completion on the
+// H100 host, bench/RESULTS.md issue 8); chunks of 8 still spread a large
+// batch over several deliverers.
+const deliverChunk = 8
 
 // schedState describes the pipeline to the Scheduler (a.mu held).
 // free is the free lanes of the batch's device, otherFree those of every
@@ -902,8 +915,8 @@ func (a *Async) compute(b *batch) {
 func (a *Async) dispatch() {
 	defer close(a.deliver)
 	for b := range a.finished {
-		for i := range b.reqs {
-			a.deliver <- delivery{b, i}
+		for lo := 0; lo < len(b.reqs); lo += deliverChunk {
+			a.deliver <- delivery{b, lo, min(lo+deliverChunk, len(b.reqs))}
 		}
 	}
 }

@@ -81,6 +81,22 @@ func (e *Engine) DeviceOutputs() bool {
 	return ok
 }
 
+// oneStreamer is implemented by encoders whose device runs the batches of
+// all lanes in order on one stream (the CUDA backend: one compute stream per
+// device). For them the scheduler keeps no lane for short batches
+// (SchedState.ShortOnly does not apply): a short batch formed while a long
+// one computes waits for it on the stream anyway, and on the GPU a batch's
+// cost is mostly its fixed host enqueue (all-MiniLM-L6-v2 on an H100: about
+// 0.7 ms of kernel launches for 100 to 8192 tokens), so capping every other
+// batch at a quarter of the budget halved the throughput at saturation
+// (bench/RESULTS.md, issue 8).
+type oneStreamer interface{ oneStream() bool }
+
+func (m *Model) oneStream() bool {
+	_, ok := m.e.be.(cudaBackend)
+	return ok
+}
+
 // PipelineLanes is the AsyncOptions.Lanes that suits the engine's backend.
 // On the GPU it is 3: two lanes take long batches, so batch k+1 is packed,
 // uploaded and its kernels enqueued while batch k computes, and one lane is

@@ -102,7 +102,8 @@ func (f *fifo) Len() int { return f.l.Len() }
 // finish (SchedState.Predict of the cost model, SequenceCost) stays within
 // the deadline of every member that could still make it, so a long request
 // never holds short ones past their deadlines; and while the other lanes
-// run long batches, only a short batch is formed (SchedState.ShortOnly).
+// run long batches, only a short batch is formed (SchedState.ShortOnly),
+// except for a Target whose device runs every lane on one stream (the GPU).
 //
 // Every queued request is scanned once per batch: O(queue) per batch.
 func NewLengthAware() Scheduler { return &lengthAware{} }
@@ -182,7 +183,7 @@ func (r *Request) before(o *Request) bool {
 func (r *Request) lengthClass() int { return bits.Len(uint(r.maxLen)) }
 
 func (s *lengthAware) eligible(r *Request, st *SchedState) bool {
-	return !st.ShortOnly || r.cost <= r.t.longCost
+	return !st.ShortOnly || r.t.oneStream || r.cost <= r.t.longCost
 }
 
 func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
@@ -253,7 +254,7 @@ func (s *lengthAware) fill(a *Request, st *SchedState) []*Request {
 			return false
 		}
 		nc := cost + c.cost
-		if st.ShortOnly && nc > a.t.longCost {
+		if st.ShortOnly && !a.t.oneStream && nc > a.t.longCost {
 			return false
 		}
 		fin := now.Add(st.Predict(nc))
