@@ -734,10 +734,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
   }
 }
 
-// REP > 1 (measurement only, variants wgd2/wgd4): every item runs its key-block
-// list REP times (the same softmax: each key counted REP times), so per-item
-// and per-block costs can be told apart from the times.
-template <typename T, int D, int NST, int REP>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -793,11 +790,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
                       imin(kBlock, n - qb * kBlock), tid);
     }
-    const int Lb = L;  // the list's length (L counts REP passes over it)
-    auto block_at = [&](int j) {
-      if constexpr (REP > 1) j %= Lb;
-      return use_list ? lst[j] : kv_begin + j;
-    };
+    auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
     auto load_kv = [&](int kb, int stage) {
       const char* gk = kp + kb * kblk;
       const char* gv = vp + kb * vblk;
@@ -839,7 +832,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     m1 = neg_inf();
     l0 = 0.f;
     l1 = 0.f;
-    L *= REP;
     const int jt = imax(L - 2, 0);
     for (int j = 0; j < L; ++j) {
       cp_async_wait<NST - 2>();
@@ -1012,7 +1004,7 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST, 1>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
 #else
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
 #endif
@@ -1021,22 +1013,10 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
       const AttnParams p) {                                                       \
     RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
   }
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_REP_BODY(T, D, REP) raptor::sparse::attention_wg<T, D, 2, REP>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WG_REP_BODY(T, D, REP) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WG_REP(D, REP, MINB, NAME, T)                           \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WG_REP_BODY(T, D, REP)                                     \
-  }
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
-  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)          \
-  RAPTOR_SPARSE_ATTN_WG_REP(64, 2, 4, sparse_attention_d64_wgd2_##suffix, T)      \
-  RAPTOR_SPARSE_ATTN_WG_REP(64, 4, 4, sparse_attention_d64_wgd4_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
 
