@@ -11,6 +11,8 @@
 //	dynamic-slack (optional) one lane, engine.NewLeastSlack with the goal
 //	         2x the p99 of one request alone (DefaultSlack)
 //	dynamic-1lane (optional) dynamic with one lane
+//	dynamic-3lane (optional) dynamic with three lanes
+//	dynamic-slack2 (optional) dynamic-slack with -lanes lanes
 //	padded   static fixed-size padded batching: batches of -static-batch
 //	         requests (or those that arrived within -static-timeout of the
 //	         first), every sequence padded to the batch's longest, one batch
