@@ -12,6 +12,7 @@
 //	         2x the p99 of one request alone (DefaultSlack)
 //	dynamic-1lane (optional) dynamic with one lane
 //	dynamic-3lane (optional) dynamic with three lanes
+//	dynamic-2lane (optional) dynamic with two lanes
 //	dynamic-slack2 (optional) dynamic-slack with -lanes lanes
 //	padded   static fixed-size padded batching: batches of -static-batch
 //	         requests (or those that arrived within -static-timeout of the
@@ -20,11 +21,17 @@
 //
 // Every mode has the same bounded queue (-queue requests); a request that
 // finds it full is refused (BUSY) and counted, never retried. Latency runs
-// from the request's scheduled arrival to its completion. Capacity is the
-// best offline throughput: the trace sorted by length and run back to back
-// in full batches (the best of several budgets, one or two at a time). The
-// latency of one request alone is each request run by itself on the idle
-// engine.
+// from the request's scheduled arrival to its completion. The best offline
+// throughput is the trace sorted by length and run back to back in full
+// batches (the best of -offline-budgets, one to three at a time, each
+// repeated for at least a second). Capacity, of which the loads are
+// fractions: -capacity round (the default) measures it before each round
+// (that round's requests in arrival order, packed into -budget batches, one
+// at a time, 2 s: for a machine whose background load changes); -capacity
+// offline uses the best offline throughput for every run. The latency of one
+// request alone is -alone requests (the trace's first ones), each run by
+// itself on the idle engine after a first pass over them, measured before
+// the loads and again after them, in the same process.
 //
 //	go run ./bench/serve [-model build/models/all-MiniLM-L6-v2.raptor] [-duration 20s]
 //	    [-loads 25,50,90,110] [-modes dynamic,single,padded] [-json out.json]
@@ -41,6 +48,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,29 +83,32 @@ type config struct {
 	arrival       string // "precise" or "sleep": how the arrival loop waits
 	tracePath     string // dynamic modes: per-batch traces (JSON lines) here, a summary on stderr
 	traceOut      *os.File
+	capacity      string  // "round" or "offline"
+	offlineRPS    float64 // the best offline throughput (capacity "offline")
 }
 
 // result is one mode at one load.
 type result struct {
-	Mode        string  `json:"mode"`
-	Load        float64 `json:"load"`         // fraction of capacity offered
-	OfferedRPS  float64 `json:"offered_rps"`  // arrivals per second
-	Arrivals    int     `json:"arrivals"`     // requests that arrived
-	Busy        int     `json:"busy"`         // refused: queue full
-	Completed   int     `json:"completed"`    // completed successfully
-	RPS         float64 `json:"rps"`          // completions per second during the arrival window
-	TokensPS    float64 `json:"tokens_ps"`    // real (unpadded) tokens per second, same window
-	P50ms       float64 `json:"p50_ms"`       // latency, arrival to completion
-	P99ms       float64 `json:"p99_ms"`       //
-	Maxms       float64 `json:"max_ms"`       //
-	MaxQueue    int     `json:"max_queue"`    // deepest queue seen (sampled every 5 ms)
-	BatchReqs   float64 `json:"batch_reqs"`   // mean requests per batch
-	PaddingFrac float64 `json:"padding_frac"` // padded tokens / computed tokens
-	BusyShare   float64 `json:"busy_share"`   // device busy share over the window (dynamic, single)
-	OtherCores  float64 `json:"other_cores"`  // CPU cores other processes used meanwhile (/proc/stat minus this process)
-	CapRPS      float64 `json:"cap_rps"`      // capacity measured just before (offline batches of the run's requests)
-	LateP50us   float64 `json:"late_p50_us"`  // submit lateness: actual submit - scheduled arrival
-	LateP99us   float64 `json:"late_p99_us"`  //
+	Mode        string    `json:"mode"`
+	Load        float64   `json:"load"`         // fraction of capacity offered
+	OfferedRPS  float64   `json:"offered_rps"`  // arrivals per second
+	Arrivals    int       `json:"arrivals"`     // requests that arrived
+	Busy        int       `json:"busy"`         // refused: queue full
+	Completed   int       `json:"completed"`    // completed successfully
+	RPS         float64   `json:"rps"`          // completions per second during the arrival window
+	TokensPS    float64   `json:"tokens_ps"`    // real (unpadded) tokens per second, same window
+	P50ms       float64   `json:"p50_ms"`       // latency, arrival to completion
+	P99ms       float64   `json:"p99_ms"`       //
+	Maxms       float64   `json:"max_ms"`       //
+	MaxQueue    int       `json:"max_queue"`    // deepest queue seen (sampled every 5 ms)
+	BatchReqs   float64   `json:"batch_reqs"`   // mean requests per batch
+	PaddingFrac float64   `json:"padding_frac"` // padded tokens / computed tokens
+	BusyShare   float64   `json:"busy_share"`   // device busy share over the window (dynamic, single)
+	OtherCores  float64   `json:"other_cores"`  // CPU cores other processes used meanwhile (/proc/stat minus this process)
+	CapRPS      float64   `json:"cap_rps"`      // capacity measured just before (offline batches of the run's requests)
+	LateP50us   float64   `json:"late_p50_us"`  // submit lateness: actual submit - scheduled arrival
+	LateP99us   float64   `json:"late_p99_us"`  //
+	RoundP99ms  []float64 `json:"round_p99_ms"` // p99 of each round
 }
 
 type report struct {
@@ -115,6 +126,12 @@ type report struct {
 	AloneP50ms  float64  `json:"alone_p50_ms"`
 	AloneP99ms  float64  `json:"alone_p99_ms"`
 	AloneMeanms float64  `json:"alone_mean_ms"`
+	AloneN      int      `json:"alone_n"`             // requests alone, each pass
+	Alone1P99ms float64  `json:"alone_before_p99_ms"` // the pass before the loads
+	Alone2P50ms float64  `json:"alone_after_p50_ms"`  // the pass after them
+	Alone2P99ms float64  `json:"alone_after_p99_ms"`  //
+	Capacity    string   `json:"capacity"`            // round or offline
+	Offline     []string `json:"offline_configs"`     // every offline configuration's rate
 	Results     []result `json:"results"`
 	Quiet       []result `json:"quiet_results"` // the rounds in which other processes used < 0.15 cores during every mode
 	QuietRounds []int    `json:"quiet_rounds"`  // how many, per load
@@ -140,6 +157,11 @@ func main() {
 	flag.StringVar(&c.arrival, "arrival", "precise", "arrival loop: precise (coarse sleep, then nanosleep and a short spin to the arrival) or sleep (time.Sleep, "+
 		"which on Linux oversleeps to ~1.1 ms when the process is idle)")
 	flag.StringVar(&c.tracePath, "batch-trace", "", "dynamic modes: write every batch's timings here (JSON lines) and a summary per run on stderr")
+	flag.StringVar(&c.capacity, "capacity", "round", "what the loads are fractions of: round (measured before each round: -budget batches of the "+
+		"round's requests in arrival order, one at a time) or offline (the best offline throughput)")
+	aloneN := flag.Int("alone", 300, "requests measured alone (before and after the loads)")
+	offBudgets := flag.String("offline-budgets", "", "token budgets tried for the best offline throughput (default: -budget and 4x -budget)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the load runs here")
 	jsonOut := flag.String("json", "", "also write the results as JSON here")
 	flag.Parse()
 	for _, f := range strings.Split(*loads, ",") {
@@ -150,6 +172,20 @@ func main() {
 		c.loads = append(c.loads, v/100)
 	}
 	c.modes = strings.Split(*modes, ",")
+	if c.capacity != "round" && c.capacity != "offline" {
+		fail(fmt.Errorf("-capacity %q: round or offline", c.capacity))
+	}
+	budgets := []int{c.budget, 4 * c.budget}
+	if *offBudgets != "" {
+		budgets = nil
+		for _, f := range strings.Split(*offBudgets, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || v <= 0 {
+				fail(fmt.Errorf("-offline-budgets: %q", f))
+			}
+			budgets = append(budgets, v)
+		}
+	}
 	if c.tracePath != "" {
 		f, err := os.Create(c.tracePath)
 		if err != nil {
@@ -207,24 +243,35 @@ func main() {
 	for i := range 5 {
 		encodeAlone(m, trace[i])
 	}
-	logf("one request alone...")
-	for i := range min(300, len(trace)) {
+	nAlone := min(max(*aloneN, 1), len(trace))
+	rep.AloneN = nAlone
+	logf("one request alone (%d requests)...", nAlone)
+	for i := range nAlone {
 		encodeAlone(m, trace[i]) // a first pass: every length once (the GPU's per-shape setup)
 	}
-	var alone []float64
-	for i := range min(300, len(trace)) {
-		t0 := time.Now()
-		encodeAlone(m, trace[i])
-		alone = append(alone, ms(time.Since(t0)))
-	}
+	alone := measureAlone(m, trace[:nAlone])
 	rep.AloneP50ms, rep.AloneP99ms = quantile(alone, 0.5), quantile(alone, 0.99)
+	rep.Alone1P99ms = rep.AloneP99ms
 	for _, v := range alone {
 		rep.AloneMeanms += v / float64(len(alone))
 	}
 	logf("alone: p50 %.2f ms, p99 %.2f ms", rep.AloneP50ms, rep.AloneP99ms)
 	c.slo = time.Duration(2 * rep.AloneP99ms * float64(time.Millisecond))
-	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg = offline(m, trace[:min(max(600, c.budget/2), len(trace))], c.budget)
+	maxBudget := slices.Max(budgets)
+	rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg, rep.Offline = offline(m, trace[:min(max(600, maxBudget/2), len(trace))], budgets)
 	logf("best offline: %.1f requests/s, %.0f tokens/s (%s)", rep.OfflineRPS, rep.OfflineTPS, rep.OfflineCfg)
+	c.offlineRPS = rep.OfflineRPS
+	rep.Capacity = c.capacity
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fail(err)
+		}
+		defer pf.Close()
+	}
 
 	// Each load runs the modes in interleaved rounds (dynamic, single,
 	// padded, dynamic, ...), so that all modes share the machine's
@@ -266,6 +313,20 @@ func main() {
 			}
 		}
 	}
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	// One request alone again, after the loads (same process): how stable
+	// the yardstick is. The target's yardstick is both passes together.
+	alone2 := measureAlone(m, trace[:nAlone])
+	rep.Alone2P50ms, rep.Alone2P99ms = quantile(alone2, 0.5), quantile(alone2, 0.99)
+	both := append(slices.Clone(alone), alone2...)
+	rep.AloneP50ms, rep.AloneP99ms = quantile(both, 0.5), quantile(both, 0.99)
+	rep.AloneMeanms = 0
+	for _, v := range both {
+		rep.AloneMeanms += v / float64(len(both))
+	}
+	logf("alone after the loads: p50 %.2f ms, p99 %.2f ms; both passes: p50 %.2f ms, p99 %.2f ms", rep.Alone2P50ms, rep.Alone2P99ms, rep.AloneP50ms, rep.AloneP99ms)
 	printReport(&rep, c)
 	if *jsonOut != "" {
 		raw, err := json.MarshalIndent(rep, "", "  ")
@@ -299,6 +360,18 @@ func single(ids []int32) *engine.Batch {
 	return &engine.Batch{Tokens: ids, CuSeqlens: []int32{0, int32(len(ids))}}
 }
 
+// measureAlone runs each request by itself, one after another, and
+// returns the latencies (ms).
+func measureAlone(m *engine.Model, reqs [][]int32) []float64 {
+	out := make([]float64, 0, len(reqs))
+	for _, ids := range reqs {
+		t0 := time.Now()
+		encodeAlone(m, ids)
+		out = append(out, ms(time.Since(t0)))
+	}
+	return out
+}
+
 func encodeAlone(m *engine.Model, ids []int32) {
 	out := &engine.Outputs{Pooled: make([]float32, m.Config().Hidden), Pooling: engine.PoolMean}
 	if err := m.Encode(context.Background(), single(ids), out); err != nil {
@@ -307,9 +380,10 @@ func encodeAlone(m *engine.Model, ids []int32) {
 }
 
 // offline is the best throughput of the requests run offline: sorted by
-// length, packed into batches of a token budget, back to back (one or two
-// batches at a time).
-func offline(m *engine.Model, reqs [][]int32, budget0 int) (rps, tps float64, cfg string) {
+// length, packed into batches of each token budget, back to back (one to
+// three batches at a time), each configuration repeated for at least a
+// second. all lists every configuration's rate.
+func offline(m *engine.Model, reqs [][]int32, budgets []int) (rps, tps float64, cfg string, all []string) {
 	sorted := slices.Clone(reqs)
 	slices.SortFunc(sorted, func(a, b []int32) int { return len(a) - len(b) })
 	tokens := 0
@@ -317,7 +391,7 @@ func offline(m *engine.Model, reqs [][]int32, budget0 int) (rps, tps float64, cf
 		tokens += len(r)
 	}
 	H := m.Config().Hidden
-	for _, budget := range []int{budget0, 4 * budget0} {
+	for _, budget := range budgets {
 		var batches []*engine.Batch
 		b := &engine.Batch{CuSeqlens: []int32{0}}
 		for _, r := range sorted {
@@ -329,35 +403,43 @@ func offline(m *engine.Model, reqs [][]int32, budget0 int) (rps, tps float64, cf
 			b.CuSeqlens = append(b.CuSeqlens, int32(len(b.Tokens)))
 		}
 		batches = append(batches, b)
-		for _, workers := range []int{1, 2} {
+		for _, workers := range []int{1, 2, 3} {
 			logf("offline: budget %d, %d at a time...", budget, workers)
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			t0 := time.Now()
-			for range workers {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= len(batches) {
-							return
+			passes := 0
+			for passes == 0 || time.Since(t0) < time.Second {
+				passes++
+				next.Store(0)
+				for range workers {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1)) - 1
+							if i >= len(batches) {
+								return
+							}
+							bt := batches[i]
+							out := &engine.Outputs{Pooled: make([]float32, bt.NumSeqs()*H), Pooling: engine.PoolMean}
+							if err := m.Encode(context.Background(), bt, out); err != nil {
+								fail(err)
+							}
 						}
-						bt := batches[i]
-						out := &engine.Outputs{Pooled: make([]float32, bt.NumSeqs()*H), Pooling: engine.PoolMean}
-						if err := m.Encode(context.Background(), bt, out); err != nil {
-							fail(err)
-						}
-					}
-				})
+					})
+				}
+				wg.Wait()
 			}
-			wg.Wait()
 			d := time.Since(t0).Seconds()
-			if r := float64(len(sorted)) / d; r > rps {
-				rps, tps = r, float64(tokens)/d
+			r := float64(passes*len(sorted)) / d
+			all = append(all, fmt.Sprintf("%d tokens x%d: %.1f req/s", budget, workers, r))
+			logf("offline: budget %d, %d at a time: %.1f requests/s (%d passes)", budget, workers, r, passes)
+			if r > rps {
+				rps, tps = r, float64(passes*tokens)/d
 				cfg = fmt.Sprintf("length-sorted batches of <= %d tokens, %d at a time", budget, workers)
 			}
 		}
 	}
-	return rps, tps, cfg
+	return rps, tps, cfg, all
 }
 
 // server is one serving mode under test.
@@ -399,6 +481,7 @@ func merge(ps []partial, rounds int) result {
 		r.OfferedRPS += p.OfferedRPS / n
 		r.LateP50us = max(r.LateP50us, p.LateP50us)
 		r.LateP99us = max(r.LateP99us, p.LateP99us)
+		r.RoundP99ms = append(r.RoundP99ms, quantile(p.lat, 0.99))
 	}
 	r.P50ms, r.P99ms = quantile(lat, 0.5), quantile(lat, 0.99)
 	if len(lat) > 0 {
@@ -438,7 +521,10 @@ func calibrate(m *engine.Model, trace [][]int32, start, budget int) float64 {
 
 func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, round uint64) partial {
 	start := int(round) * 1024 // the same requests, in the same order, for every mode
-	capRPS := calibrate(m, trace, start, c.budget)
+	capRPS := c.offlineRPS
+	if c.capacity == "round" {
+		capRPS = calibrate(m, trace, start, c.budget)
+	}
 	rate := load * capRPS
 	var traces []engine.BatchTrace
 	var traceMu sync.Mutex
@@ -469,6 +555,8 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo}))
 	case "dynamic-3lane":
 		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 3}))
+	case "dynamic-2lane":
+		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 2}))
 	case "single":
 		s = newAsyncServer(m, engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, Lanes: 1, Scheduler: engine.NewFIFO()})
 	case "padded":
@@ -800,17 +888,24 @@ func printReport(r *report, c config) {
 		"(a full queue refuses: BUSY). dynamic: MaxBatchTokens %d, MaxQueueDelay %v, %d lanes. "+
 		"padded: %d requests per batch or %v, padded to the batch's longest.\n\n",
 		r.Model, c.trace, r.TraceMean, r.TraceP50, r.TraceP99, c.duration, c.queue, c.budget, c.delay, c.lanes, c.staticBatch, c.staticTimeout)
-	fmt.Printf("Best offline throughput at the start: %.1f requests/s, %.0f tokens/s (%s). Each run's load is a share "+
-		"of the capacity measured just before it (its own requests packed into %d-token batches, back to back, 2 s), "+
-		"because other workloads share this machine's cores (last column: the cores they used meanwhile). "+
-		"One request alone: p50 %.2f ms, p99 %.2f ms, mean %.2f ms.\n\n",
-		r.OfflineRPS, r.OfflineTPS, r.OfflineCfg, c.budget, r.AloneP50ms, r.AloneP99ms, r.AloneMeanms)
+	fmt.Printf("Best offline throughput at the start: %.1f requests/s, %.0f tokens/s (%s; all: %s). ",
+		r.OfflineRPS, r.OfflineTPS, r.OfflineCfg, strings.Join(r.Offline, ", "))
+	if c.capacity == "offline" {
+		fmt.Printf("Capacity (what the loads are fractions of) = this best offline throughput, for every run. ")
+	} else {
+		fmt.Printf("Each run's load is a share of the capacity measured just before it (its own requests packed into %d-token "+
+			"batches, back to back, one at a time, 2 s), because other workloads may share this machine's cores (column: "+
+			"the cores they used meanwhile). ", c.budget)
+	}
+	fmt.Printf("One request alone (%d requests, each pass after a first pass over them; before and after the loads, in this "+
+		"process): p50 %.2f ms, p99 %.2f ms, mean %.2f ms (before: p99 %.2f ms; after: p50 %.2f, p99 %.2f ms).\n\n",
+		r.AloneN, r.AloneP50ms, r.AloneP99ms, r.AloneMeanms, r.Alone1P99ms, r.Alone2P50ms, r.Alone2P99ms)
 	table := func(results []result) {
-		fmt.Println("| load | mode | capacity req/s | offered req/s | served req/s | served/capacity | tokens/s | p50 ms | p99 ms | max ms | BUSY | max queue | req/batch | padding | other procs' cores | submit late p99 us |")
-		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Println("| load | mode | capacity req/s | offered req/s | served req/s | served/capacity | served/best offline | tokens/s | p50 ms | p99 ms | max ms | BUSY | max queue | req/batch | padding | other procs' cores | submit late p99 us |")
+		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, x := range results {
-			fmt.Printf("| %.0f%% | %s | %.1f | %.1f | %.1f | %.0f%% | %.0f | %.2f | %.2f | %.2f | %d/%d (%.0f%%) | %d | %.1f | %.0f%% | %.2f | %.0f |\n",
-				100*x.Load, x.Mode, x.CapRPS, x.OfferedRPS, x.RPS, 100*x.RPS/x.CapRPS, x.TokensPS, x.P50ms, x.P99ms, x.Maxms, x.Busy, x.Arrivals,
+			fmt.Printf("| %.0f%% | %s | %.1f | %.1f | %.1f | %.0f%% | %.1f%% | %.0f | %.2f | %.2f | %.2f | %d/%d (%.0f%%) | %d | %.1f | %.0f%% | %.2f | %.0f |\n",
+				100*x.Load, x.Mode, x.CapRPS, x.OfferedRPS, x.RPS, 100*x.RPS/x.CapRPS, 100*x.RPS/r.OfflineRPS, x.TokensPS, x.P50ms, x.P99ms, x.Maxms, x.Busy, x.Arrivals,
 				100*float64(x.Busy)/math.Max(1, float64(x.Arrivals)), x.MaxQueue, x.BatchReqs, 100*x.PaddingFrac, x.OtherCores, x.LateP99us)
 		}
 		fmt.Println()
@@ -824,17 +919,22 @@ func printReport(r *report, c config) {
 	targets := func(what string, results []result) {
 		fmt.Printf("Targets (dynamic), %s:\n", what)
 		for _, x := range results {
-			if x.Mode != "dynamic" {
+			if !strings.HasPrefix(x.Mode, "dynamic") {
 				continue
 			}
 			switch {
 			case x.Load >= 1:
-				fmt.Printf("- %.0f%% load: served %.1f req/s = %.0f%% of the offline throughput measured just before each round "+
-					"(target >= 90%%); %d of %d arrivals got BUSY; queue at most %d of %d; p99 %.0f ms.\n",
-					100*x.Load, x.RPS, 100*x.RPS/x.CapRPS, x.Busy, x.Arrivals, x.MaxQueue, c.queue, x.P99ms)
+				fmt.Printf("- %s %.0f%% load: served %.1f req/s = %.0f%% of the capacity (%s), %.1f%% of the best offline throughput "+
+					"(target >= 90%%); %d of %d arrivals got BUSY; queue at most %d of %d; p99 %.2f ms.\n",
+					x.Mode, 100*x.Load, x.RPS, 100*x.RPS/x.CapRPS, c.capacity, 100*x.RPS/r.OfflineRPS, x.Busy, x.Arrivals, x.MaxQueue, c.queue, x.P99ms)
 			case math.Abs(x.Load-0.5) < 1e-9:
-				fmt.Printf("- 50%% load: p99 %.2f ms = %.2fx the p99 of one request alone (%.2f ms; target <= 2x).\n",
-					x.P99ms, x.P99ms/r.AloneP99ms, r.AloneP99ms)
+				var per []string
+				for _, v := range x.RoundP99ms {
+					per = append(per, fmt.Sprintf("%.2f ms (%.2fx)", v, v/r.AloneP99ms))
+				}
+				fmt.Printf("- %s 50%% load: p99 %.2f ms = %.2fx the p99 of one request alone (%.2f ms, both passes; before the loads "+
+					"%.2f ms, after %.2f ms; target <= 2x). Per round: %s.\n",
+					x.Mode, x.P99ms, x.P99ms/r.AloneP99ms, r.AloneP99ms, r.Alone1P99ms, r.Alone2P99ms, strings.Join(per, ", "))
 			}
 		}
 		fmt.Println()
