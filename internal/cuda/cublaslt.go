@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/ebitengine/purego"
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
@@ -30,8 +29,6 @@ type cublasLtAPI struct {
 	cublasLtMatmulPreferenceSetAttribute func(p uintptr, attr int32, buf unsafe.Pointer, size uint64) int32
 	cublasLtMatmulAlgoGetHeuristic       func(h, op, a, b, c, d, pref uintptr, requested int32, results unsafe.Pointer, returned *int32) int32
 	cublasLtMatmul                       func(h, op uintptr, alpha unsafe.Pointer, A, Adesc, B, Bdesc uintptr, beta unsafe.Pointer, C, Cdesc, D, Ddesc uintptr, algo unsafe.Pointer, ws uintptr, wsSize uint64, stream uintptr) int32
-
-	matmulSym uintptr // cublasLtMatmul's address, for the direct call (fastCalls)
 }
 
 func loadCublasLt(env discoveryEnv) (*cublasLtAPI, error) {
@@ -60,7 +57,6 @@ func loadCublasLt(env discoveryEnv) (*cublasLtAPI, error) {
 	}); err != nil {
 		return nil, err
 	}
-	a.matmulSym, _ = purego.Dlsym(lib.handle, "cublasLtMatmul")
 	return a, nil
 }
 

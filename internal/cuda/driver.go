@@ -2,10 +2,7 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 
 	"github.com/raptor-infer/raptor/internal/status"
 )
@@ -71,19 +68,7 @@ type driverAPI struct {
 	cuGraphExecDestroy          func(exec uintptr) int32
 	cuGraphDestroy              func(graph uintptr) int32
 	cuGraphGetNodes             func(graph uintptr, nodes unsafe.Pointer, n *uint64) int32
-
-	launchKernelSym uintptr // cuLaunchKernel's address, for the direct call (fastCalls)
 }
-
-// fastCalls: the hottest calls of a batch's enqueue (cuLaunchKernel,
-// cublasLtMatmul) go through purego.SyscallN with the symbol's address
-// instead of the purego.RegisterFunc wrapper, whose reflection costs ~0.6
-// us and 11 allocations per call (a CPU profile of bench/serve on the H100
-// at 50% load: the device worker spent 23 s of 25.7 s enqueueing, ~2.4 s of
-// it in purego's wrapper). RAPTOR_PUREGO_REFLECT=1 keeps the wrappers, for
-// comparison. Neither call takes a float argument (SyscallN passes integer
-// registers only).
-var fastCalls = os.Getenv("RAPTOR_PUREGO_REFLECT") != "1"
 
 func (a *driverAPI) symbols() []symbol {
 	return []symbol{
@@ -148,7 +133,6 @@ func loadDriver(env discoveryEnv) (*driverAPI, error) {
 	if err := bind(lib, a.symbols()); err != nil {
 		return nil, err
 	}
-	a.launchKernelSym, _ = purego.Dlsym(lib.handle, "cuLaunchKernel")
 	if a.cuEventElapsedTime == nil && a.cuEventElapsedTimeV2 == nil {
 		return nil, status.Errorf(status.BackendUnavailable, "cuda: %s has neither cuEventElapsedTime nor cuEventElapsedTime_v2", lib.path)
 	}

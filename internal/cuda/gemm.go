@@ -9,7 +9,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/ebitengine/purego"
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
@@ -324,24 +323,10 @@ func (c *Ctx) matmul(p *gemmPlan, algo *heuristicResult, a LinearArgs) error {
 		}
 	}
 	alpha, beta := float32(1), float32(0)
-	var rc int32
-	if fastCalls && lt.matmulSym != 0 {
-		// (pointers to Go memory as uintptr in the call itself: SyscallN is
-		// go:uintptrescapes, so they stay valid for the call)
-		r1, _, _ := purego.SyscallN(lt.matmulSym, c.ltHandle, p.op, uintptr(unsafe.Pointer(&alpha)),
-			uintptr(a.W), p.a, uintptr(a.X), p.b, uintptr(unsafe.Pointer(&beta)),
-			uintptr(a.Y), p.cd, uintptr(a.Y), p.cd,
-			uintptr(unsafe.Pointer(&algo.algo)), uintptr(c.workspace.Ptr), uintptr(c.workspace.Size), uintptr(c.compute))
-		rc = int32(r1)
-	} else {
-		rc = lt.cublasLtMatmul(c.ltHandle, p.op, unsafe.Pointer(&alpha),
-			uintptr(a.W), p.a, uintptr(a.X), p.b, unsafe.Pointer(&beta),
-			uintptr(a.Y), p.cd, uintptr(a.Y), p.cd,
-			unsafe.Pointer(&algo.algo), uintptr(c.workspace.Ptr), uint64(c.workspace.Size), uintptr(c.compute))
-	}
-	if rc == 0 {
-		return nil // (the call's description below is formatted only on failure: ~10 us per batch otherwise)
-	}
+	rc := lt.cublasLtMatmul(c.ltHandle, p.op, unsafe.Pointer(&alpha),
+		uintptr(a.W), p.a, uintptr(a.X), p.b, unsafe.Pointer(&beta),
+		uintptr(a.Y), p.cd, uintptr(a.Y), p.cd,
+		unsafe.Pointer(&algo.algo), uintptr(c.workspace.Ptr), uint64(c.workspace.Size), uintptr(c.compute))
 	return lt.check(fmt.Sprintf("cublasLtMatmul(%s %dx%dx%d %s)", a.DType, a.M, a.N, a.K, a.Epilogue), rc)
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/ebitengine/purego"
 	"github.com/raptor-infer/raptor/internal/status"
 	"github.com/raptor-infer/raptor/kernels"
 )
@@ -215,14 +214,7 @@ func (c *Ctx) Launch(f *Function, grid, block Dim3, smem uint32, s Stream, args 
 	if len(args) > 0 {
 		params = base
 	}
-	var rc int32
-	if fastCalls && c.drv.launchKernelSym != 0 {
-		r1, _, _ := purego.SyscallN(c.drv.launchKernelSym, f.handle, uintptr(grid.X), uintptr(grid.Y), uintptr(grid.Z),
-			uintptr(block.X), uintptr(block.Y), uintptr(block.Z), uintptr(smem), uintptr(s), uintptr(params), 0)
-		rc = int32(r1)
-	} else {
-		rc = c.drv.cuLaunchKernel(f.handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, smem, uintptr(s), params, nil)
-	}
+	rc := c.drv.cuLaunchKernel(f.handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, smem, uintptr(s), params, nil)
 	if rc != 0 {
 		return c.drv.check(fmt.Sprintf("cuLaunchKernel(%s, grid %v, block %v)", f.Name, grid, block), rc)
 	}
