@@ -15,12 +15,12 @@
 #   cp build/gpu/models/minilm-f16.raptor $B/models/   # tests/gpu/run.sh converts it
 #   gzip -9 $B/bin/* $B/lib/libraptor.so $B/c/test_server
 # then run `bash tests/gpu/issue8.sh` on the device, carrying build/h8.
-# SERVE_ARGS overrides the benchmark's settings; SERVE_TAG names its logs
+# ISSUE8_BUILD (an absolute path) replaces build/h8. SERVE_ARGS overrides the benchmark's settings; SERVE_TAG names its logs
 # (serve_$SERVE_TAG.md, default serve.md); SKIP_STRESS=1 runs the benchmark
 # alone; logs under $OUT.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-ROOT=$PWD B=$ROOT/build/h8 L=${OUT:-/tmp/h8-out}
+ROOT=$PWD B=${ISSUE8_BUILD:-$ROOT/build/h8} L=${OUT:-/tmp/h8-out}
 mkdir -p "$L"
 for f in "$B"/bin/*.gz "$B"/lib/*.gz "$B"/c/*.gz; do [ -e "$f" ] && gunzip -f "$f"; done
 chmod +x "$B"/bin/* "$B"/c/*
