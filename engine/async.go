@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -149,19 +148,12 @@ type Async struct {
 	trace func(BatchTrace)
 
 	beforeCompute func(b *batch) // a test seam: runs on the lane before a batch's device check
-
-	// noGate turns the enqueue gate off (RAPTOR_ENQUEUE_GATE=0): see pickDevice.
-	noGate bool
 }
-
-// enqueueGateOff is RAPTOR_ENQUEUE_GATE=0, read once.
-var enqueueGateOff = os.Getenv("RAPTOR_ENQUEUE_GATE") == "0"
 
 // NewAsync starts an Async and its goroutines. Close or Shutdown stops
 // them.
 func NewAsync(opts AsyncOptions) *Async {
 	a := &Async{
-		noGate:   enqueueGateOff,
 		sched:    opts.Scheduler,
 		capacity: opts.QueueCapacity,
 		budget:   opts.MaxBatchTokens,
@@ -651,7 +643,6 @@ type batch struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	err     error // the encoder's result
-	staged  bool  // counted in its device's staging until unstage (guarded by a.mu)
 
 	tr        *BatchTrace  // AsyncOptions.Trace is set
 	delivered atomic.Int32 // members handled by the deliverers (traced batches)
@@ -762,10 +753,6 @@ func (a *Async) newBatch(reqs []*Request, lane, conc int) *batch {
 	a.laneBusy[lane] = true
 	d := &a.devs[b.dev]
 	d.busy++
-	if b.t.oneStream && !a.noGate {
-		b.staged = true
-		d.staging++
-	}
 	d.load += b.cost
 	if b.long {
 		d.long++
@@ -850,24 +837,8 @@ func (a *Async) lane(i int, ch <-chan *batch) {
 	}
 }
 
-// unstage takes b out of its device's staging count once (its work is
-// enqueued, or it will not be) and wakes the former.
-func (a *Async) unstage(b *batch) {
-	a.mu.Lock()
-	was := b.staged
-	if was {
-		b.staged = false
-		a.devs[b.dev].staging--
-	}
-	a.mu.Unlock()
-	if was {
-		a.wake()
-	}
-}
-
 // compute runs the encoder on a batch, unless none of its requests is left.
 func (a *Async) compute(b *batch) {
-	defer a.unstage(b) // the encoder did not say it enqueued (an error, another backend)
 	now := time.Now()
 	a.mu.Lock()
 	alive := b.alive
@@ -890,9 +861,6 @@ func (a *Async) compute(b *batch) {
 	ctx := b.ctx
 	if len(a.devs) > 1 {
 		ctx = onDevice(ctx, b.dev)
-	}
-	if b.staged {
-		ctx = gpu.WithEnqueued(ctx, func() { a.unstage(b) })
 	}
 	if b.tr != nil {
 		ctx = gpu.WithTrace(ctx, &b.tr.GPU)
@@ -1143,7 +1111,6 @@ func (r *Request) Wait(timeout time.Duration) error {
 // devState is the pipeline's view of one device (guarded by a.mu).
 type devState struct {
 	busy, long int     // lanes computing, of them long batches
-	staging    int     // batches of one-stream targets formed and not yet enqueued (the enqueue gate)
 	load       float64 // cost of the batches on its lanes: the outstanding work
 	failed     error   // sticky
 	batches    uint64
@@ -1184,15 +1151,7 @@ func (a *Async) pickDevice() (dev, lane, free, allFree int) {
 		d := &a.devs[i]
 		f := a.lanesPer - d.busy
 		allFree += f
-		// The enqueue gate: on a device whose lanes share one stream (the
-		// GPU), a batch is formed only when no batch formed before it is
-		// still waiting to be enqueued. Enqueueing a batch costs the device
-		// worker about the same host time whatever its size (~0.8 ms of
-		// launches for all-MiniLM-L6-v2 on an H100), so a batch formed while
-		// another waits for the worker would only wait too, with the
-		// requests that arrive meanwhile left out of both; formed when the
-		// worker frees, it takes them all (bench/RESULTS.md, issue 8).
-		if f == 0 || d.staging > 0 {
+		if f == 0 {
 			continue
 		}
 		if dev < 0 || d.load < a.devs[dev].load || (d.load == a.devs[dev].load && d.busy < a.devs[dev].busy) {

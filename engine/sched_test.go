@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/raptor-infer/raptor/internal/gpu"
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
@@ -796,87 +795,4 @@ func TestLatencyHistogram(t *testing.T) {
 		}
 	}
 	h.record(1000 * time.Hour) // clamps
-}
-
-// streamEncoder is a mergeEncoder whose device runs every lane on one
-// stream, like the CUDA backend: each batch first takes enqueue time on the
-// (one) device worker, says so (gpu.NotifyEnqueued), then computes.
-type streamEncoder struct {
-	mergeEncoder
-	enqueue, compute time.Duration
-
-	mu2                 sync.Mutex
-	pre, maxPre         int // batches in their enqueue phase
-	inflight, maxFlight int // batches past it, computing
-}
-
-func (f *streamEncoder) oneStream() bool { return true }
-
-func (f *streamEncoder) Encode(ctx context.Context, b *Batch, out *Outputs) error {
-	f.mu2.Lock()
-	f.pre++
-	f.maxPre = max(f.maxPre, f.pre)
-	f.mu2.Unlock()
-	time.Sleep(f.enqueue)
-	f.mu2.Lock()
-	f.pre--
-	f.inflight++
-	f.maxFlight = max(f.maxFlight, f.inflight)
-	f.mu2.Unlock()
-	gpu.NotifyEnqueued(ctx)
-	time.Sleep(f.compute)
-	f.mu2.Lock()
-	f.inflight--
-	f.mu2.Unlock()
-	return f.mergeEncoder.Encode(ctx, b, out)
-}
-
-// The enqueue gate: for a one-stream target, a batch is formed only once
-// the batch formed before it is enqueued, so at most one batch of a device
-// is ever in its enqueue phase, while the lanes still overlap the batches'
-// compute; every request completes once, with its result alone. Without the
-// gate (RAPTOR_ENQUEUE_GATE=0) several batches wait for the worker at once.
-func TestSchedulerEnqueueGate(t *testing.T) {
-	for _, gate := range []bool{true, false} {
-		t.Run(map[bool]string{true: "gate", false: "no gate"}[gate], func(t *testing.T) {
-			a := NewAsync(AsyncOptions{Lanes: 3, MaxBatchTokens: 4096})
-			a.noGate = !gate
-			defer a.Close()
-			enc := &streamEncoder{enqueue: 2 * time.Millisecond, compute: 6 * time.Millisecond}
-			tg := a.Target(enc)
-			var wg sync.WaitGroup
-			for g := range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range 40 {
-						b := seqBatch(int32(1000*g+10*i), 1+(i%5))
-						out := &Outputs{Hidden: make([]float32, 2*len(b.Tokens)), Pooled: make([]float32, 1)}
-						r, err := tg.Submit(b, out, SubmitOptions{})
-						if err != nil {
-							t.Error(err)
-							return
-						}
-						if err := r.Wait(10 * time.Second); err != nil {
-							t.Error(err)
-							return
-						}
-						checkFake(t, b, out)
-						time.Sleep(time.Duration(i%3) * 300 * time.Microsecond)
-					}
-				}()
-			}
-			wg.Wait()
-			enc.mu2.Lock()
-			maxPre, maxFlight := enc.maxPre, enc.maxFlight
-			enc.mu2.Unlock()
-			t.Logf("batches %d, at most %d in the enqueue phase, %d computing", len(enc.runs()), maxPre, maxFlight)
-			if gate && maxPre != 1 {
-				t.Fatalf("%d batches were in the enqueue phase at once, want 1 with the gate", maxPre)
-			}
-			if gate && maxFlight < 2 {
-				t.Fatalf("at most %d batch computing at once: the lanes should still overlap compute", maxFlight)
-			}
-		})
-	}
 }

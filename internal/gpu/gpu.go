@@ -450,23 +450,6 @@ func WithTrace(ctx context.Context, t *ForwardTrace) context.Context {
 	return context.WithValue(ctx, traceKey{}, t)
 }
 
-type enqueuedKey struct{}
-
-// WithEnqueued returns ctx carrying f: a Forward run with it calls f once
-// the batch's work has been enqueued on the device (or its enqueue failed),
-// before it waits for the results. engine.Async uses it to form the next
-// batch only when the device worker is free (its enqueue gate).
-func WithEnqueued(ctx context.Context, f func()) context.Context {
-	return context.WithValue(ctx, enqueuedKey{}, f)
-}
-
-// NotifyEnqueued calls the function of WithEnqueued in ctx, if any.
-func NotifyEnqueued(ctx context.Context) {
-	if f, ok := ctx.Value(enqueuedKey{}).(func()); ok {
-		f()
-	}
-}
-
 // Forward runs a validated batch and writes out. ctx is checked before the
 // batch is enqueued and after it finishes; a batch once enqueued runs to
 // completion. The device worker is never held while the batch computes:
@@ -518,7 +501,6 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 		}
 		return err
 	})
-	NotifyEnqueued(ctx)
 	if err != nil {
 		return err
 	}
