@@ -327,7 +327,10 @@ func (c *Ctx) matmul(p *gemmPlan, algo *heuristicResult, a LinearArgs) error {
 		uintptr(a.W), p.a, uintptr(a.X), p.b, unsafe.Pointer(&beta),
 		uintptr(a.Y), p.cd, uintptr(a.Y), p.cd,
 		unsafe.Pointer(&algo.algo), uintptr(c.workspace.Ptr), uint64(c.workspace.Size), uintptr(c.compute))
-	return lt.check(fmt.Sprintf("cublasLtMatmul(%s %dx%dx%d %s)", a.DType, a.M, a.N, a.K, a.Epilogue), rc)
+	if rc != 0 { // the message is formatted on failure only, as for kernel launches
+		return lt.check(fmt.Sprintf("cublasLtMatmul(%s %dx%dx%d %s)", a.DType, a.M, a.N, a.K, a.Epilogue), rc)
+	}
+	return nil
 }
 
 // Linear enqueues Y = epilogue(X W^T + b) on the compute stream through
