@@ -45,7 +45,8 @@ type AsyncOptions struct {
 	MaxQueueDelay time.Duration
 	// Lanes is how many batches compute at once; 0 = DefaultLanes. With
 	// two or more, one lane is kept for short batches while the others run
-	// long ones (see NewLengthAware).
+	// long ones (see NewLengthAware), except on a device that runs every
+	// lane on one stream (the CUDA backend).
 	Lanes int
 	// Deliverers is how many goroutines scatter results, write outputs and
 	// run completion callbacks; 0 = max(2, GOMAXPROCS).
