@@ -22,19 +22,7 @@ import (
 
 func newDevEngine(t testing.TB, devices []int) *Engine {
 	t.Helper()
-	opts := DefaultOptions()
-	opts.Backend = BackendCPU
-	opts.BLAS = "off"
-	opts.Threads = 2 * max(1, len(devices))
-	opts.Seed = 1234
-	opts.Devices = devices
-	opts.Log = func(LogLevel, string) {}
-	e, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	return newCPUTestEngine(t, "off", 2*max(1, len(devices)), devices)
 }
 
 func TestDeviceOptions(t *testing.T) {

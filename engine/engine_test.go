@@ -19,11 +19,19 @@ var blasModes = []string{"off", "openblas", "auto"}
 
 func newTestEngine(t testing.TB, blasMode string, threads int) *Engine {
 	t.Helper()
+	return newCPUTestEngine(t, blasMode, threads, nil)
+}
+
+// newCPUTestEngine is a quiet CPU engine (seed 1234) on the given GEMMs,
+// threads and devices (nil: the one device), closed when the test ends.
+func newCPUTestEngine(t testing.TB, blasMode string, threads int, devices []int) *Engine {
+	t.Helper()
 	opts := DefaultOptions()
 	opts.Backend = BackendCPU
 	opts.BLAS = blasMode
 	opts.Threads = threads
 	opts.Seed = 1234
+	opts.Devices = devices
 	opts.Log = func(LogLevel, string) {}
 	e, err := New(opts)
 	if err != nil {

@@ -133,7 +133,6 @@ func TestSchedulerBitIdenticalWithModels(t *testing.T) {
 	defer a.Close()
 	rng := rand.New(rand.NewPCG(3, 4))
 	var jobs []*schedJob
-	var reqs []*Request
 	targets := map[*Model]*Target{}
 	for _, m := range models {
 		targets[m] = a.Target(m)
@@ -144,19 +143,7 @@ func TestSchedulerBitIdenticalWithModels(t *testing.T) {
 	// Submitted back to back, after every reference is computed: under -race
 	// on a loaded machine, computing each between submits spread them past
 	// the queue delay and the test did not merge.
-	for _, j := range jobs {
-		r, err := targets[j.m].Submit(j.b, &j.got, SubmitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reqs = append(reqs, r)
-	}
-	for i, r := range reqs {
-		if err := r.Wait(time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		jobs[i].check(t)
-	}
+	submitAndCheck(t, targets, jobs)
 	s := a.Stats()
 	if s.MeanBatchRequests < 2 {
 		t.Fatalf("mean %.2f requests per batch: the test did not merge", s.MeanBatchRequests)
@@ -349,25 +336,32 @@ func TestSchedulerPooledOnlyMerge(t *testing.T) {
 		for _, m := range models {
 			targets[m] = a.Target(m)
 		}
-		var reqs []*Request
-		for _, j := range jobs {
-			r, err := targets[j.m].Submit(j.b, &j.got, SubmitOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			reqs = append(reqs, r)
-		}
-		for i, r := range reqs {
-			if err := r.Wait(time.Minute); err != nil {
-				t.Fatal(err)
-			}
-			jobs[i].check(t)
-		}
+		submitAndCheck(t, targets, jobs)
 		s := a.Stats()
 		a.Close()
 		if s.MeanBatchRequests < 2 {
 			t.Fatalf("mixed=%v: mean %.2f requests per batch: the test did not merge", mixed, s.MeanBatchRequests)
 		}
 		t.Logf("mixed poolings %v: %d batches for %d requests", mixed, s.SchedBatches, s.SchedRequests)
+	}
+}
+
+// submitAndCheck submits every job to its model's target back to back, then
+// waits for each and checks it against its result alone.
+func submitAndCheck(t *testing.T, targets map[*Model]*Target, jobs []*schedJob) {
+	t.Helper()
+	reqs := make([]*Request, 0, len(jobs))
+	for _, j := range jobs {
+		r, err := targets[j.m].Submit(j.b, &j.got, SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, r)
+	}
+	for i, r := range reqs {
+		if err := r.Wait(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		jobs[i].check(t)
 	}
 }
