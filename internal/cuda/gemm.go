@@ -65,6 +65,9 @@ func mClass(m int) int {
 	return (m + step - 1) &^ (step - 1)
 }
 
+// GEMMClass is the M class whose plan serves a GEMM of M rows (mClass).
+func GEMMClass(m int) int { return mClass(m) }
+
 func (p *gemmPlan) destroy(lt *cublasLtAPI) {
 	if p.op != 0 {
 		lt.cublasLtMatmulDescDestroy(p.op)

@@ -66,10 +66,9 @@ type Backend struct {
 	// an A/B measurement of what the separate GELU pass costs (issue 7),
 	// not for use, since it changes an erf model's numerics.
 	gelu string
-	// graphTokens: batches of at most this many tokens whose shape repeats
-	// run as a captured CUDA graph (RAPTOR_CUDA_GRAPHS=N; 0, the default:
-	// off). Measured on the H100 (bench/RESULTS.md, issue 7 round 3): -33%
-	// device time at 1x512, -7% at 8x512, 0 at 8x4096.
+	// graphTokens: batches of at most this many tokens run padded to a
+	// token-count class as a captured CUDA graph (graph.go;
+	// RAPTOR_CUDA_GRAPHS=N sets it, 0 turns graphs off).
 	graphTokens int
 
 	rel       chan func(*cuda.Ctx) // releases for the releaser
@@ -92,8 +91,8 @@ func Open(o Options) (*Backend, error) {
 	if g := os.Getenv("RAPTOR_GELU_KERNEL"); g == "tanh-epilogue" {
 		gelu = g
 	}
-	graphTokens := 0
-	if v, err := strconv.Atoi(os.Getenv("RAPTOR_CUDA_GRAPHS")); err == nil && v > 0 {
+	graphTokens := defaultGraphTokens
+	if v, err := strconv.Atoi(os.Getenv("RAPTOR_CUDA_GRAPHS")); err == nil && v >= 0 {
 		graphTokens = v
 	}
 	b := &Backend{dev: dev, dt: o.DType, seed: o.Seed, gelu: gelu, graphTokens: graphTokens,
@@ -170,13 +169,8 @@ type Model struct {
 	poolW  cuda.DevPtr
 	poolB  cuda.DevPtr
 	tl     atomic.Pointer[timeline] // StartTimeline .. StopTimeline
-	graphs map[graphKey]*graphEntry // used on the device worker only
-	graphN atomic.Int64             // forwards run as a graph replay
+	g      graphState               // CUDA graphs by token-count class (graph.go)
 }
-
-// GraphRuns is how many forwards ran as a CUDA graph replay
-// (RAPTOR_CUDA_GRAPHS).
-func (m *Model) GraphRuns() int64 { return m.graphN.Load() }
 
 // Supported says whether the CUDA backend can run cfg; the error is
 // status.Unsupported naming the limit.
@@ -218,6 +212,7 @@ func (b *Backend) Load(p *model.Params) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{b: b, cfg: cfg, layers: make([]layerW, len(p.Layers))}
+	m.initGraphs()
 	type tensor struct {
 		dst  *cuda.DevPtr
 		data []float32
@@ -320,78 +315,9 @@ func (m *Model) Release() {
 	a := m.arena
 	m.arena = cuda.Buffer{}
 	_ = m.b.dev.Do(func(c *cuda.Ctx) error {
-		for k, e := range m.graphs {
-			if e.g != nil {
-				c.DestroyGraph(e.g)
-			}
-			if e.arena.Ptr != 0 {
-				c.Free(e.arena)
-			}
-			delete(m.graphs, k)
-		}
+		m.releaseGraphs(c)
 		return c.Free(a)
 	})
-}
-
-// graphKey is what a captured forward depends on: the shapes (the GEMMs'
-// M, every grid) and every pointer the kernels get (the entry's own arena,
-// the caller's device outputs).
-type graphKey struct {
-	T, S                            int
-	types, seeds, hidHost, poolHost bool
-	hidDev, poolDev                 uintptr
-	pooling                         Pooling
-	normalize, wantPooled           bool
-}
-
-// graphEntry is one repeated shape: its own arena (kept, so the graph's
-// baked pointers stay valid) and, once captured, the graph. busy while a
-// batch using it is in flight; a second batch of the same shape then runs
-// eagerly from the pool.
-type graphEntry struct {
-	arena  cuda.Buffer
-	g      *cuda.Graph
-	seen   int
-	busy   bool
-	failed bool
-}
-
-const (
-	maxGraphKeys   = 256 // shapes counted
-	maxGraphArenas = 8   // shapes with a kept arena and graph
-)
-
-// graphEntryFor returns the entry to run key's batch from, or nil to run
-// it eagerly: graphs are off, the shape is new (seen once), the entry is
-// busy or its capture failed, or the caches are full.
-func (m *Model) graphEntryFor(key graphKey) *graphEntry {
-	if m.graphs == nil {
-		m.graphs = map[graphKey]*graphEntry{}
-	}
-	e := m.graphs[key]
-	if e == nil {
-		if len(m.graphs) >= maxGraphKeys {
-			return nil
-		}
-		e = &graphEntry{}
-		m.graphs[key] = e
-	}
-	e.seen++
-	if e.seen < 2 || e.busy || e.failed {
-		return nil
-	}
-	if e.arena.Ptr == 0 {
-		n := 0
-		for _, x := range m.graphs {
-			if x.arena.Ptr != 0 {
-				n++
-			}
-		}
-		if n >= maxGraphArenas {
-			return nil
-		}
-	}
-	return e
 }
 
 // Pooling selects a pooled output (the engine's values).
@@ -425,7 +351,6 @@ type pending struct {
 	hidOff  int64 // offset of the hidden output in host, -1: none
 	poolOff int64
 	T, S    int
-	ge      *graphEntry // the arena is ge's (kept), not the pool's
 }
 
 // ForwardTrace is one Forward's host and device timing, for diagnosing a
@@ -763,40 +688,20 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 }
 
 // enqueueK is enqueueTimed with an optional stage profile and the batch's
-// kernel pointers returned in *kp.
+// kernel pointers returned in *kp. A batch of at most graphTokens tokens
+// takes the graph path (graph.go) unless profiled.
 func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event, pr *stageProf, kp **kern) (_ *pending, err error) {
-	cfg := &m.cfg
-	es := m.b.dt.Size()
+	if pr == nil && kp == nil {
+		if p, ok, err := m.enqueueGraph(c, b, out, e0, e1); ok {
+			return p, err
+		}
+	}
+	H := m.cfg.Hidden
 	T, S := len(b.Tokens), b.NumSeqs()
-	H, I, heads, D := cfg.Hidden, cfg.Intermediate, cfg.Heads, cfg.HeadDim()
 	wantPooled := out.Pooled != nil || out.PooledDev != 0
-	sparse := cfg.Attention == loader.AttentionBlockSparse
-
-	in := layoutIn(T, S, b.TokenTypes != nil, b.Seeds != nil)
-	// device arena: inputs, then the activations, then outputs
-	off := in.size
-	next := func(n int64) cuda.DevPtr { o := off; off += align(n); return cuda.DevPtr(o) }
-	x := next(int64(T) * int64(H) * es)
-	qkv := next(int64(T) * 3 * int64(H) * es)
-	att := next(int64(T) * int64(H) * es)
-	tmp := next(int64(T) * int64(H) * es)
-	inter := next(int64(T) * int64(I) * es)
-	ws := next(cuda.AttnWorkspaceBytes(S, heads))
-	var part cuda.DevPtr
-	if sparse {
-		part = next(cuda.AttnPartialBytes(T, S, heads, D))
-	}
-	var hid32, pool32, cls, poolY cuda.DevPtr
-	if out.Hidden != nil {
-		hid32 = next(4 * int64(T) * int64(H))
-	}
-	if out.Pooled != nil {
-		pool32 = next(4 * int64(S) * int64(H))
-	}
-	if wantPooled && out.Pooling == PoolPooler {
-		cls = next(int64(S) * int64(H) * es)
-		poolY = next(int64(S) * int64(H) * es)
-	}
+	lay := m.layoutArena(T, S, b.TokenTypes != nil, b.Seeds != nil, out.Hidden != nil, out.Pooled != nil,
+		wantPooled && out.Pooling == PoolPooler)
+	in := lay.in
 	// host (pinned): inputs, then the downloaded outputs
 	hoff := in.size
 	p := &pending{hidOff: -1, poolOff: -1, T: T, S: S}
@@ -808,22 +713,7 @@ func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.
 		p.poolOff = hoff
 		hoff += align(4 * int64(S) * int64(H))
 	}
-
-	var ge *graphEntry
-	if pr == nil && kp == nil && m.b.graphTokens > 0 && T <= m.b.graphTokens {
-		ge = m.graphEntryFor(graphKey{T: T, S: S, types: in.typ >= 0, seeds: in.seeds >= 0,
-			hidHost: out.Hidden != nil, poolHost: out.Pooled != nil, hidDev: out.HiddenDev, poolDev: out.PooledDev,
-			pooling: out.Pooling, normalize: out.Normalize, wantPooled: wantPooled})
-	}
-	if ge != nil {
-		if ge.arena.Ptr == 0 {
-			if ge.arena, err = c.Alloc(off); err != nil {
-				return nil, err
-			}
-		}
-		ge.busy = true
-		p.arena, p.ge = ge.arena, ge
-	} else if p.arena, err = c.Alloc(off); err != nil {
+	if p.arena, err = c.Alloc(lay.size); err != nil {
 		return nil, err
 	}
 	if p.host, err = c.HostAlloc(hoff); err != nil {
@@ -832,135 +722,202 @@ func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.
 	}
 	defer func() {
 		if err != nil {
-			// Let whatever was enqueued drain before the buffers go back.
-			_ = c.SyncStream(c.UploadStream())
-			_ = c.SyncStream(c.CopyStream())
-			_ = c.Sync()
-			m.release(c, p)
+			m.abandon(c, p)
 		}
 	}()
-	for _, e := range []*cuda.Event{&p.evIn, &p.evDone, &p.evOut} {
-		if *e, err = c.NewEvent(false); err != nil {
-			return nil, err
-		}
+	if err = m.newEvents(c, p); err != nil {
+		return nil, err
 	}
 	base := p.arena.Ptr
-	dev := func(o cuda.DevPtr) cuda.DevPtr { return base + o }
-	x, qkv, att, tmp, inter, ws = dev(x), dev(qkv), dev(att), dev(tmp), dev(inter), dev(ws)
-	if part != 0 {
-		part = dev(part)
-	}
-	if hid32 != 0 {
-		hid32 = dev(hid32)
-	}
-	if pool32 != 0 {
-		pool32 = dev(pool32)
-	}
-	if cls != 0 {
-		cls, poolY = dev(cls), dev(poolY)
-	}
-
-	// inputs into pinned memory, one upload on the upload stream
-	hb := p.host.Bytes()
-	i32 := func(o int64, n int) []int32 { return unsafe.Slice((*int32)(unsafe.Pointer(&hb[o])), n) }
-	copy(i32(in.tok, T), b.Tokens)
-	if in.typ >= 0 {
-		copy(i32(in.typ, T), b.TokenTypes)
-	}
-	pos := i32(in.pos, T)
-	for s := 0; s < S; s++ {
-		start, end := b.Seq(s)
-		for t := start; t < end; t++ {
-			pos[t] = int32(t - start + cfg.PositionOffset)
-		}
-	}
-	copy(i32(in.cu, S+1), b.CuSeqlens)
-	if in.seeds >= 0 {
-		copy(unsafe.Slice((*uint64)(unsafe.Pointer(&hb[in.seeds])), S), b.Seeds)
-	}
-	// The upload goes on its own stream: on the copy stream it would queue
-	// behind the previous batch's wait-for-compute and download, so this
-	// batch could not start until those had run (issue 7's timeline gap).
-	cp, cs, up := c.CopyStream(), c.Compute(), c.UploadStream()
-	if err = c.CopyHtoDAsync(base, p.host, 0, in.size, up); err != nil {
+	m.packInputs(p.host.Bytes(), in, b, nil)
+	if err = m.upload(c, p, base, in.size, e0); err != nil {
 		return nil, err
 	}
-	if err = c.RecordEvent(p.evIn, up); err != nil {
-		return nil, err
-	}
-	if err = c.WaitEvent(cs, p.evIn); err != nil {
-		return nil, err
-	}
-	if e0 != 0 {
-		if err = c.RecordEvent(e0, cs); err != nil {
-			return nil, err
-		}
-	}
-	k := &kern{T: T, S: S, x: x, qkv: qkv, att: att, tmp: tmp, inter: inter, ws: ws, part: part,
-		hid32: hid32, pool32: pool32, cls: cls, poolY: poolY, tok: base.Add(in.tok), pos: base.Add(in.pos), cu: base.Add(in.cu), out: out}
-	if in.typ >= 0 {
-		k.typeIDs = base.Add(in.typ)
-	}
-	if in.seeds >= 0 {
-		k.seeds = base.Add(in.seeds)
-	}
-	if err = m.launch(c, p, k, pr); err != nil {
+	k := lay.kern(base, T, S, out)
+	if err = m.kernels(c, k, pr); err != nil {
 		return nil, err
 	}
 	if kp != nil {
 		*kp = k
 	}
-	hd := int64(H)
-	// ---- last kernel
-	if e1 != 0 {
-		if err = c.RecordEvent(e1, cs); err != nil {
-			return nil, err
-		}
-	}
-	if err = c.RecordEvent(p.evDone, cs); err != nil {
-		return nil, err
-	}
-	if err = c.WaitEvent(cp, p.evDone); err != nil {
-		return nil, err
-	}
+	var hid32, pool32 cuda.DevPtr
 	if out.Hidden != nil {
-		if err = c.CopyDtoHAsync(p.host, p.hidOff, hid32, 4*int64(T)*hd, cp); err != nil {
-			return nil, err
-		}
+		hid32 = k.hid32
 	}
 	if out.Pooled != nil {
-		if err = c.CopyDtoHAsync(p.host, p.poolOff, pool32, 4*int64(S)*hd, cp); err != nil {
-			return nil, err
-		}
+		pool32 = k.pool32
 	}
-	if err = c.RecordEvent(p.evOut, cp); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return p, m.download(c, p, e1, hid32, pool32)
 }
 
-// launch enqueues the batch's kernels: eagerly, or as p's graph entry's
-// graph (captured on the entry's first use; a failed capture falls back to
-// eager launches for good).
-func (m *Model) launch(c *cuda.Ctx, p *pending, k *kern, pr *stageProf) error {
-	ge := p.ge
-	if ge == nil || ge.failed {
-		return m.kernels(c, k, pr)
-	}
-	if ge.g == nil {
-		g, err := c.Capture(func() error { return m.kernels(c, k, nil) })
-		if err != nil {
-			ge.failed = true
-			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture failed, running eagerly: %v", err)
-			return m.kernels(c, k, pr)
+// abandon releases a batch whose enqueue failed part way, once whatever
+// was enqueued has drained.
+func (m *Model) abandon(c *cuda.Ctx, p *pending) {
+	_ = c.SyncStream(c.UploadStream())
+	_ = c.SyncStream(c.CopyStream())
+	_ = c.Sync()
+	m.release(c, p)
+}
+
+func (m *Model) newEvents(c *cuda.Ctx, p *pending) error {
+	for _, e := range []*cuda.Event{&p.evIn, &p.evDone, &p.evOut} {
+		var err error
+		if *e, err = c.NewEvent(false); err != nil {
+			return err
 		}
-		ge.g = g
 	}
-	if err := c.LaunchGraph(ge.g); err != nil {
+	return nil
+}
+
+// packInputs writes b's inputs into hb in layout in, followed by the
+// padding sequences of pad (their lengths): token id 0, type 0, positions
+// from the model's offset, seed 0.
+func (m *Model) packInputs(hb []byte, in inLayout, b *model.Batch, pad []int) {
+	T, S := len(b.Tokens), b.NumSeqs()
+	Tp, Sp := T, S
+	for _, n := range pad {
+		Tp += n
+		Sp++
+	}
+	i32 := func(o int64, n int) []int32 { return unsafe.Slice((*int32)(unsafe.Pointer(&hb[o])), n) }
+	tok := i32(in.tok, Tp)
+	copy(tok, b.Tokens)
+	clear(tok[T:])
+	if in.typ >= 0 {
+		typ := i32(in.typ, Tp)
+		copy(typ, b.TokenTypes)
+		clear(typ[T:])
+	}
+	off := int32(m.cfg.PositionOffset)
+	pos := i32(in.pos, Tp)
+	for s := 0; s < S; s++ {
+		start, end := b.Seq(s)
+		for t := start; t < end; t++ {
+			pos[t] = int32(t-start) + off
+		}
+	}
+	cu := i32(in.cu, Sp+1)
+	copy(cu, b.CuSeqlens)
+	t := T
+	for i, n := range pad {
+		for j := 0; j < n; j++ {
+			pos[t+j] = int32(j) + off
+		}
+		t += n
+		cu[S+1+i] = int32(t)
+	}
+	if in.seeds >= 0 {
+		seeds := unsafe.Slice((*uint64)(unsafe.Pointer(&hb[in.seeds])), Sp)
+		copy(seeds, b.Seeds)
+		clear(seeds[S:])
+	}
+}
+
+// upload copies the first n bytes of p's pinned buffer (the inputs) to dst
+// on the upload stream and makes the compute stream wait for it; e0, when
+// set, is recorded on the compute stream after the wait.
+func (m *Model) upload(c *cuda.Ctx, p *pending, dst cuda.DevPtr, n int64, e0 cuda.Event) error {
+	// The upload goes on its own stream: on the copy stream it would queue
+	// behind the previous batch's wait-for-compute and download, so this
+	// batch could not start until those had run (issue 7's timeline gap).
+	cs, up := c.Compute(), c.UploadStream()
+	if err := c.CopyHtoDAsync(dst, p.host, 0, n, up); err != nil {
 		return err
 	}
-	m.graphN.Add(1)
+	if err := c.RecordEvent(p.evIn, up); err != nil {
+		return err
+	}
+	if err := c.WaitEvent(cs, p.evIn); err != nil {
+		return err
+	}
+	if e0 != 0 {
+		return c.RecordEvent(e0, cs)
+	}
 	return nil
+}
+
+// download ends p's work on the compute stream (e1, when set, then
+// p.evDone) and copies the host outputs, hid32 (T x hidden fp32) and pool32
+// (S x hidden) when set, into p's pinned buffer on the copy stream.
+func (m *Model) download(c *cuda.Ctx, p *pending, e1 cuda.Event, hid32, pool32 cuda.DevPtr) error {
+	cp, cs := c.CopyStream(), c.Compute()
+	hd := int64(m.cfg.Hidden)
+	if e1 != 0 {
+		if err := c.RecordEvent(e1, cs); err != nil {
+			return err
+		}
+	}
+	if err := c.RecordEvent(p.evDone, cs); err != nil {
+		return err
+	}
+	if err := c.WaitEvent(cp, p.evDone); err != nil {
+		return err
+	}
+	if hid32 != 0 {
+		if err := c.CopyDtoHAsync(p.host, p.hidOff, hid32, 4*int64(p.T)*hd, cp); err != nil {
+			return err
+		}
+	}
+	if pool32 != 0 {
+		if err := c.CopyDtoHAsync(p.host, p.poolOff, pool32, 4*int64(p.S)*hd, cp); err != nil {
+			return err
+		}
+	}
+	return c.RecordEvent(p.evOut, cp)
+}
+
+// arenaLayout is a batch's device arena: the inputs (inLayout) first, then
+// the activations and the outputs, as byte offsets (-1: absent).
+type arenaLayout struct {
+	in                                                        inLayout
+	x, qkv, att, tmp, inter, ws, part, hid32, pool32, cls, py int64
+	size                                                      int64
+}
+
+// layoutArena lays out the arena of a batch of T tokens and S sequences:
+// token types and seeds uploaded or not, fp32 hidden and pooled outputs in
+// the arena or not, and the pooler's buffers or not.
+func (m *Model) layoutArena(T, S int, types, seeds, hidden, pooled, pooler bool) arenaLayout {
+	cfg := &m.cfg
+	es := m.b.dt.Size()
+	t, s, h, i := int64(T), int64(S), int64(cfg.Hidden), int64(cfg.Intermediate)
+	l := arenaLayout{in: layoutIn(T, S, types, seeds), part: -1, hid32: -1, pool32: -1, cls: -1, py: -1}
+	off := l.in.size
+	next := func(n int64) int64 { o := off; off += align(n); return o }
+	l.x = next(t * h * es)
+	l.qkv = next(t * 3 * h * es)
+	l.att = next(t * h * es)
+	l.tmp = next(t * h * es)
+	l.inter = next(t * i * es)
+	l.ws = next(cuda.AttnWorkspaceBytes(S, cfg.Heads))
+	if cfg.Attention == loader.AttentionBlockSparse {
+		l.part = next(cuda.AttnPartialBytes(T, S, cfg.Heads, cfg.HeadDim()))
+	}
+	if hidden {
+		l.hid32 = next(4 * t * h)
+	}
+	if pooled {
+		l.pool32 = next(4 * s * h)
+	}
+	if pooler {
+		l.cls = next(s * h * es)
+		l.py = next(s * h * es)
+	}
+	l.size = off
+	return l
+}
+
+// kern returns the kernel pointers of l in the arena at base.
+func (l *arenaLayout) kern(base cuda.DevPtr, T, S int, out *Outputs) *kern {
+	at := func(o int64) cuda.DevPtr {
+		if o < 0 {
+			return 0
+		}
+		return base.Add(o)
+	}
+	return &kern{T: T, S: S, x: at(l.x), qkv: at(l.qkv), att: at(l.att), tmp: at(l.tmp), inter: at(l.inter),
+		ws: at(l.ws), part: at(l.part), hid32: at(l.hid32), pool32: at(l.pool32), cls: at(l.cls), poolY: at(l.py),
+		tok: at(l.in.tok), pos: at(l.in.pos), cu: at(l.in.cu), typeIDs: at(l.in.typ), seeds: at(l.in.seeds), out: out}
 }
 
 // kern holds one batch's device pointers (all inside its arena, or the
@@ -1113,11 +1070,7 @@ func (m *Model) release(c *cuda.Ctx, p *pending) {
 			c.DestroyEvent(e)
 		}
 	}
-	if p.ge != nil {
-		p.ge.busy = false // the arena stays with the entry
-	} else {
-		c.Free(p.arena)
-	}
+	c.Free(p.arena)
 	c.HostFree(p.host)
 	*p = pending{}
 }

@@ -78,7 +78,7 @@ echo "timeline exit $?"; grep -E 'timeline |^---|FAIL|panic' "$OUT/timeline.log"
 if [ $TESTS = 1 ]; then
   echo "== 5. engine GPU tests ($((SECONDS - T0)) s)"
   (cd engine && RAPTOR_MINILM_FILE=$PWD/../$B/minilm-f16.raptor timeout 150 /tmp/i7bin/engine.test -test.v -test.count=1 \
-    -test.run 'TestGPU(DeviceOutputs|BatchInvariance|MiniLM|ForwardVsCPU|GraphCache)' -test.timeout=145s) >"$OUT/engine_gpu.log" 2>&1
+    -test.run 'TestGPU(DeviceOutputs|BatchInvariance|MiniLM|ForwardVsCPU|GraphClasses)' -test.timeout=145s) >"$OUT/engine_gpu.log" 2>&1
   echo "engine tests exit $?"; grep -E '^(---|ok|FAIL|PASS)|gpu_e2e_test.go' "$OUT/engine_gpu.log" | cut -c1-220
 fi
 if [ $PEERS = 1 ]; then

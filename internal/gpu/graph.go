@@ -1,0 +1,319 @@
+package gpu
+
+import (
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/raptor-infer/raptor/internal/cuda"
+	"github.com/raptor-infer/raptor/internal/model"
+)
+
+// CUDA graphs by token-count class (issue 8).
+//
+// Enqueueing a batch eagerly costs the device worker ~0.8 ms of host time
+// whatever the batch's size (24 cublasLtMatmul and ~35 kernel launches for
+// a 6-layer encoder), which under a stream of small requests keeps the
+// worker near saturation at half the offline rate. A captured CUDA graph
+// replays the same kernels with one cuGraphLaunch, but it bakes every shape
+// (the GEMMs' M, the grids) and every pointer. So a batch of T <= graphTokens
+// tokens and S sequences runs as a batch of a class shape (Tc, Sc):
+//   - Tc is T rounded up to one of eight classes per power of two (at most
+//     12.5% more tokens; 64 below 64), inside T's GEMM plan class
+//     (cuda.mClass), so the GEMMs use the algorithm the eager path uses;
+//   - Sc is S plus at least one padding sequence, rounded up to one of four
+//     classes per power of two (exact up to 8);
+//   - the Tc-T padding tokens form Sc-S padding sequences of 1 to 64 tokens
+//     (token id 0, type 0, seed 0): dense, one block each, so their
+//     attention costs little; their outputs are dropped.
+// Every class batch runs in one device arena shared by all classes (sized
+// for the largest class): the compute stream orders the batches, so the
+// arena's inputs are copied in (device to device, from the batch's own
+// upload buffer) and its outputs copied out (to the batch's own buffer or
+// the caller's device pointers) on the compute stream around the graph. A
+// class is captured on its second batch and replayed from then on; its
+// first batch runs the same kernels eagerly on the same arena, so the
+// results do not depend on whether the graph exists yet. Sequences are
+// computed independently, so a request's rows are those of the eager path
+// up to the GEMM algorithm (the same per M class).
+//
+// The padding is compute padding of the GEMMs and LayerNorms only; it is
+// counted in GraphStats, not in the engine's padding ratio (which counts
+// padding of sequences, always 0).
+
+// defaultGraphTokens is graphTokens unless RAPTOR_CUDA_GRAPHS sets it.
+const defaultGraphTokens = 4096
+
+// maxGraphs bounds the captured classes; later classes run eagerly on the
+// shared arena.
+const maxGraphs = 256
+
+// graphKey is what a class batch's kernels depend on besides the arena.
+type graphKey struct {
+	T, S           int
+	types, seeds   bool
+	hidden, pooled bool
+	pooling        Pooling
+	normalize      bool
+}
+
+type graphEntry struct {
+	g      *cuda.Graph
+	seen   int
+	failed bool
+}
+
+// graphState is a Model's graphs and arena: used on the device worker
+// only, except the counters.
+type graphState struct {
+	maxT    int // largest class Tc (0: graphs off)
+	padLen  int // longest padding sequence
+	arena   cuda.Buffer
+	off     bool // the arena could not be allocated: graphs off
+	entries map[graphKey]*graphEntry
+
+	batches, replays, captures, padTokens atomic.Int64
+}
+
+// GraphStats counts the batches that ran padded to a class shape.
+type GraphStats struct {
+	Batches   int64 // batches run as a class shape (graph or eager)
+	Replays   int64 // of them, replayed from a captured graph
+	Captures  int64 // graphs captured
+	PadTokens int64 // padding tokens added
+}
+
+// GraphStats returns the model's graph counters.
+func (m *Model) GraphStats() GraphStats {
+	g := &m.g
+	return GraphStats{g.batches.Load(), g.replays.Load(), g.captures.Load(), g.padTokens.Load()}
+}
+
+// GraphRuns is how many forwards replayed a captured graph.
+func (m *Model) GraphRuns() int64 { return m.g.replays.Load() }
+
+// initGraphs sets the class limits from the backend's graphTokens.
+func (m *Model) initGraphs() {
+	m.g.padLen = min(64, m.cfg.MaxPositions-m.cfg.PositionOffset)
+	if m.b.graphTokens > 0 && m.g.padLen > 0 {
+		m.g.maxT = tokenClass(m.b.graphTokens)
+	}
+}
+
+// tokenClass is T rounded up to one of eight classes per power of two, and
+// 64 for T <= 64.
+func tokenClass(t int) int {
+	if t <= 64 {
+		return 64
+	}
+	k := bits.Len(uint(t-1)) - 1 // 2^k < t <= 2^(k+1), k >= 6
+	step := 1 << (k - 3)
+	return (t + step - 1) &^ (step - 1)
+}
+
+// seqClass is S rounded up to one of four classes per power of two, exact
+// up to 8.
+func seqClass(s int) int {
+	if s <= 8 {
+		return s
+	}
+	k := bits.Len(uint(s-1)) - 1
+	step := 1 << (k - 2)
+	return (s + step - 1) &^ (step - 1)
+}
+
+// classShape returns the class shape of a batch of T tokens and S
+// sequences and the lengths of its padding sequences (each 1..padLen), or
+// ok false when no class of at most maxT tokens and, above 64 tokens, in T's
+// GEMM plan class holds it.
+func classShape(T, S, padLen, maxT int) (tc, sc int, pad []int, ok bool) {
+	if T < 1 || S < 1 || padLen < 1 {
+		return 0, 0, nil, false
+	}
+	if T > 64 {
+		maxT = min(maxT, cuda.GEMMClass(T))
+	}
+	for tc = tokenClass(T); tc <= maxT; tc = tokenClass(tc + 1) {
+		p := tc - T
+		if p == 0 {
+			if seqClass(S) == S {
+				return tc, S, nil, true
+			}
+			continue
+		}
+		sc = seqClass(S + (p+padLen-1)/padLen)
+		n := sc - S // padding sequences: n <= p tokens, each <= padLen
+		if n > p {
+			continue
+		}
+		pad = make([]int, n)
+		for i := range pad {
+			pad[i] = p / n
+			if i < p%n {
+				pad[i]++
+			}
+		}
+		return tc, sc, pad, true
+	}
+	return 0, 0, nil, false
+}
+
+// enqueueGraph enqueues b as its class shape when it has one (ok), as a
+// graph replay or, before the class is captured, eagerly on the shared
+// arena. ok false: run b eagerly on its own arena.
+func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, ok bool, err error) {
+	g := &m.g
+	T, S := len(b.Tokens), b.NumSeqs()
+	if g.maxT == 0 || g.off || T > m.b.graphTokens {
+		return nil, false, nil
+	}
+	tc, sc, pad, ok := classShape(T, S, g.padLen, g.maxT)
+	if !ok {
+		return nil, false, nil
+	}
+	if g.arena.Ptr == 0 {
+		size := m.layoutArena(g.maxT, g.maxT, true, true, true, true, m.poolW != 0).size
+		if g.arena, err = c.Alloc(size); err != nil {
+			g.off = true
+			c.Logf(cuda.LogWarn, "gpu: CUDA graphs off: no memory for their %d-byte arena: %v", size, err)
+			return nil, false, nil
+		}
+	}
+	wantHidden := out.Hidden != nil || out.HiddenDev != 0
+	wantPooled := out.Pooled != nil || out.PooledDev != 0
+	key := graphKey{T: tc, S: sc, types: b.TokenTypes != nil, seeds: b.Seeds != nil, hidden: wantHidden, pooled: wantPooled}
+	if wantPooled {
+		key.pooling, key.normalize = out.Pooling, out.Normalize
+	}
+	lay := m.layoutArena(tc, sc, key.types, key.seeds, wantHidden, wantPooled, wantPooled && out.Pooling == PoolPooler)
+	if lay.size > g.arena.Size {
+		return nil, false, nil // cannot happen: every part grows with T and S
+	}
+	H := int64(m.cfg.Hidden)
+	// The batch's own buffers (device and pinned, the same layout): the
+	// class inputs, then the host outputs' staging.
+	p := &pending{hidOff: -1, poolOff: -1, T: T, S: S}
+	size := lay.in.size
+	if out.Hidden != nil {
+		p.hidOff = size
+		size += align(4 * int64(T) * H)
+	}
+	if out.Pooled != nil {
+		p.poolOff = size
+		size += align(4 * int64(S) * H)
+	}
+	if p.arena, err = c.Alloc(size); err != nil {
+		return nil, true, err
+	}
+	if p.host, err = c.HostAlloc(size); err != nil {
+		m.release(c, p)
+		return nil, true, err
+	}
+	defer func() {
+		if err != nil {
+			m.abandon(c, p)
+		}
+	}()
+	if err = m.newEvents(c, p); err != nil {
+		return nil, true, err
+	}
+	m.packInputs(p.host.Bytes(), lay.in, b, pad)
+	if err = m.upload(c, p, p.arena.Ptr, lay.in.size, e0); err != nil {
+		return nil, true, err
+	}
+	base := g.arena.Ptr
+	if err = c.CopyDtoD(base, p.arena.Ptr, lay.in.size); err != nil {
+		return nil, true, err
+	}
+	// The kernels write the fp32 outputs into the shared arena.
+	kout := &Outputs{Pooling: out.Pooling, Normalize: out.Normalize}
+	k := lay.kern(base, tc, sc, kout)
+	if wantHidden {
+		kout.HiddenDev = uintptr(k.hid32)
+	}
+	if wantPooled {
+		kout.PooledDev = uintptr(k.pool32)
+	}
+	if err = m.launchClass(c, key, k); err != nil {
+		return nil, true, err
+	}
+	g.batches.Add(1)
+	g.padTokens.Add(int64(tc - T))
+	// Outputs out of the shared arena on the compute stream: to the
+	// caller's device pointers, or to this batch's staging for download.
+	var hid32, pool32 cuda.DevPtr
+	if wantHidden {
+		dst := cuda.DevPtr(out.HiddenDev)
+		if out.Hidden != nil {
+			dst = p.arena.Ptr.Add(p.hidOff)
+			hid32 = dst
+		}
+		if err = c.CopyDtoD(dst, k.hid32, 4*int64(T)*H); err != nil {
+			return nil, true, err
+		}
+	}
+	if wantPooled {
+		dst := cuda.DevPtr(out.PooledDev)
+		if out.Pooled != nil {
+			dst = p.arena.Ptr.Add(p.poolOff)
+			pool32 = dst
+		}
+		if err = c.CopyDtoD(dst, k.pool32, 4*int64(S)*H); err != nil {
+			return nil, true, err
+		}
+	}
+	return p, true, m.download(c, p, e1, hid32, pool32)
+}
+
+// launchClass runs k (a class batch on the shared arena): the class's
+// graph when captured; else it captures it on the class's second batch
+// (a failed capture logs and leaves the class eager for good), or launches
+// the kernels eagerly.
+func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
+	g := &m.g
+	if g.entries == nil {
+		g.entries = map[graphKey]*graphEntry{}
+	}
+	e := g.entries[key]
+	if e == nil && len(g.entries) < maxGraphs {
+		e = &graphEntry{}
+		g.entries[key] = e
+	}
+	if e == nil || e.failed {
+		return m.kernels(c, k, nil)
+	}
+	e.seen++
+	if e.g == nil {
+		if e.seen < 2 {
+			return m.kernels(c, k, nil)
+		}
+		gr, err := c.Capture(func() error { return m.kernels(c, k, nil) })
+		if err != nil {
+			e.failed = true
+			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture of a %d-token class failed, running it eagerly: %v", key.T, err)
+			return m.kernels(c, k, nil)
+		}
+		e.g = gr
+		g.captures.Add(1)
+	}
+	if err := c.LaunchGraph(e.g); err != nil {
+		return err
+	}
+	g.replays.Add(1)
+	return nil
+}
+
+// releaseGraphs destroys the graphs and frees the shared arena (the
+// model's release, on the device worker).
+func (m *Model) releaseGraphs(c *cuda.Ctx) {
+	g := &m.g
+	for k, e := range g.entries {
+		if e.g != nil {
+			c.DestroyGraph(e.g)
+		}
+		delete(g.entries, k)
+	}
+	if g.arena.Ptr != 0 {
+		c.Free(g.arena)
+		g.arena = cuda.Buffer{}
+	}
+}
