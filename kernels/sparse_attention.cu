@@ -671,11 +671,18 @@ __device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int&
 // sequence it[0]; it: the item's s_item): normalised O through stage, a free
 // 128-byte-swizzled 64 x D tile, with 16-byte global stores, or, for chunk
 // it[7] of a split global row it[6], fp32 partials, and the CTA that completes
-// the row's last chunk combines them. s_last: a shared flag.
-template <typename T, int D>
+// the row's last chunk combines them. s_last: a shared flag. NAMED 0: the
+// tile's 128 threads are the CTA (__syncthreads); 1: they sync on named
+// barrier barid (the ws kernel's consumer warpgroups).
+template <int NAMED>
+__device__ __forceinline__ void tile_sync(int barid) {
+  if constexpr (NAMED) asm volatile("bar.sync %0, 128;" ::"r"(barid) : "memory");
+  else __syncthreads();
+}
+template <typename T, int D, int NAMED = 0>
 __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
                                              float m1, float l0, float l1, float sl2, const int* it, int wtid,
-                                             int* s_last) {
+                                             int* s_last, int barid = 0) {
   constexpr int CH = D / 8;
   constexpr int NT = D / 8;
   const int s = it[0], h = it[1], qb = it[2], row = it[6], chunk = it[7], nchunks = it[8], tok0 = it[9],
@@ -720,10 +727,10 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
       pf[64 * D + 64 + r1] = l1;
     }
     __threadfence();
-    __syncthreads();
+    tile_sync<NAMED>(barid);
     int* sm = sem + (s * H + h) * 2 + row;
     if (wtid == 0) *s_last = atomicAdd(sm, 1) == nchunks - 1;
-    __syncthreads();
+    tile_sync<NAMED>(barid);
     if (*s_last) {
       __threadfence();
       combine<T, D>(p.partial + slot0 * partial_slot_floats(D), nchunks,
@@ -891,6 +898,8 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int& total, int* sh) 
 }  // namespace sparse
 }  // namespace raptor
 
+#include "sparse_attention_ws.cuh"
+
 using raptor::sparse::AttnParams;
 
 // sparse_attention_schedule builds the work list of one attention call from
@@ -1018,6 +1027,31 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
+
+// sparse_attention_d{64,128}_ws_{f16,bf16}: the warp-specialised TMA kernel
+// (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps). (NCONS+1)*128
+// threads (D = 64: NCONS 3, NST 3; D = 128: NCONS 2, NST 2; ws4: D = 64 with
+// NCONS 4, NST 2, its D = 128 the same kernel as ws), dynamic shared
+// memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024 bytes, one CTA per SM;
+// tq, tk, tv: tensor maps of Q, K, V (see the header).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST) raptor::sparse::attention_ws<T, D, NC, NST>(p, &tq, &tk, &tv);
+#else
+#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST) __trap();
+#endif
+#define RAPTOR_SPARSE_ATTN_WS(D, NC, NST, NAME, T)                                                   \
+  extern "C" __global__ void __launch_bounds__((NC + 1) * 128, 1)                                   \
+      NAME(const AttnParams p, const __grid_constant__ raptor::sparse::TmaDesc tq,                   \
+           const __grid_constant__ raptor::sparse::TmaDesc tk,                                       \
+           const __grid_constant__ raptor::sparse::TmaDesc tv) {                                     \
+    RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST)                                                        \
+  }
+#define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
+  RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
+  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WS(64, 4, 2, sparse_attention_d64_ws4_##suffix, T)   \
+  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T)
+RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WS_DT)
 
 
 // sparse_attention_plan writes, for testing, the key-block list of every

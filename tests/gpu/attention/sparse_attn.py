@@ -23,6 +23,14 @@ MAX_LIST = 5 + MAX_RANDOM
 THREADS = 128
 SCHEDULE_THREADS = 1024
 NOSPLIT = 1 << 30
+# warp-specialised TMA variants (kernels/sparse_attention_ws.cuh): variant -> {D: (consumer
+# warpgroups, K/V stages per consumer)}; threads (consumers + 1) * 128, one CTA per SM.
+WS_CFG = {"ws": {64: (3, 3), 128: (2, 2)}, "ws4": {64: (4, 2), 128: (2, 2)}}
+
+
+class TmaDesc(ctypes.Structure):
+    """CUtensorMap (128 opaque bytes), passed by value as a __grid_constant__ kernel parameter."""
+    _fields_ = [("v", ctypes.c_uint64 * 16)]
 
 
 class AttnParams(ctypes.Structure):
@@ -57,6 +65,35 @@ class Driver:
         else:
             raise OSError("no libcuda")
         self.lib.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+        self.lib.cuTensorMapEncodeTiled.argtypes = [
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64),
+            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.cuTensorMapEncodeTiled.restype = ctypes.c_int
+        self.tmaps = {}
+
+    def tensor_map(self, ptr, rows, cols, row_stride):
+        """2-D tensor map of 16-bit elements for the ws kernels: cols contiguous elements per row,
+        rows rows row_stride elements apart, 64 x 64 boxes, 128-byte swizzle, zero fill out of bounds."""
+        key = (ptr, rows, cols, row_stride)
+        tm = self.tmaps.get(key)
+        if tm is None:
+            raw = ctypes.create_string_buffer(128 + 64)
+            off = (-ctypes.addressof(raw)) % 64
+            gdim = (ctypes.c_uint64 * 2)(cols, rows)
+            gstride = (ctypes.c_uint64 * 1)(row_stride * 2)
+            box = (ctypes.c_uint32 * 2)(64, 64)
+            estr = (ctypes.c_uint32 * 2)(1, 1)
+            # CU_TENSOR_MAP_DATA_TYPE_UINT16 = 1, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3,
+            # L2_PROMOTION_L2_128B = 2, FLOAT_OOB_FILL_NONE = 0 (zeros)
+            self.check(self.lib.cuTensorMapEncodeTiled(ctypes.addressof(raw) + off, 1, 2, ctypes.c_void_p(ptr), gdim,
+                                                       gstride, box, estr, 0, 3, 2, 0), "cuTensorMapEncodeTiled")
+            tm = TmaDesc()
+            ctypes.memmove(ctypes.addressof(tm), ctypes.addressof(raw) + off, 128)
+            if len(self.tmaps) > 256:
+                self.tmaps.clear()
+            self.tmaps[key] = tm
+        return tm
 
     def check(self, rc, what):
         if rc != 0:
@@ -124,7 +161,8 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "auto" (wg where it exists on this device, else mma.sync)."""
+        "ws" (warp-specialised TMA + wgmma, sm_90a, D=64/128; WS_CFG), "auto" (wg where it exists on
+        this device, else mma.sync). Threads per CTA: threads_of(variant, D)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
             variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
@@ -132,7 +170,10 @@ class Module:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
         nst = 3 if variant in ("s3", "wg3") else 2
-        if variant.startswith("wg"):
+        if variant in WS_CFG:
+            nc, ns = WS_CFG[variant][D]
+            smem = nc * (2 + 2 * ns) * BLOCK * D * 2 + 1024
+        elif variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
@@ -142,10 +183,15 @@ class Module:
             lib = self.drv.lib
             self.drv.check(lib.cuFuncSetAttribute(f, 8, smem), "cuFuncSetAttribute")  # MAX_DYNAMIC_SHARED_SIZE_BYTES
             n = ctypes.c_int()
-            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), f, THREADS,
-                                                                           ctypes.c_size_t(smem)), "occupancy")
+            self.drv.check(lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                ctypes.byref(n), f, self.threads_of(variant, D), ctypes.c_size_t(smem)), "occupancy")
             self.occ[key] = n.value
         return name, smem, self.occ[key]
+
+    def threads_of(self, variant, D):
+        if variant in WS_CFG:
+            return (WS_CFG[variant][D][0] + 1) * 128
+        return THREADS
 
 
 def ws_ints(nseq, heads):
@@ -202,8 +248,13 @@ class SparseAttention:
             scale = D ** -0.5
         p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort)
         name, smem, occ = self.m.attention_config(D, q.dtype, nst, variant)
+        args = [p]
+        if variant in WS_CFG:
+            T, H = q.shape[0], q.shape[1]
+            drv = self.m.drv
+            args += [drv.tensor_map(t.data_ptr(), T, (H - 1) * t.stride(1) + D, t.stride(0)) for t in (q, k, v)]
         self.schedule(p)
-        self.m.launch(name, grid or self.m.nsm * occ, THREADS, smem, [p])
+        self.m.launch(name, grid or self.m.nsm * occ, self.m.threads_of(variant, D), smem, args)
         return p
 
     def plan(self, cu_host, req_seeds, seed, layer, r, H, sparse=1):

@@ -232,7 +232,7 @@ def main():
     for kname, variant in kinds:
         for dtype in (torch.float16, torch.bfloat16):
             for D in (32, 64, 128):
-                if variant.startswith("wg") and D == 32:
+                if variant.startswith(("wg", "ws")) and D == 32:
                     continue
                 res = run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, variant=variant,
                                label=f"{kname} {str(dtype)[6:]} D={D} H={H}")
