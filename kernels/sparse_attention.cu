@@ -1035,22 +1035,27 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 // memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024 bytes, one CTA per SM;
 // tq, tk, tv: tensor maps of Q, K, V (see the header).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST) raptor::sparse::attention_ws<T, D, NC, NST>(p, &tq, &tk, &tv);
+#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE) \
+  raptor::sparse::attention_ws<T, D, NC, NST, MODE>(p, &tq, &tk, &tv);
 #else
-#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST) __trap();
+#define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WS(D, NC, NST, NAME, T)                                                   \
+#define RAPTOR_SPARSE_ATTN_WS(D, NC, NST, NAME, T) RAPTOR_SPARSE_ATTN_WSM(D, NC, NST, 0, NAME, T)
+#define RAPTOR_SPARSE_ATTN_WSM(D, NC, NST, MODE, NAME, T)                                            \
   extern "C" __global__ void __launch_bounds__((NC + 1) * 128, 1)                                   \
       NAME(const AttnParams p, const __grid_constant__ raptor::sparse::TmaDesc tq,                   \
            const __grid_constant__ raptor::sparse::TmaDesc tk,                                       \
            const __grid_constant__ raptor::sparse::TmaDesc tv) {                                     \
-    RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST)                                                        \
+    RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE)                                                  \
   }
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \
   RAPTOR_SPARSE_ATTN_WS(64, 4, 2, sparse_attention_d64_ws4_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WSM(64, 3, 3, 1, sparse_attention_d64_wso_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WSM(128, 2, 2, 1, sparse_attention_d128_wso_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WSM(64, 4, 2, 2, sparse_attention_d64_ws4n_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WS_DT)
 
 
