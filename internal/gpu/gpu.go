@@ -884,7 +884,7 @@ func (m *Model) layoutArena(T, S int, types, seeds, hidden, pooled, pooler bool)
 	l := arenaLayout{in: layoutIn(T, S, types, seeds), part: -1, hid32: -1, pool32: -1, cls: -1, py: -1}
 	off := l.in.size
 	next := func(n int64) int64 { o := off; off += align(n); return o }
-	l.x = next(t * h * es)
+	l.x = next((t + 1) * h * es) // a spare row: CLS pooling of an empty sequence reads row T
 	l.qkv = next(t * 3 * h * es)
 	l.att = next(t * h * es)
 	l.tmp = next(t * h * es)

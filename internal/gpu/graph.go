@@ -20,19 +20,23 @@ import (
 //   - Tc is T rounded up to one of eight classes per power of two (at most
 //     12.5% more tokens; 64 below 64), inside T's GEMM plan class
 //     (cuda.mClass), so the GEMMs use the algorithm the eager path uses;
-//   - Sc is S plus at least one padding sequence, rounded up to one of four
-//     classes per power of two (exact up to 8);
-//   - the Tc-T padding tokens form Sc-S padding sequences of 1 to 64 tokens
+//   - the Tc-T padding tokens form padding sequences of 1 to 64 tokens
 //     (token id 0, type 0, seed 0): dense, one block each, so their
-//     attention costs little; their outputs are dropped.
+//     attention costs little;
+//   - Sc is S plus those, rounded up to a power of two with empty padding
+//     sequences (no attention work, pooled rows of zeros);
+//   - the padding's outputs are dropped.
+// A class is a pair (Tc, Sc): a stream of requests of mixed lengths makes a
+// few dozen to a hundred of them (a finer S class made hundreds, each
+// captured once before any replay).
 // Every class batch runs in one device arena shared by all classes (sized
 // for the largest class): the compute stream orders the batches, so the
 // arena's inputs are copied in (device to device, from the batch's own
 // upload buffer) and its outputs copied out (to the batch's own buffer or
 // the caller's device pointers) on the compute stream around the graph. A
-// class is captured on its second batch and replayed from then on; its
-// first batch runs the same kernels eagerly on the same arena, so the
-// results do not depend on whether the graph exists yet. Sequences are
+// class is captured on its first batch and replayed from then on (a class
+// beyond maxGraphs, or whose capture failed, runs the same kernels eagerly
+// on the same arena, with the same results). Sequences are
 // computed independently, so a request's rows are those of the eager path
 // up to the GEMM algorithm (the same per M class).
 //
@@ -41,11 +45,11 @@ import (
 // padding of sequences, always 0).
 
 // defaultGraphTokens is graphTokens unless RAPTOR_CUDA_GRAPHS sets it.
-const defaultGraphTokens = 4096
+const defaultGraphTokens = 16384
 
 // maxGraphs bounds the captured classes; later classes run eagerly on the
 // shared arena.
-const maxGraphs = 256
+const maxGraphs = 512
 
 // graphKey is what a class batch's kernels depend on besides the arena.
 type graphKey struct {
@@ -58,7 +62,6 @@ type graphKey struct {
 
 type graphEntry struct {
 	g      *cuda.Graph
-	seen   int
 	failed bool
 }
 
@@ -66,6 +69,7 @@ type graphEntry struct {
 // only, except the counters.
 type graphState struct {
 	maxT    int // largest class Tc (0: graphs off)
+	maxS    int // largest class Sc
 	padLen  int // longest padding sequence
 	arena   cuda.Buffer
 	off     bool // the arena could not be allocated: graphs off
@@ -96,6 +100,7 @@ func (m *Model) initGraphs() {
 	m.g.padLen = min(64, m.cfg.MaxPositions-m.cfg.PositionOffset)
 	if m.b.graphTokens > 0 && m.g.padLen > 0 {
 		m.g.maxT = tokenClass(m.b.graphTokens)
+		m.g.maxS = max(64, m.g.maxT/16)
 	}
 }
 
@@ -110,51 +115,37 @@ func tokenClass(t int) int {
 	return (t + step - 1) &^ (step - 1)
 }
 
-// seqClass is S rounded up to one of four classes per power of two, exact
-// up to 8.
+// seqClass is S rounded up to a power of two.
 func seqClass(s int) int {
-	if s <= 8 {
-		return s
+	if s <= 1 {
+		return 1
 	}
-	k := bits.Len(uint(s-1)) - 1
-	step := 1 << (k - 2)
-	return (s + step - 1) &^ (step - 1)
+	return 1 << bits.Len(uint(s-1))
 }
 
 // classShape returns the class shape of a batch of T tokens and S
-// sequences and the lengths of its padding sequences (each 1..padLen), or
-// ok false when no class of at most maxT tokens and, above 64 tokens, in T's
-// GEMM plan class holds it.
-func classShape(T, S, padLen, maxT int) (tc, sc int, pad []int, ok bool) {
+// sequences and the lengths of its padding sequences: the Tc-T padding
+// tokens in sequences of 1..padLen tokens, then empty ones up to Sc. ok is
+// false when the class would exceed maxT tokens or maxS sequences.
+func classShape(T, S, padLen, maxT, maxS int) (tc, sc int, pad []int, ok bool) {
 	if T < 1 || S < 1 || padLen < 1 {
 		return 0, 0, nil, false
 	}
-	if T > 64 {
-		maxT = min(maxT, cuda.GEMMClass(T))
+	tc = tokenClass(T)
+	p := tc - T
+	n := (p + padLen - 1) / padLen // padding sequences with tokens
+	sc = seqClass(S + n)
+	if tc > maxT || sc > maxS {
+		return 0, 0, nil, false
 	}
-	for tc = tokenClass(T); tc <= maxT; tc = tokenClass(tc + 1) {
-		p := tc - T
-		if p == 0 {
-			if seqClass(S) == S {
-				return tc, S, nil, true
-			}
-			continue
+	pad = make([]int, sc-S)
+	for i := 0; i < n; i++ {
+		pad[i] = p / n
+		if i < p%n {
+			pad[i]++
 		}
-		sc = seqClass(S + (p+padLen-1)/padLen)
-		n := sc - S // padding sequences: n <= p tokens, each <= padLen
-		if n > p {
-			continue
-		}
-		pad = make([]int, n)
-		for i := range pad {
-			pad[i] = p / n
-			if i < p%n {
-				pad[i]++
-			}
-		}
-		return tc, sc, pad, true
 	}
-	return 0, 0, nil, false
+	return tc, sc, pad, true
 }
 
 // enqueueGraph enqueues b as its class shape when it has one (ok), as a
@@ -166,12 +157,12 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	if g.maxT == 0 || g.off || T > m.b.graphTokens {
 		return nil, false, nil
 	}
-	tc, sc, pad, ok := classShape(T, S, g.padLen, g.maxT)
+	tc, sc, pad, ok := classShape(T, S, g.padLen, g.maxT, g.maxS)
 	if !ok {
 		return nil, false, nil
 	}
 	if g.arena.Ptr == 0 {
-		size := m.layoutArena(g.maxT, g.maxT, true, true, true, true, m.poolW != 0).size
+		size := m.layoutArena(g.maxT, g.maxS, true, true, true, true, m.poolW != 0).size
 		if g.arena, err = c.Alloc(size); err != nil {
 			g.off = true
 			c.Logf(cuda.LogWarn, "gpu: CUDA graphs off: no memory for their %d-byte arena: %v", size, err)
@@ -264,10 +255,10 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	return p, true, m.download(c, p, e1, hid32, pool32)
 }
 
-// launchClass runs k (a class batch on the shared arena): the class's
-// graph when captured; else it captures it on the class's second batch
-// (a failed capture logs and leaves the class eager for good), or launches
-// the kernels eagerly.
+// launchClass runs k (a class batch on the shared arena) as the class's
+// graph, captured on the class's first batch; beyond maxGraphs classes, or
+// after a failed capture (logged; the class stays eager), it launches the
+// kernels eagerly.
 func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 	g := &m.g
 	if g.entries == nil {
@@ -281,11 +272,7 @@ func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 	if e == nil || e.failed {
 		return m.kernels(c, k, nil)
 	}
-	e.seen++
 	if e.g == nil {
-		if e.seen < 2 {
-			return m.kernels(c, k, nil)
-		}
 		gr, err := c.Capture(func() error { return m.kernels(c, k, nil) })
 		if err != nil {
 			e.failed = true

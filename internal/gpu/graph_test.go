@@ -18,46 +18,52 @@ func TestTokenClass(t *testing.T) {
 	}
 }
 
+func TestSeqClass(t *testing.T) {
+	for _, tc := range []struct{ s, want int }{{1, 1}, {2, 2}, {3, 4}, {4, 4}, {5, 8}, {64, 64}, {65, 128}} {
+		if got := seqClass(tc.s); got != tc.want {
+			t.Errorf("seqClass(%d) = %d, want %d", tc.s, got, tc.want)
+		}
+	}
+}
+
 // TestClassShape checks every batch shape up to 2,100 tokens: the class
-// holds the batch, adds at most 12.5% tokens above 64 (plus one class step
-// where S is not a class), keeps T's GEMM plan class, and its padding
-// sequences are 1..padLen tokens that fill the class exactly.
+// holds the batch, adds at most 12.5% tokens above 64, keeps T's GEMM plan
+// class, and its padding sequences (1..padLen tokens, then empty ones) fill
+// the class exactly.
 func TestClassShape(t *testing.T) {
 	for _, padLen := range []int{64, 5} {
 		t.Run(fmt.Sprintf("padLen=%d", padLen), func(t *testing.T) {
-			const maxT = 2048
-			classed, noClass := 0, 0
+			const maxT, maxS = 2048, 256
 			for T := 1; T <= maxT+50; T++ {
-				for _, S := range []int{1, 2, 3, 7, 8, 9, 13, 31, 64, 100, T / 2, T} {
+				for _, S := range []int{1, 2, 3, 7, 8, 9, 13, 31, 64, 100, 255, T / 2, T} {
 					if S < 1 || S > T {
 						continue
 					}
-					tc, sc, pad, ok := classShape(T, S, padLen, maxT)
+					tc, sc, pad, ok := classShape(T, S, padLen, maxT, maxS)
 					if !ok {
-						if T <= maxT-maxT/8 && S == 1 {
+						if T <= maxT && seqClass(S+(tokenClass(T)-T+padLen-1)/padLen) <= maxS {
 							t.Fatalf("T=%d S=%d: no class", T, S)
 						}
-						noClass++
 						continue
 					}
-					classed++
-					if tc > maxT || tc < T || sc < S || sc > tc {
+					if tc > maxT || sc > maxS || tc < T || sc < S || (tc > T && sc == S) {
 						t.Fatalf("T=%d S=%d: class (%d, %d)", T, S, tc, sc)
 					}
 					if tc != tokenClass(tc) || sc != seqClass(sc) {
 						t.Fatalf("T=%d S=%d: (%d, %d) is not a class", T, S, tc, sc)
 					}
-					if T > 64 && cuda.GEMMClass(tc) != cuda.GEMMClass(T) {
-						t.Fatalf("T=%d: class %d leaves the GEMM plan class %d", T, tc, cuda.GEMMClass(T))
+					if T > 64 && (cuda.GEMMClass(tc) != cuda.GEMMClass(T) || 8*(tc-T) > tc) {
+						t.Fatalf("T=%d: class %d (GEMM plan class %d, of T %d)", T, tc, cuda.GEMMClass(tc), cuda.GEMMClass(T))
 					}
 					if len(pad) != sc-S {
 						t.Fatalf("T=%d S=%d: %d padding sequences for (%d, %d)", T, S, len(pad), tc, sc)
 					}
-					n := T
+					n, empty := T, false
 					for _, l := range pad {
-						if l < 1 || l > padLen {
-							t.Fatalf("T=%d S=%d: padding sequence of %d tokens", T, S, l)
+						if l < 0 || l > padLen || (empty && l > 0) {
+							t.Fatalf("T=%d S=%d: padding %v", T, S, pad)
 						}
+						empty = l == 0
 						n += l
 					}
 					if n != tc {
@@ -65,16 +71,11 @@ func TestClassShape(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d shapes with a class, %d without", classed, noClass)
-			if noClass > classed/10 {
-				t.Errorf("%d of %d shapes have no class", noClass, classed+noClass)
-			}
 		})
 	}
-	if _, _, _, ok := classShape(0, 1, 64, 4096); ok {
-		t.Error("classShape(0, 1) has a class")
-	}
-	if _, _, _, ok := classShape(5000, 1, 64, 4096); ok {
-		t.Error("classShape(5000, 1) above maxT 4096 has a class")
+	for _, c := range []struct{ T, S int }{{0, 1}, {1, 0}, {5000, 1}, {2000, 300}} {
+		if _, _, _, ok := classShape(c.T, c.S, 64, 4096, 256); ok {
+			t.Errorf("classShape(%d, %d) has a class", c.T, c.S)
+		}
 	}
 }
