@@ -246,7 +246,7 @@ func raptorgo_encode(h C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t) (
 	if err == nil {
 		err = spec.deliver(&outs)
 	}
-	m.e.stats.RecordSync(len(batch.Tokens), err)
+	m.e.stats.RecordSync(len(batch.Tokens), outs.PaddedTokens, err)
 	if err != nil {
 		return fail(name, err)
 	}

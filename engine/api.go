@@ -136,4 +136,10 @@ type Outputs struct {
 	// floats) for a model with a task head (status.Unsupported without one).
 	// Computed on the host from the last hidden states (see heads.go).
 	Logits []float32
+	// PaddedTokens is set by Encode: padding tokens computed with the batch.
+	// Batches are packed, so it is 0 except on the CUDA backend, which runs
+	// a batch of at most RAPTOR_CUDA_GRAPHS tokens (default 16384) padded
+	// to a token-count class (at most 12.5% more tokens above 64) as a
+	// captured CUDA graph; the padding's outputs are dropped.
+	PaddedTokens int
 }

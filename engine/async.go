@@ -869,22 +869,30 @@ func (a *Async) compute(b *batch) {
 		defer func() { b.tr.End = time.Now() }()
 	}
 	end := a.stats.BeginCompute()
+	padded := 0
 	err := a.protect("encoder", func() error {
 		if len(b.reqs) == 1 {
-			return b.t.enc.Encode(ctx, &b.ins[0], &b.outs[0])
+			err := b.t.enc.Encode(ctx, &b.ins[0], &b.outs[0])
+			padded = b.outs[0].PaddedTokens
+			return err
 		}
+		var out *Outputs
 		if o, ok := pooledOnly(b.outs); ok {
 			// Pool in the encoder (on the GPU: only the pooled vectors
 			// come back, not every token's hidden state).
 			b.pooled = make([]float32, b.merged.NumSeqs()*b.t.merge.hiddenSize())
-			return b.t.enc.Encode(ctx, &b.merged, &Outputs{Pooled: b.pooled, Pooling: o.Pooling, Normalize: o.Normalize})
+			out = &Outputs{Pooled: b.pooled, Pooling: o.Pooling, Normalize: o.Normalize}
+		} else {
+			b.hidden = make([]float32, b.tokens*b.t.merge.hiddenSize())
+			out = &Outputs{Hidden: b.hidden}
 		}
-		b.hidden = make([]float32, b.tokens*b.t.merge.hiddenSize())
-		return b.t.enc.Encode(ctx, &b.merged, &Outputs{Hidden: b.hidden})
+		err := b.t.enc.Encode(ctx, &b.merged, out)
+		padded = out.PaddedTokens
+		return err
 	})
 	end()
 	dur := time.Since(now)
-	a.stats.RecordBatch(b.tokens, err)
+	a.stats.RecordBatch(b.tokens, padded, err)
 	a.mu.Lock()
 	d := &a.devs[b.dev]
 	d.batches++

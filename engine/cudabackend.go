@@ -65,7 +65,9 @@ func (c cudaModel) encode(ctx context.Context, b *model.Batch, out *Outputs) err
 	if out.Pooled != nil {
 		o.Pooled = out.Pooled
 	}
-	return c.m.Forward(ctx, b, o)
+	err := c.m.Forward(ctx, b, o)
+	out.PaddedTokens = o.PadTokens
+	return err
 }
 
 func (c cudaModel) release() { c.m.Release() }

@@ -134,7 +134,9 @@ func (m *Model) encodeLogits(ctx context.Context, b *Batch, out *Outputs) error 
 	if inner.Hidden == nil {
 		inner.Hidden = make([]float32, T*H)
 	}
-	if err := m.Encode(ctx, b, &inner); err != nil {
+	err := m.Encode(ctx, b, &inner)
+	out.PaddedTokens = inner.PaddedTokens
+	if err != nil {
 		return err
 	}
 	m.head.apply(b, inner.Hidden[:T*H], out.Logits)

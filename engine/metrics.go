@@ -52,7 +52,7 @@ func (s *StatsSnapshot) AppendPrometheus(b []byte, extra ...Gauge) []byte {
 	one("raptor_batch_requests_mean", "gauge", "Mean requests per scheduler batch.", s.MeanBatchRequests)
 	one("raptor_batch_fill_ratio", "gauge", "Mean tokens per scheduler batch over the token budget.", s.MeanBatchFill)
 	one("raptor_tokens_total", "counter", "Tokens encoded.", float64(s.Tokens))
-	one("raptor_padded_tokens_total", "counter", "Padding tokens computed (batches are packed: 0).", float64(s.PaddedTokens))
+	one("raptor_padded_tokens_total", "counter", "Padding tokens computed (packing adds none; CUDA graph token-count classes do).", float64(s.PaddedTokens))
 	one("raptor_padding_ratio", "gauge", "Padding tokens over all computed tokens.", s.PaddingRatio)
 	one("raptor_tokens_per_second", "gauge", "Tokens encoded per second over the last 10 s.", s.TokensPerSecond)
 	one("raptor_device_busy_share", "gauge", "Share of the last 10 s with a batch computing.", s.DeviceBusyShare)

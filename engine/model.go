@@ -97,6 +97,7 @@ func (m *Model) Encode(ctx context.Context, b *Batch, out *Outputs) (err error) 
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	out.PaddedTokens = 0
 	if out.Logits != nil {
 		return m.encodeLogits(ctx, b, out) // heads.go: Encode, then the head
 	}

@@ -34,7 +34,7 @@ type Stats struct {
 	schedBatches  atomic.Uint64 // batches formed by the scheduler
 	schedRequests atomic.Uint64 // requests in them
 	schedTokens   atomic.Uint64 // tokens in them
-	paddedTokens  atomic.Uint64 // padding computed; raptor packs, so it stays 0
+	paddedTokens  atomic.Uint64 // padding computed (CUDA graph classes; packing adds none)
 	budget        atomic.Int64  // the scheduler's token budget, for the fill ratio
 
 	queueLat latencyHist // submit to the start of the request's batch
@@ -78,7 +78,7 @@ type StatsSnapshot struct {
 	SchedRequests     uint64  // requests those batches held
 	MeanBatchRequests float64 // SchedRequests / SchedBatches
 	MeanBatchFill     float64 // mean tokens per scheduler batch / MaxBatchTokens
-	PaddedTokens      uint64  // padding tokens computed (0: batches are packed)
+	PaddedTokens      uint64  // padding tokens computed: 0 from packing; CUDA graph classes add some (Outputs.PaddedTokens)
 	PaddingRatio      float64 // PaddedTokens / (Tokens + PaddedTokens)
 
 	QueueLatencyP50, QueueLatencyP99 time.Duration // submit to batch start, async requests
@@ -110,10 +110,13 @@ func (s *Stats) RecordReject(err error) {
 	}
 }
 
-// RecordBatch counts a batch the backend ran; its tokens count only when it
-// succeeded.
-func (s *Stats) RecordBatch(tokens int, err error) {
+// RecordBatch counts a batch the backend ran and the padding tokens it
+// computed; its tokens count only when it succeeded.
+func (s *Stats) RecordBatch(tokens, padded int, err error) {
 	s.batches.Add(1)
+	if padded > 0 {
+		s.paddedTokens.Add(uint64(padded))
+	}
 	if err == nil && tokens > 0 {
 		s.tokens.Add(uint64(tokens))
 		s.mu.Lock()
@@ -151,12 +154,12 @@ func (s *Stats) RecordResult(err error) {
 // call rejected before it ran (bad input, a freed model, shutdown) counts
 // nothing, as a rejected Submit does; any other call counts one batch and
 // one result.
-func (s *Stats) RecordSync(tokens int, err error) {
+func (s *Stats) RecordSync(tokens, padded int, err error) {
 	switch status.CodeOf(err) {
 	case status.InvalidArgument, status.OutOfRange, status.BufferTooSmall, status.InvalidHandle, status.Shutdown:
 		return
 	}
-	s.RecordBatch(tokens, err)
+	s.RecordBatch(tokens, padded, err)
 	s.RecordResult(err)
 }
 

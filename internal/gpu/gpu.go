@@ -339,6 +339,9 @@ type Outputs struct {
 	PooledDev uintptr
 	Pooling   Pooling
 	Normalize bool
+	// PadTokens is set by Forward: the padding tokens computed with the
+	// batch (its CUDA graph class, graph.go), 0 when it ran as it came.
+	PadTokens int
 }
 
 // pending is an enqueued batch.

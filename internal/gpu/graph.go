@@ -229,6 +229,7 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	}
 	g.batches.Add(1)
 	g.padTokens.Add(int64(tc - T))
+	out.PadTokens = tc - T
 	// Outputs out of the shared arena on the compute stream: to the
 	// caller's device pointers, or to this batch's staging for download.
 	var hid32, pool32 cuda.DevPtr

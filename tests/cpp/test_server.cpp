@@ -470,7 +470,14 @@ int main(int argc, char** argv) {
         static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
   CHECK(end.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] - start.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] ==
         static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
-  CHECK(end.padding_ratio == 0.0 && end.scheduler_requests > 0);
+  // Packing adds no padding; on the GPU, batches of up to 16384 tokens run padded to a
+  // CUDA graph token-count class (at most 12.5% more tokens above 64; more below).
+  if (on_gpu) {
+    CHECK(end.padding_ratio >= 0.0 && end.padding_ratio < 0.5 && end.scheduler_requests > 0);
+    std::fprintf(stderr, "padding ratio (CUDA graph classes): %.4f\n", end.padding_ratio);
+  } else {
+    CHECK(end.padding_ratio == 0.0 && end.scheduler_requests > 0);
+  }
   CHECK(end.live_requests == 0 && end.queue_depth == 0);
   CHECK(end.live_models == start.live_models);
   CHECK(end.process_handles == start.process_handles);
