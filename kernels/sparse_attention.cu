@@ -1028,12 +1028,15 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
-// sparse_attention_d{64,128}_ws_{f16,bf16}: the warp-specialised TMA kernel
-// (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps). (NCONS+1)*128
-// threads (D = 64: NCONS 3, NST 3; D = 128: NCONS 2, NST 2; ws4: D = 64 with
-// NCONS 4, NST 2, its D = 128 the same kernel as ws), dynamic shared
-// memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024 bytes, one CTA per SM;
-// tq, tk, tv: tensor maps of Q, K, V (see the header).
+// sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
+// (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
+// -DRAPTOR_SA_WS (tests/gpu/attention/nvrtc.py defines it; the engine does not: the
+// variants measured slower than _wg, NOTES-attention.md, and would double the module's
+// sm_90a compile time, 7.4 s -> 14 s). (NCONS+1)*128 threads (ws: D = 64 NCONS 3, NST 3;
+// D = 128 NCONS 2, NST 2; ws4: D = 64 NCONS 4, NST 2, D = 128 as ws; ws4n: ws4 without
+// K/V supply, a measurement), dynamic shared memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024
+// bytes, one CTA per SM; tq, tk, tv: tensor maps of Q, K, V (see the header).
+#if defined(RAPTOR_SA_WS)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE) \
   raptor::sparse::attention_ws<T, D, NC, NST, MODE>(p, &tq, &tk, &tv);
@@ -1052,11 +1055,10 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \
   RAPTOR_SPARSE_ATTN_WS(64, 4, 2, sparse_attention_d64_ws4_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WSM(64, 3, 3, 1, sparse_attention_d64_wso_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WSM(128, 2, 2, 1, sparse_attention_d128_wso_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T) \
   RAPTOR_SPARSE_ATTN_WSM(64, 4, 2, 2, sparse_attention_d64_ws4n_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WS_DT)
+#endif  // RAPTOR_SA_WS
 
 
 // sparse_attention_plan writes, for testing, the key-block list of every

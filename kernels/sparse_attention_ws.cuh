@@ -79,87 +79,6 @@ __device__ __forceinline__ void regs_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-// ws_qk issues S = Q K^T (64 x 64) on the warpgroup without waiting (one commit group); the
-// caller waits (wgmma.wait_group) and then pins sc (reg_fence) before reading it.
-template <typename T, int D>
-__device__ __forceinline__ void ws_qk(unsigned sQ, unsigned ks, float (&sc)[32]) {
-#pragma unroll
-  for (int i = 0; i < 32; ++i) sc[i] = 0.f;
-  wg_fence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
-    Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
-  }
-  wg_commit();
-}
-__device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
-
-// ws_softmax_pv is wg_block after its S = Q K^T: mask, online softmax, O rescale, O += P V issued
-// and committed (not waited for). Same arithmetic as wg_block.
-// The mask is branch-free (selects on every element): a branch while a wgmma is in flight makes
-// ptxas serialise every wgmma of the kernel (C7518).
-template <typename T, int D>
-__device__ __forceinline__ void ws_softmax_pv(float (&sc)[32], unsigned vs, int kvalid, float sl2, int t4,
-                                              float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
-  constexpr int NT = D / 8;
-  const int lim = kvalid - 2 * t4;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) sc[4 * i + c] = i * 8 + (c & 1) >= lim ? neg_inf() : sc[4 * i + c];
-  }
-  float mx0 = m0, mx1 = m1;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
-    mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float a0 = ex2((m0 - mx0) * sl2), a1 = ex2((m1 - mx1) * sl2);
-  m0 = mx0;
-  m1 = mx1;
-  const float ms0 = m0 * sl2, ms1 = m1 * sl2;
-  float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
-    sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
-    sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
-    sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-    rs0 += sc[4 * i] + sc[4 * i + 1];
-    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
-  }
-  l0 = l0 * a0 + rs0;
-  l1 = l1 * a1 + rs1;
-#pragma unroll
-  for (int i = 0; i < NT; ++i) {
-    o[4 * i] *= a0;
-    o[4 * i + 1] *= a0;
-    o[4 * i + 2] *= a1;
-    o[4 * i + 3] *= a1;
-  }
-  unsigned pa[4][4];
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
-    pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
-    pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
-    pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
-  }
-  wg_fence();
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
-    if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
-    else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
-  }
-  wg_commit();
-}
-
 // Register budgets after setmaxnreg: producer PREG, consumers CREG, within the
 // CTA's registers at launch ((NCONS+1)*128 threads at the __launch_bounds__ cap).
 template <int NCONS> struct WsRegs;
@@ -167,12 +86,10 @@ template <> struct WsRegs<2> { static constexpr int P = 40, C = 232; };  // 384 
 template <> struct WsRegs<3> { static constexpr int P = 40, C = 152; };  // 512 x 128 = 65,536
 template <> struct WsRegs<4> { static constexpr int P = 32, C = 112; };  // 640 x 96 = 61,440
 
-// MODE 0: per block wait full, wg_block, release. MODE 1 (FlashAttention-3's intra-warpgroup
-// order): Q K^T of block j+1 is issued before the softmax of block j and runs under it (two S
-// tiles, the loop unrolled by two so that neither is copied while a wgmma writes it). MODE 2, a
-// measurement only (wrong results): the producer loads only each item's first NST blocks and
-// signals the others without data, so the consumers run on stale tiles: the time without
-// K/V supply.
+// MODE 0: the kernel. MODE 2, a measurement only (wrong results; kernel ws4n): the producer loads
+// only each item's first NST blocks and signals the others without data, so the consumers run on
+// stale tiles: the time without K/V supply. (MODE 1, FlashAttention-3's intra-warpgroup order,
+// kernel wso, was measured slower and removed: NOTES-attention.md, twelfth run, commit 9345356.)
 template <typename T, int D, int NCONS, int NST, int MODE = 0>
 __device__ __forceinline__ void attention_ws(const AttnParams& p, const TmaDesc* tq, const TmaDesc* tk,
                                              const TmaDesc* tv) {
@@ -295,64 +212,14 @@ __device__ __forceinline__ void attention_ws(const AttnParams& p, const TmaDesc*
       m1 = neg_inf();
       l0 = 0.f;
       l1 = 0.f;
-      if constexpr (MODE != 1) {
-        for (int j = 0; j < L; ++j) {
-          const int kb = use_list ? lst[j] : kv_begin + j;
-          mbar_wait(bar(c, 4 + st), ph);
-          wg_block<T, D>(sq, ks + st * TB, vs + st * TB, n - kb * kBlock, sl2, t4, o, m0, m1, l0, l1);
-          if (lane == 0) mbar_arrive(bar(c, 4 + NST + st));
-          if (++st == NST) {
-            st = 0;
-            ph ^= 1;
-          }
-        }
-      } else {
-        float sa[32], sb[32];
-        // step j: S(j) in cur (complete); issue S(j+1) into nxt, softmax(j) and PV(j) under it,
-        // wait both, release j's stage. Nothing is in flight at a branch (C7518).
-        auto step = [&](int j, float(&cur)[32], float(&nxt)[32]) {
-          const int st1 = st + 1 == NST ? 0 : st + 1;
-          const unsigned ph1 = st + 1 == NST ? ph ^ 1 : ph;
-          mbar_wait(bar(c, 4 + st1), ph1);
-          ws_qk<T, D>(sq, ks + st1 * TB, nxt);
-          const int kb = use_list ? lst[j] : kv_begin + j;
-          ws_softmax_pv<T, D>(cur, vs + st * TB, n - kb * kBlock, sl2, t4, o, m0, m1, l0, l1);
-          wg_wait0();
-#pragma unroll
-          for (int i = 0; i < 32; ++i) reg_fence(nxt[i]);
-#pragma unroll
-          for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-          if (lane == 0) mbar_arrive(bar(c, 4 + NST + st));
-          st = st1;
-          ph = ph1;
-        };
-        auto last = [&](int j, float(&cur)[32]) {
-          const int kb = use_list ? lst[j] : kv_begin + j;
-          ws_softmax_pv<T, D>(cur, vs + st * TB, n - kb * kBlock, sl2, t4, o, m0, m1, l0, l1);
-          wg_wait0();
-#pragma unroll
-          for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-          if (lane == 0) mbar_arrive(bar(c, 4 + NST + st));
-          if (++st == NST) {
-            st = 0;
-            ph ^= 1;
-          }
-        };
+      for (int j = 0; j < L; ++j) {
+        const int kb = use_list ? lst[j] : kv_begin + j;
         mbar_wait(bar(c, 4 + st), ph);
-        ws_qk<T, D>(sq, ks + st * TB, sa);
-        wg_wait0();
-#pragma unroll
-        for (int i = 0; i < 32; ++i) reg_fence(sa[i]);
-        int j = 0;
-        for (; j + 2 < L; j += 2) {
-          step(j, sa, sb);
-          step(j + 1, sb, sa);
-        }
-        if (j + 1 < L) {
-          step(j, sa, sb);
-          last(j + 1, sb);
-        } else {
-          last(j, sa);
+        wg_block<T, D>(sq, ks + st * TB, vs + st * TB, n - kb * kBlock, sl2, t4, o, m0, m1, l0, l1);
+        if (lane == 0) mbar_arrive(bar(c, 4 + NST + st));
+        if (++st == NST) {
+          st = 0;
+          ph ^= 1;
         }
       }
       // the item's Q tile is free (every wgmma of the item is waited for): stage O there

@@ -53,6 +53,8 @@ def compile_module(name, arch, extra=(), src_dir=None):
     if rc:
         raise RuntimeError(f"nvrtcCreateProgram: {rc}")
     opts = [f"--gpu-architecture={arch}"] + OPTIONS + list(extra)
+    if name == "sparse_attention":
+        opts.append("-DRAPTOR_SA_WS")  # the warp-specialised variants (the engine leaves them out)
     OArr = ctypes.c_char_p * len(opts)
     rc = lib.nvrtcCompileProgram(prog, len(opts), OArr(*[o.encode() for o in opts]))
     ls = ctypes.c_size_t()
