@@ -1034,7 +1034,8 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 // variants measured slower than _wg, NOTES-attention.md, and would double the module's
 // sm_90a compile time, 7.4 s -> 14 s). (NCONS+1)*128 threads (ws: D = 64 NCONS 3, NST 3;
 // D = 128 NCONS 2, NST 2; ws4: D = 64 NCONS 4, NST 2, D = 128 as ws; ws4n: ws4 without
-// K/V supply, a measurement), dynamic shared memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024
+// K/V supply, a measurement; ws4p: ws4 with the item-ahead producer, not yet run on a
+// device), dynamic shared memory NCONS * (2 + 2*NST) * 64 * D * 2 + 1024
 // bytes, one CTA per SM; tq, tk, tv: tensor maps of Q, K, V (see the header).
 #if defined(RAPTOR_SA_WS)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1056,7 +1057,9 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \
   RAPTOR_SPARSE_ATTN_WS(64, 4, 2, sparse_attention_d64_ws4_##suffix, T)   \
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws4_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WSM(64, 4, 2, 2, sparse_attention_d64_ws4n_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WSM(64, 4, 2, 2, sparse_attention_d64_ws4n_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WSM(64, 4, 2, 3, sparse_attention_d64_ws4p_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WSM(128, 2, 2, 3, sparse_attention_d128_ws4p_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WS_DT)
 #endif  // RAPTOR_SA_WS
 

@@ -50,6 +50,18 @@ __device__ __forceinline__ void mbar_arrive(unsigned bar) {
 __device__ __forceinline__ void mbar_arrive_tx(unsigned bar, unsigned tx) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(tx) : "memory");
 }
+// mbar_test says (without blocking) whether the phase of parity `parity` has completed.
+__device__ __forceinline__ unsigned mbar_test(unsigned bar, unsigned parity) {
+  unsigned ok;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok;
+}
 // mbar_wait returns once the phase of parity `parity` of the barrier has completed.
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
   asm volatile(
@@ -86,7 +98,8 @@ template <> struct WsRegs<2> { static constexpr int P = 40, C = 232; };  // 384 
 template <> struct WsRegs<3> { static constexpr int P = 40, C = 152; };  // 512 x 128 = 65,536
 template <> struct WsRegs<4> { static constexpr int P = 32, C = 112; };  // 640 x 96 = 61,440
 
-// MODE 0: the kernel. MODE 2, a measurement only (wrong results; kernel ws4n): the producer loads
+// MODE 0: the kernel. MODE 3 (kernel ws4p, not yet run on a device): the producer publishes
+// each item a whole item ahead (below). MODE 2, a measurement only (wrong results; kernel ws4n): the producer loads
 // only each item's first NST blocks and signals the others without data, so the consumers run on
 // stale tiles: the time without K/V supply. (MODE 1, FlashAttention-3's intra-warpgroup order,
 // kernel wso, was measured slower and removed: NOTES-attention.md, twelfth run, commit 9345356.)
@@ -131,7 +144,83 @@ __device__ __forceinline__ void attention_ws(const AttnParams& p, const TmaDesc*
     // ------------------------------------------------------------ producer
     regs_dec<WsRegs<NCONS>::P>();
     const int c = tid >> 5;
-    if (c < NCONS) {
+    if (c < NCONS && MODE == 3) {
+      // An item ahead: the warp polls (never blocks) and does whichever is possible: publish the
+      // next item into its slot as soon as the consumer has released it (the ticket taken right
+      // after the previous publish), or load the next K/V block into the ring. Items are
+      // published in order, blocks loaded in order; the loader reads an item's list only after
+      // publishing it and is past an item before the consumer releases its slot.
+      const unsigned qs = base + (unsigned)c * CSM, ks = qs + 2 * TB, vs = ks + NST * TB;
+      int hint = 0;
+      unsigned pub = 0, ld = 0;  // next item to publish; item being loaded
+      int lj = 0;                // next block of item ld
+      int st = 0;
+      unsigned ph = 0;
+      bool done_pub = false;
+      int tkt = 0;
+      if (lane == 0) tkt = atomicAdd(p.ws, 1);
+      for (;;) {
+        bool moved = false;
+        if (!done_pub) {
+          const int slot = pub & 1;
+          unsigned ok = 0;
+          if (lane == 0) ok = mbar_test(bar(c, 2 + slot), ((pub >> 1) & 1) ^ 1);
+          if (__shfl_sync(0xffffffffu, ok, 0)) {
+            int* it = s_item[c][slot];
+            warp_next_item(p, __shfl_sync(0xffffffffu, tkt, 0), hint, it, s_list[c][slot], lane);
+            __syncwarp();
+            const int s = it[0];
+            if (lane == 0) {
+              if (s < 0) {
+                mbar_arrive(bar(c, slot));
+              } else {
+                tkt = atomicAdd(p.ws, 1);  // the next item's ticket, used at the next publish
+                const int h = it[1], qb = it[2], tok0 = it[9];
+                mbar_arrive_tx(bar(c, slot), TB);
+#pragma unroll
+                for (int u = 0; u < NSUB; ++u)
+                  tma_load_2d(qs + slot * TB + u * 8192, tq, h * (int)p.q_head + 64 * u, tok0 + qb * kBlock,
+                              bar(c, slot));
+              }
+            }
+            done_pub = s < 0;
+            ++pub;
+            moved = true;
+          }
+        }
+        if (ld < pub) {
+          const int* it = s_item[c][ld & 1];
+          if (it[0] < 0) break;  // the end marker: every block is loaded
+          unsigned ok = 0;
+          if (lane == 0) ok = mbar_test(bar(c, 4 + NST + st), ph ^ 1);
+          if (__shfl_sync(0xffffffffu, ok, 0)) {
+            if (lane == 0) {
+              const int h = it[1], kv_begin = it[3], use_list = it[5], tok0 = it[9];
+              const int kb = use_list ? s_list[c][ld & 1][lj] : kv_begin + lj;
+              const unsigned fb = bar(c, 4 + st);
+              mbar_arrive_tx(fb, 2 * TB);
+              const int row = tok0 + kb * kBlock;
+#pragma unroll
+              for (int u = 0; u < NSUB; ++u) {
+                tma_load_2d(ks + st * TB + u * 8192, tk, h * (int)p.k_head + 64 * u, row, fb);
+                tma_load_2d(vs + st * TB + u * 8192, tv, h * (int)p.v_head + 64 * u, row, fb);
+              }
+            }
+            if (++st == NST) {
+              st = 0;
+              ph ^= 1;
+            }
+            if (++lj == it[4]) {
+              lj = 0;
+              ++ld;
+            }
+            moved = true;
+          }
+        }
+        if (!moved) __nanosleep(32);
+        __syncwarp();
+      }
+    } else if (c < NCONS) {
       const unsigned qs = base + (unsigned)c * CSM, ks = qs + 2 * TB, vs = ks + NST * TB;
       int hint = 0;
       unsigned kcount = 0;

@@ -26,7 +26,8 @@ NOSPLIT = 1 << 30
 # warp-specialised TMA variants (kernels/sparse_attention_ws.cuh): variant -> {D: (consumer
 # warpgroups, K/V stages per consumer)}; threads (consumers + 1) * 128, one CTA per SM.
 WS_CFG = {"ws": {64: (3, 3), 128: (2, 2)}, "ws4": {64: (4, 2), 128: (2, 2)},
-          "ws4n": {64: (4, 2)}}  # a measurement (wrong results): ws4 without K/V supply past 2 blocks
+          "ws4n": {64: (4, 2)},  # a measurement (wrong results): ws4 without K/V supply past 2 blocks
+          "ws4p": {64: (4, 2), 128: (2, 2)}}  # ws4 with the item-ahead producer (not yet run on a device)
 
 
 class TmaDesc(ctypes.Structure):
