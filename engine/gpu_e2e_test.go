@@ -746,15 +746,21 @@ func TestGPUProfile(t *testing.T) {
 		}
 	}
 	eight := []int{4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096}
+	// a merged serving batch of all-MiniLM-L6-v2's shape (bench/serve's
+	// length mix: ~20 requests, ~2.1k tokens)
+	serving := []int{60, 31, 150, 17, 88, 240, 45, 12, 102, 66, 9, 380, 54, 120, 23, 71, 190, 38, 95, 410}
 	for _, mc := range []struct {
 		name                         string
+		dense                        bool
 		h, heads, inter, layers, pos int
 		wls                          map[string][]int
 		graphs                       map[string][]int
 	}{
-		{"base", 768, 12, 3072, 12, 16384, map[string][]int{"8x4096": eight, "long-tail": tail, "1x16384": {16384}},
+		{"minilm", true, 384, 12, 1536, 6, 512, map[string][]int{"serving-20": serving, "1x128": {128}},
+			map[string][]int{"serving-20": serving, "1x128": {128}}},
+		{"base", false, 768, 12, 3072, 12, 16384, map[string][]int{"8x4096": eight, "long-tail": tail, "1x16384": {16384}},
 			map[string][]int{"8x4096": eight, "1x512": {512}, "8x512": {512, 512, 512, 512, 512, 512, 512, 512}}},
-		{"large", 1024, 16, 4096, 24, 4096, map[string][]int{"8x4096": eight}, nil},
+		{"large", false, 1024, 16, 4096, 24, 4096, map[string][]int{"8x4096": eight}, nil},
 	} {
 		if sel := os.Getenv("RAPTOR_PROFILE_MODELS"); sel != "" && !strings.Contains(sel, mc.name) {
 			continue
@@ -763,6 +769,9 @@ func TestGPUProfile(t *testing.T) {
 			mc.graphs = nil
 		}
 		cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, mc.h, mc.heads, mc.inter, mc.layers)
+		if mc.dense {
+			cfg = gpuConfig(loader.FamilyBERT, loader.AttentionDense, mc.h, mc.heads, mc.inter, mc.layers)
+		}
 		cfg.MaxPositions = mc.pos
 		m, err := e.Load(testmodel.Random(cfg, 77, 0.02))
 		if err != nil {

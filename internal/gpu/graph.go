@@ -45,7 +45,12 @@ import (
 // padding of sequences, always 0).
 
 // defaultGraphTokens is graphTokens unless RAPTOR_CUDA_GRAPHS sets it.
-const defaultGraphTokens = 16384
+// Measured with bench/serve (all-MiniLM-L6-v2, H100, bench/RESULTS.md issue
+// 8): above ~4096 tokens a batch's kernels outlast its host enqueue, so a
+// graph saves the device nothing, while the larger classes' padding and
+// their captures (a few ms each, on the device worker) cost more than it
+// saves: 16384 gave a worse p99 at 50% load than 4096.
+const defaultGraphTokens = 4096
 
 // maxGraphs bounds the captured classes; later classes run eagerly on the
 // shared arena.

@@ -470,7 +470,7 @@ int main(int argc, char** argv) {
         static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
   CHECK(end.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] - start.completed_by_status[RAPTOR_ERR_DEADLINE_EXCEEDED] ==
         static_cast<uint64_t>(expired.load() - expired_at_submit.load()));
-  // Packing adds no padding; on the GPU, batches of up to 16384 tokens run padded to a
+  // Packing adds no padding; on the GPU, batches of up to 4096 tokens (the default) run padded to a
   // CUDA graph token-count class (at most 12.5% more tokens above 64; more below).
   if (on_gpu) {
     CHECK(end.padding_ratio >= 0.0 && end.padding_ratio < 0.5 && end.scheduler_requests > 0);
