@@ -109,6 +109,7 @@ type result struct {
 	LateP50us   float64   `json:"late_p50_us"`  // submit lateness: actual submit - scheduled arrival
 	LateP99us   float64   `json:"late_p99_us"`  //
 	RoundP99ms  []float64 `json:"round_p99_ms"` // p99 of each round
+	Stalls      []Stalls  `json:"stalls"`       // each round's process stalls (stalls.go)
 }
 
 type report struct {
@@ -284,9 +285,9 @@ func main() {
 			for _, mode := range c.modes {
 				p := run(m, trace, seg, mode, load, uint64(round))
 				parts[mode] = append(parts[mode], p)
-				logf("%-8s %3.0f%% round %d: %.1f/%.1f rps, p50 %.0f ms, p99 %.0f ms, busy %d/%d, max queue %d, %.1f req/batch, padding %.2f, other cores %.2f",
+				logf("%-8s %3.0f%% round %d: %.1f/%.1f rps, p50 %.0f ms, p99 %.1f ms, busy %d/%d, max queue %d, %.1f req/batch, padding %.2f, other cores %.2f, submit late p99 %.0f us; %v",
 					mode, 100*load, round, p.RPS, p.OfferedRPS, quantile(p.lat, 0.5), quantile(p.lat, 0.99), p.Busy, p.Arrivals,
-					p.MaxQueue, p.BatchReqs, p.PaddingFrac, p.OtherCores)
+					p.MaxQueue, p.BatchReqs, p.PaddingFrac, p.OtherCores, p.LateP99us, p.Stalls[0])
 			}
 		}
 		for _, mode := range c.modes {
@@ -464,7 +465,9 @@ func merge(ps []partial, rounds int) result {
 	var lat []float64
 	r.Arrivals, r.Busy, r.Completed, r.RPS, r.TokensPS, r.BatchReqs, r.PaddingFrac, r.BusyShare, r.OtherCores, r.MaxQueue = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 	r.CapRPS, r.OfferedRPS, r.LateP50us, r.LateP99us = 0, 0, 0, 0
+	r.Stalls = nil
 	for _, p := range ps {
+		r.Stalls = append(r.Stalls, p.Stalls...)
 		lat = append(lat, p.lat...)
 		r.Arrivals += p.Arrivals
 		r.Busy += p.Busy
@@ -579,6 +582,7 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	var windowDone, windowTokens int
 	var wg sync.WaitGroup
 	cpu0, self0 := cpuTicks()
+	st0 := sampleStalls()
 	t0 := time.Now()
 	end := t0.Add(c.duration)
 	stop := make(chan struct{})
@@ -628,6 +632,7 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	wg.Wait()
 	close(stop)
 	cpu1, self1 := cpuTicks()
+	res.Stalls = []Stalls{stallsBetween(st0, sampleStalls())}
 	res.OtherCores = float64((cpu1-cpu0)-(self1-self0)) / clockTicks / time.Since(t0).Seconds()
 	res.BatchReqs, res.PaddingFrac, res.BusyShare = s.close()
 	res.MaxQueue = maxQ
