@@ -342,7 +342,8 @@ __device__ __forceinline__ void attention_ws(const AttnParams& p, const TmaDesc*
 
 
 // ---------------------------------------------------------------------------------------------
-// Variants ws4k / ws4k3 (NOTES-attention.md, thirteenth run on): ws4p's item-ahead producer with
+// Variants ws4k / ws4k3 / ws4k3h (NOTES-attention.md, fourteenth run: correct, bitwise = wg, measured
+// 6-12% SLOWER than ws4p; kept for profiling, not used by the engine): ws4p's item-ahead producer with
 // separate K and V rings. A block's K tile has its own full/empty barriers, released by the
 // consumer as soon as its QK^T is waited for (early in the block step), and its V tile its own,
 // released after PV; the consumer waits for V only right before PV. So the producer can refill a
