@@ -25,6 +25,10 @@
 // enqueues other callers' batches, so with concurrent callers the next
 // batch's upload and kernels are queued while the previous batch computes
 // and its download runs on the copy stream.
+//
+// A batch of at most graphTokens tokens (RAPTOR_CUDA_GRAPHS, default 4096)
+// runs padded to a token-count class as a captured CUDA graph instead of
+// ~60 launches (graph.go).
 package gpu
 
 import (
