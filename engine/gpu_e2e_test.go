@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -703,6 +704,101 @@ func TestGPUGraphClasses(t *testing.T) {
 	t.Logf("graph classes: %+v; %d of %d host-output comparisons bitwise equal to the graph-free engine", st, bitwise, compared)
 	if st.Captures < 8 || st.Replays != st.Batches || st.PadTokens == 0 || st.Batches < int64(3*compared) {
 		t.Errorf("graph counters %+v: want >= 8 captures, every class batch replayed, padding, >= %d class batches", st, 3*compared)
+	}
+}
+
+// TestGPUGraphCaptureBesideOtherEngines captures CUDA graph classes on one
+// engine while other engines of the same GPU (the same primary context) are
+// created, load a model, encode and close on another goroutine: their
+// context-wide calls (allocations, module loads, stream and context
+// teardown) must neither invalidate a capture nor crash the driver (the GPU
+// soak saw both before the capture lock, internal/cuda/capturelock.go).
+func TestGPUGraphCaptureBesideOtherEngines(t *testing.T) {
+	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 128, 2, 256, 2)
+	params := testmodel.Random(cfg, 9, 0.05)
+	t.Setenv("RAPTOR_CUDA_GRAPHS", "0")
+	plain := gpuEngine(t, ComputeFP16) // skips without a GPU
+	pm, err := plain.Load(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	t.Setenv("RAPTOR_CUDA_GRAPHS", "4096")
+	e := gpuEngine(t, ComputeFP16)
+	m, err := e.Load(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gmod := m.bm.(cudaModel).m
+
+	stop := make(chan struct{})
+	churn := make(chan error, 1)
+	var cycles atomic.Int64
+	go func() {
+		opts := DefaultOptions()
+		opts.Backend, opts.Compute, opts.Seed = BackendCUDA, ComputeFP16, gpuTestSeed
+		opts.KernelCacheDir = os.Getenv("RAPTOR_KERNEL_CACHE")
+		opts.Log = func(LogLevel, string) {}
+		rng := rand.New(rand.NewPCG(5, 5))
+		for {
+			select {
+			case <-stop:
+				churn <- nil
+				return
+			default:
+			}
+			o, err := New(opts)
+			if err != nil {
+				churn <- err
+				return
+			}
+			om, err := o.Load(params)
+			if err == nil {
+				b := raggedBatch(rng, cfg, []int{1 + rng.IntN(300), 1 + rng.IntN(300)})
+				err = om.Encode(context.Background(), b, &Outputs{Pooled: make([]float32, 2*cfg.Hidden), Pooling: PoolMean})
+				om.Close()
+			}
+			o.Close()
+			if err != nil {
+				churn <- err
+				return
+			}
+			cycles.Add(1)
+		}
+	}()
+	// Random (T, S) shapes: ~200 classes, captured while the other engines
+	// come and go; until three of their cycles are done (at most 90 s).
+	rng := rand.New(rand.NewPCG(6, 6))
+	worst, batches := 0.0, 0
+	for t0 := time.Now(); (cycles.Load() < 3 || batches < 400) && time.Since(t0) < 90*time.Second; {
+		T, S := 40+rng.IntN(3960), 1+rng.IntN(8)
+		lens := make([]int, S)
+		for i := range lens {
+			lens[i] = T / S
+		}
+		lens[0] += T % S
+		b := raggedBatch(rng, cfg, lens)
+		_, want := encodeOut(t, pm, b, PoolMean, false)
+		_, got := encodeOut(t, m, b, PoolMean, false)
+		r, _ := gpuRelErr(got, want)
+		worst = max(worst, r)
+		batches++
+	}
+	close(stop)
+	if err := <-churn; err != nil {
+		t.Fatalf("the other engines: %v", err)
+	}
+	st := gmod.GraphStats()
+	t.Logf("%d batches beside %d engine create/load/encode/close cycles: graph stats %+v; worst pooled rel err vs the graph-free engine %.2e", batches, cycles.Load(), st, worst)
+	if cycles.Load() < 2 {
+		t.Errorf("only %d engine cycles ran beside the captures", cycles.Load())
+	}
+	if st.Fails != 0 || st.Captures < 20 {
+		t.Errorf("graph captures beside other engines: %+v, want no failed capture and >= 20 captures", st)
+	}
+	if worst > 2e-3 {
+		t.Errorf("outputs vs the graph-free engine: worst pooled rel err %.2e (bound 2e-3)", worst)
 	}
 }
 

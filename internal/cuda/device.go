@@ -312,6 +312,9 @@ type Ctx struct {
 	workspace Buffer
 	plans     map[gemmKey]*gemmPlan
 	planStats PlanStats
+
+	capturing   bool // inside Capture (capturelock.go)
+	sharedDepth int  // nesting of Ctx.shared
 }
 
 // DevPtr is a device address.
@@ -407,6 +410,7 @@ func newCtx(d *Device, cfg Config, drv *driverAPI, nv *NVRTC, lt *cublasLtAPI, c
 		return nil, status.Errorf(status.BackendUnavailable,
 			"cuda: %s has compute capability %d.%d; raptor's kernels need 8.0 or newer", info.Name, info.Major, info.Minor)
 	}
+	defer c.shared()()
 	if err := drv.check("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&c.pctx, dev)); err != nil {
 		return nil, err
 	}
@@ -462,7 +466,14 @@ func (c *Ctx) teardown() {
 	if c.pctx == 0 {
 		return
 	}
-	drv.cuCtxSynchronize()
+	defer c.shared()()
+	// This Ctx's own streams, not the context: another Ctx of the device
+	// may be capturing a graph (capturelock.go).
+	for _, s := range []Stream{c.compute, c.copy, c.upload} {
+		if s != 0 {
+			drv.cuStreamSynchronize(uintptr(s))
+		}
+	}
 	for _, p := range c.plans {
 		p.destroy(c.lt)
 	}
@@ -523,11 +534,13 @@ func (c *Ctx) Logf(level LogLevel, format string, args ...any) {
 type deviceRaw struct{ c *Ctx }
 
 func (r deviceRaw) alloc(size int64) (DevPtr, error) {
+	defer r.c.shared()()
 	var p uintptr
 	err := r.c.drv.check(fmt.Sprintf("cuMemAlloc_v2(%d bytes)", size), r.c.drv.cuMemAlloc(&p, uint64(size)))
 	return DevPtr(p), err
 }
 func (r deviceRaw) free(p DevPtr) error {
+	defer r.c.shared()()
 	return r.c.drv.check("cuMemFree_v2", r.c.drv.cuMemFree(uintptr(p)))
 }
 func (r deviceRaw) memInfo() (int64, int64, error) { return r.c.MemInfo() }
@@ -537,11 +550,13 @@ func (r deviceRaw) kind() string                   { return "device" }
 type hostRaw struct{ c *Ctx }
 
 func (r hostRaw) alloc(size int64) (unsafe.Pointer, error) {
+	defer r.c.shared()()
 	var p unsafe.Pointer
 	rc := r.c.drv.cuMemHostAlloc(&p, uint64(size), memHostAllocPortable)
 	return p, r.c.drv.check(fmt.Sprintf("cuMemHostAlloc(%d bytes)", size), rc)
 }
 func (r hostRaw) free(p unsafe.Pointer) error {
+	defer r.c.shared()()
 	return r.c.drv.check("cuMemFreeHost", r.c.drv.cuMemFreeHost(p))
 }
 func (r hostRaw) memInfo() (int64, int64, error) {
@@ -621,8 +636,10 @@ func (c *Ctx) SyncStream(s Stream) error {
 	return c.drv.check("cuStreamSynchronize", c.drv.cuStreamSynchronize(uintptr(s)))
 }
 
-// SyncDevice waits for all work on the device (cuCtxSynchronize).
+// SyncDevice waits for all work on the device (cuCtxSynchronize; not
+// while another Ctx of the device captures a graph, capturelock.go).
 func (c *Ctx) SyncDevice() error {
+	defer c.shared()()
 	return c.drv.check("cuCtxSynchronize", c.drv.cuCtxSynchronize())
 }
 
@@ -807,6 +824,13 @@ type Graph struct {
 // launch. Buffers fn allocates must come from a warm pool: capture does not
 // capture allocations.
 func (c *Ctx) Capture(fn func() error) (*Graph, error) {
+	l := captureLock(c.dev)
+	l.Lock()
+	c.capturing = true
+	defer func() {
+		c.capturing = false
+		l.Unlock()
+	}()
 	if err := c.drv.check("cuStreamBeginCapture_v2", c.drv.cuStreamBeginCapture(uintptr(c.compute), captureModeRelaxed)); err != nil {
 		return nil, err
 	}
@@ -847,6 +871,7 @@ func (c *Ctx) GraphNodes(g *Graph) int {
 
 // DestroyGraph frees g.
 func (c *Ctx) DestroyGraph(g *Graph) {
+	defer c.shared()()
 	if g.exec != 0 {
 		c.drv.cuGraphExecDestroy(g.exec)
 	}

@@ -68,6 +68,7 @@ func (c *Ctx) loadModule(name string) (*module, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer c.shared()()
 	var h uintptr
 	rc := c.drv.cuModuleLoadData(&h, unsafe.Pointer(&cubin[0]))
 	if rc != 0 && outcome == fromDisk {

@@ -66,9 +66,13 @@ type graphKey struct {
 }
 
 type graphEntry struct {
-	g      *cuda.Graph
-	failed bool
+	g     *cuda.Graph
+	fails int // failed captures; at maxCaptureFails the class stays eager
 }
+
+// maxCaptureFails is how often a class's capture may fail before the class
+// runs eagerly for good.
+const maxCaptureFails = 3
 
 // graphState is a Model's graphs and arena: used on the device worker
 // only, except the counters.
@@ -80,7 +84,7 @@ type graphState struct {
 	off     bool // the arena could not be allocated: graphs off
 	entries map[graphKey]*graphEntry
 
-	batches, replays, captures, padTokens atomic.Int64
+	batches, replays, captures, fails, padTokens atomic.Int64
 }
 
 // GraphStats counts the batches that ran padded to a class shape.
@@ -88,13 +92,15 @@ type GraphStats struct {
 	Batches   int64 // batches run as a class shape (graph or eager)
 	Replays   int64 // of them, replayed from a captured graph
 	Captures  int64 // graphs captured
+	Fails     int64 // failed captures (logged; the batch ran eagerly)
 	PadTokens int64 // padding tokens added
 }
 
 // GraphStats returns the model's graph counters.
 func (m *Model) GraphStats() GraphStats {
 	g := &m.g
-	return GraphStats{g.batches.Load(), g.replays.Load(), g.captures.Load(), g.padTokens.Load()}
+	return GraphStats{Batches: g.batches.Load(), Replays: g.replays.Load(), Captures: g.captures.Load(),
+		Fails: g.fails.Load(), PadTokens: g.padTokens.Load()}
 }
 
 // GraphRuns is how many forwards replayed a captured graph.
@@ -263,8 +269,8 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 
 // launchClass runs k (a class batch on the shared arena) as the class's
 // graph, captured on the class's first batch; beyond maxGraphs classes, or
-// after a failed capture (logged; the class stays eager), it launches the
-// kernels eagerly.
+// when a capture fails (logged; retried on the class's next batch, up to
+// maxCaptureFails times), it launches the kernels eagerly.
 func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 	g := &m.g
 	if g.entries == nil {
@@ -275,14 +281,15 @@ func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 		e = &graphEntry{}
 		g.entries[key] = e
 	}
-	if e == nil || e.failed {
+	if e == nil || e.fails >= maxCaptureFails {
 		return m.kernels(c, k, nil)
 	}
 	if e.g == nil {
 		gr, err := c.Capture(func() error { return m.kernels(c, k, nil) })
 		if err != nil {
-			e.failed = true
-			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture of a %d-token class failed, running it eagerly: %v", key.T, err)
+			e.fails++
+			g.fails.Add(1)
+			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture of a %d-token class failed (%d of %d), running it eagerly: %v", key.T, e.fails, maxCaptureFails, err)
 			return m.kernels(c, k, nil)
 		}
 		e.g = gr
