@@ -605,6 +605,26 @@ func TestGPUTimeline(t *testing.T) {
 	}
 }
 
+// graphAndPlain loads p on a CUDA engine with graphs of up to graphTokens
+// tokens and on a graph-free one (RAPTOR_CUDA_GRAPHS=0), fp16; both are
+// closed when t ends.
+func graphAndPlain(t *testing.T, p Weights, graphTokens string) (e *Engine, m, plain *Model) {
+	t.Helper()
+	load := func(env string) (*Engine, *Model) {
+		t.Setenv("RAPTOR_CUDA_GRAPHS", env)
+		e := gpuEngine(t, ComputeFP16)
+		m, err := e.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return e, m
+	}
+	_, plain = load("0")
+	e, m = load(graphTokens)
+	return e, m, plain
+}
+
 // TestGPUGraphClasses runs ragged batches through an engine with CUDA graphs
 // by token-count class (the default, internal/gpu/graph.go) and a graph-free
 // one (RAPTOR_CUDA_GRAPHS=0), on a block-sparse model with a pooler: each
@@ -615,21 +635,7 @@ func TestGPUTimeline(t *testing.T) {
 // graph counters must show padding, captures and replays.
 func TestGPUGraphClasses(t *testing.T) {
 	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 256, 4, 512, 3)
-	t.Setenv("RAPTOR_CUDA_GRAPHS", "0")
-	plain := gpuEngine(t, ComputeFP16) // skips without a GPU
-	params := testmodel.Random(cfg, 77, 0.02)
-	pm, err := plain.Load(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pm.Close()
-	t.Setenv("RAPTOR_CUDA_GRAPHS", "16384")
-	e := gpuEngine(t, ComputeFP16)
-	m, err := e.Load(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	e, m, pm := graphAndPlain(t, testmodel.Random(cfg, 77, 0.02), "16384") // skips without a GPU
 	gmod := m.bm.(cudaModel).m
 	if st := pm.bm.(cudaModel).m.GraphStats(); st.Batches != 0 {
 		t.Fatalf("graph-free engine: %+v", st)
@@ -716,20 +722,7 @@ func TestGPUGraphClasses(t *testing.T) {
 func TestGPUGraphCaptureBesideOtherEngines(t *testing.T) {
 	cfg := gpuConfig(loader.FamilyBigBird, loader.AttentionBlockSparse, 128, 2, 256, 2)
 	params := testmodel.Random(cfg, 9, 0.05)
-	t.Setenv("RAPTOR_CUDA_GRAPHS", "0")
-	plain := gpuEngine(t, ComputeFP16) // skips without a GPU
-	pm, err := plain.Load(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pm.Close()
-	t.Setenv("RAPTOR_CUDA_GRAPHS", "4096")
-	e := gpuEngine(t, ComputeFP16)
-	m, err := e.Load(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	_, m, pm := graphAndPlain(t, params, "4096") // skips without a GPU
 	gmod := m.bm.(cudaModel).m
 
 	stop := make(chan struct{})
