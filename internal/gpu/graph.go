@@ -243,24 +243,24 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	out.PadTokens = tc - T
 	// Outputs out of the shared arena on the compute stream: to the
 	// caller's device pointers, or to this batch's staging for download.
+	// copyOut copies rows x hidden floats from src to the caller's device
+	// pointer dev, or to the staging at off (returned, for the download).
+	copyOut := func(src cuda.DevPtr, rows int, host bool, dev uintptr, off int64) (cuda.DevPtr, error) {
+		dst, staged := cuda.DevPtr(dev), cuda.DevPtr(0)
+		if host {
+			dst = p.arena.Ptr.Add(off)
+			staged = dst
+		}
+		return staged, c.CopyDtoD(dst, src, 4*int64(rows)*H)
+	}
 	var hid32, pool32 cuda.DevPtr
 	if wantHidden {
-		dst := cuda.DevPtr(out.HiddenDev)
-		if out.Hidden != nil {
-			dst = p.arena.Ptr.Add(p.hidOff)
-			hid32 = dst
-		}
-		if err = c.CopyDtoD(dst, k.hid32, 4*int64(T)*H); err != nil {
+		if hid32, err = copyOut(k.hid32, T, out.Hidden != nil, out.HiddenDev, p.hidOff); err != nil {
 			return nil, true, err
 		}
 	}
 	if wantPooled {
-		dst := cuda.DevPtr(out.PooledDev)
-		if out.Pooled != nil {
-			dst = p.arena.Ptr.Add(p.poolOff)
-			pool32 = dst
-		}
-		if err = c.CopyDtoD(dst, k.pool32, 4*int64(S)*H); err != nil {
+		if pool32, err = copyOut(k.pool32, S, out.Pooled != nil, out.PooledDev, p.poolOff); err != nil {
 			return nil, true, err
 		}
 	}
