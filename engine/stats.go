@@ -110,11 +110,11 @@ func (s *Stats) RecordReject(err error) {
 	}
 }
 
-// RecordBatch counts a batch the backend ran and the padding tokens it
-// computed; its tokens count only when it succeeded.
+// RecordBatch counts a batch the backend ran; its tokens and the padding
+// tokens it computed count only when it succeeded.
 func (s *Stats) RecordBatch(tokens, padded int, err error) {
 	s.batches.Add(1)
-	if padded > 0 {
+	if padded > 0 && err == nil {
 		s.paddedTokens.Add(uint64(padded))
 	}
 	if err == nil && tokens > 0 {

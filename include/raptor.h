@@ -238,8 +238,9 @@ typedef struct raptor_engine_stats {
   double mean_batch_fill;        /* mean tokens per scheduler batch / max_batch_tokens */
   uint64_t padded_tokens;        /* padding tokens computed: none from packing; on the CUDA
                                     backend a batch of <= RAPTOR_CUDA_GRAPHS tokens (default
-                                    4096) runs padded to a token-count class (<= 12.5% above
-                                    64 tokens) as a CUDA graph; 0 with RAPTOR_CUDA_GRAPHS=0 */
+                                    4096) and <= 256 sequences runs padded to a token-count
+                                    class (<= 12.5% above 64 tokens) as a CUDA graph; 0 with
+                                    RAPTOR_CUDA_GRAPHS=0 */
   double padding_ratio;          /* padded_tokens / (tokens + padded_tokens) */
   double tokens_per_second;      /* tokens encoded per second over the last 10 s */
   double device_busy_share;      /* share of the last 10 s with a batch computing, 0..1 */

@@ -14,12 +14,22 @@ import "sync"
 // device's capture lock shared (Ctx.shared), and a capture takes it
 // exclusively; captures are rare (once per graph class) and short (~0.5 ms).
 // No Ctx synchronises the whole context: a Ctx waits for its own streams.
+// Other CUDA users in the host process (PyTorch, CuPy) are outside this
+// lock: README says to turn graphs off (RAPTOR_CUDA_GRAPHS=0) where they
+// synchronise or allocate from other threads while raptor serves.
 
 var captureLocks sync.Map // device ordinal -> *sync.RWMutex
 
-func captureLock(dev int32) *sync.RWMutex {
-	l, _ := captureLocks.LoadOrStore(dev, new(sync.RWMutex))
-	return l.(*sync.RWMutex)
+// captureLock is the capture lock of c's device.
+func (c *Ctx) captureLock() *sync.RWMutex {
+	if c.capLock == nil {
+		l, ok := captureLocks.Load(c.dev)
+		if !ok {
+			l, _ = captureLocks.LoadOrStore(c.dev, new(sync.RWMutex))
+		}
+		c.capLock = l.(*sync.RWMutex)
+	}
+	return c.capLock
 }
 
 // shared takes the device's capture lock shared for a context-wide call
@@ -31,7 +41,7 @@ func (c *Ctx) shared() (release func()) {
 		c.sharedDepth++
 		return func() { c.sharedDepth-- }
 	}
-	l := captureLock(c.dev)
+	l := c.captureLock()
 	l.RLock()
 	c.sharedDepth++
 	return func() {

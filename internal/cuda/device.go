@@ -313,8 +313,9 @@ type Ctx struct {
 	plans     map[gemmKey]*gemmPlan
 	planStats PlanStats
 
-	capturing   bool // inside Capture (capturelock.go)
-	sharedDepth int  // nesting of Ctx.shared
+	capLock     *sync.RWMutex // the device's capture lock (capturelock.go)
+	capturing   bool          // inside Capture
+	sharedDepth int           // nesting of Ctx.shared
 }
 
 // DevPtr is a device address.
@@ -636,13 +637,6 @@ func (c *Ctx) SyncStream(s Stream) error {
 	return c.drv.check("cuStreamSynchronize", c.drv.cuStreamSynchronize(uintptr(s)))
 }
 
-// SyncDevice waits for all work on the device (cuCtxSynchronize; not
-// while another Ctx of the device captures a graph, capturelock.go).
-func (c *Ctx) SyncDevice() error {
-	defer c.shared()()
-	return c.drv.check("cuCtxSynchronize", c.drv.cuCtxSynchronize())
-}
-
 // NewEvent creates an event; timing events can measure elapsed time.
 func (c *Ctx) NewEvent(timing bool) (Event, error) {
 	var e uintptr
@@ -824,18 +818,28 @@ type Graph struct {
 // launch. Buffers fn allocates must come from a warm pool: capture does not
 // capture allocations.
 func (c *Ctx) Capture(fn func() error) (*Graph, error) {
-	l := captureLock(c.dev)
+	l := c.captureLock()
 	l.Lock()
 	c.capturing = true
+	ended := true
 	defer func() {
+		if !ended { // fn panicked: leave the stream out of capture mode
+			var g uintptr
+			c.drv.cuStreamEndCapture(uintptr(c.compute), &g)
+			if g != 0 {
+				c.drv.cuGraphDestroy(g)
+			}
+		}
 		c.capturing = false
 		l.Unlock()
 	}()
 	if err := c.drv.check("cuStreamBeginCapture_v2", c.drv.cuStreamBeginCapture(uintptr(c.compute), captureModeRelaxed)); err != nil {
 		return nil, err
 	}
+	ended = false
 	ferr := fn()
 	var g uintptr
+	ended = true
 	eerr := c.drv.check("cuStreamEndCapture", c.drv.cuStreamEndCapture(uintptr(c.compute), &g))
 	if ferr != nil || eerr != nil {
 		if g != 0 {

@@ -68,9 +68,12 @@ func (c *Ctx) loadModule(name string) (*module, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.shared()()
 	var h uintptr
-	rc := c.drv.cuModuleLoadData(&h, unsafe.Pointer(&cubin[0]))
+	loadData := func() int32 { // under the capture lock; the NVRTC compile is not
+		defer c.shared()()
+		return c.drv.cuModuleLoadData(&h, unsafe.Pointer(&cubin[0]))
+	}
+	rc := loadData()
 	if rc != 0 && outcome == fromDisk {
 		// A well-formed entry the driver rejects (written by a broken build,
 		// say): drop it and compile afresh.
@@ -83,7 +86,7 @@ func (c *Ctx) loadModule(name string) (*module, error) {
 			c.Logf(LogWarn, "cuda: cannot write kernel cache entry for %s: %v", what, err)
 		}
 		outcome = fromRecovery
-		rc = c.drv.cuModuleLoadData(&h, unsafe.Pointer(&cubin[0]))
+		rc = loadData()
 	}
 	if err := c.drv.check("cuModuleLoadData("+what+")", rc); err != nil {
 		return nil, err

@@ -698,6 +698,7 @@ func (m *Model) enqueueTimed(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 // kernel pointers returned in *kp. A batch of at most graphTokens tokens
 // takes the graph path (graph.go) unless profiled.
 func (m *Model) enqueueK(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event, pr *stageProf, kp **kern) (_ *pending, err error) {
+	out.PadTokens = 0
 	if pr == nil && kp == nil {
 		if p, ok, err := m.enqueueGraph(c, b, out, e0, e1); ok {
 			return p, err

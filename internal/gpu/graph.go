@@ -18,31 +18,36 @@ import (
 // (the GEMMs' M, the grids) and every pointer. So a batch of T <= graphTokens
 // tokens and S sequences runs as a batch of a class shape (Tc, Sc):
 //   - Tc is T rounded up to one of eight classes per power of two (at most
-//     12.5% more tokens; 64 below 64), inside T's GEMM plan class
-//     (cuda.mClass), so the GEMMs use the algorithm the eager path uses;
+//     12.5% more tokens; 64 below 64); above 64 it stays inside T's GEMM
+//     plan class (cuda.GEMMClass), so the GEMMs use the algorithm the eager
+//     path uses (below 64, and for the pooler's GEMM over Sc rows, the
+//     class's plan may differ from the eager one: rows are computed
+//     independently either way, equal within rounding);
 //   - the Tc-T padding tokens form padding sequences of 1 to 64 tokens
 //     (token id 0, type 0, seed 0): dense, one block each, so their
 //     attention costs little;
 //   - Sc is S plus those, rounded up to a power of two with empty padding
 //     sequences (no attention work, pooled rows of zeros);
 //   - the padding's outputs are dropped.
-// A class is a pair (Tc, Sc): a stream of requests of mixed lengths makes a
-// few dozen to a hundred of them (a finer S class made hundreds, each
-// captured once before any replay).
+// A class is a pair (Tc, Sc) with Sc <= max(64, Tc/16): a stream of requests
+// of mixed lengths makes a few dozen to a hundred of them (a finer S class
+// made hundreds). Batches of more sequences run eagerly, unpadded.
 // Every class batch runs in one device arena shared by all classes (sized
 // for the largest class): the compute stream orders the batches, so the
 // arena's inputs are copied in (device to device, from the batch's own
 // upload buffer) and its outputs copied out (to the batch's own buffer or
 // the caller's device pointers) on the compute stream around the graph. A
-// class is captured on its first batch and replayed from then on (a class
-// beyond maxGraphs, or whose capture failed, runs the same kernels eagerly
-// on the same arena, with the same results). Sequences are
+// class's first batch runs its kernels eagerly on the arena (so every
+// kernel, cuBLASLt's included, is loaded before any capture), its second is
+// captured, and later ones replay the graph (a class beyond maxGraphs, or
+// whose capture failed, runs eagerly on the same arena, with the same
+// results). Sequences are
 // computed independently, so a request's rows are those of the eager path
 // up to the GEMM algorithm (the same per M class).
 //
-// The padding is compute padding of the GEMMs and LayerNorms only; it is
-// counted in GraphStats, not in the engine's padding ratio (which counts
-// padding of sequences, always 0).
+// The padding runs through every kernel (its attention is small: blocks of
+// at most 64 tokens); it is counted in GraphStats and Outputs.PadTokens,
+// which the engine reports as padded tokens.
 
 // defaultGraphTokens is graphTokens unless RAPTOR_CUDA_GRAPHS sets it.
 // Measured with bench/serve (all-MiniLM-L6-v2, H100, bench/RESULTS.md issue
@@ -67,12 +72,21 @@ type graphKey struct {
 
 type graphEntry struct {
 	g     *cuda.Graph
+	seen  int // batches run
 	fails int // failed captures; at maxCaptureFails the class stays eager
 }
 
 // maxCaptureFails is how often a class's capture may fail before the class
 // runs eagerly for good.
 const maxCaptureFails = 3
+
+// maxFailsInARow failed captures in a row, whatever their classes, turn
+// graphs off for the model (logged once): capture does not work here.
+const maxFailsInARow = 16
+
+// arenaRetry is how many class-shaped batches run eagerly after the shared
+// arena could not be allocated, before the next try.
+const arenaRetry = 256
 
 // graphState is a Model's graphs and arena: used on the device worker
 // only, except the counters.
@@ -81,7 +95,9 @@ type graphState struct {
 	maxS    int // largest class Sc
 	padLen  int // longest padding sequence
 	arena   cuda.Buffer
-	off     bool // the arena could not be allocated: graphs off
+	off     bool // too many failed captures in a row: graphs off
+	skip    int  // batches to run eagerly before the arena's next allocation try
+	inARow  int  // failed captures in a row
 	entries map[graphKey]*graphEntry
 
 	batches, replays, captures, fails, padTokens atomic.Int64
@@ -168,6 +184,10 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	if g.maxT == 0 || g.off || T > m.b.graphTokens {
 		return nil, false, nil
 	}
+	if g.skip > 0 {
+		g.skip--
+		return nil, false, nil
+	}
 	tc, sc, pad, ok := classShape(T, S, g.padLen, g.maxT, g.maxS)
 	if !ok {
 		return nil, false, nil
@@ -175,8 +195,8 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 	if g.arena.Ptr == 0 {
 		size := m.layoutArena(g.maxT, g.maxS, true, true, true, true, m.poolW != 0).size
 		if g.arena, err = c.Alloc(size); err != nil {
-			g.off = true
-			c.Logf(cuda.LogWarn, "gpu: CUDA graphs off: no memory for their %d-byte arena: %v", size, err)
+			g.skip = arenaRetry
+			c.Logf(cuda.LogWarn, "gpu: CUDA graphs paused for %d batches: no memory for their %d-byte arena: %v", arenaRetry, size, err)
 			return nil, false, nil
 		}
 	}
@@ -239,8 +259,6 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 		return nil, true, err
 	}
 	g.batches.Add(1)
-	g.padTokens.Add(int64(tc - T))
-	out.PadTokens = tc - T
 	// Outputs out of the shared arena on the compute stream: to the
 	// caller's device pointers, or to this batch's staging for download.
 	// copyOut copies rows x hidden floats from src to the caller's device
@@ -264,13 +282,18 @@ func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 c
 			return nil, true, err
 		}
 	}
-	return p, true, m.download(c, p, e1, hid32, pool32)
+	if err = m.download(c, p, e1, hid32, pool32); err != nil {
+		return nil, true, err
+	}
+	g.padTokens.Add(int64(tc - T))
+	out.PadTokens = tc - T
+	return p, true, nil
 }
 
-// launchClass runs k (a class batch on the shared arena) as the class's
-// graph, captured on the class's first batch; beyond maxGraphs classes, or
-// when a capture fails (logged; retried on the class's next batch, up to
-// maxCaptureFails times), it launches the kernels eagerly.
+// launchClass runs k (a class batch on the shared arena): eagerly on the
+// class's first batch, then as the class's graph, captured on its second;
+// beyond maxGraphs classes, or when a capture fails (logged; retried on the
+// class's next batch, up to maxCaptureFails times), eagerly.
 func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 	g := &m.g
 	if g.entries == nil {
@@ -281,17 +304,27 @@ func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 		e = &graphEntry{}
 		g.entries[key] = e
 	}
-	if e == nil || e.fails >= maxCaptureFails {
+	if e == nil || e.fails >= maxCaptureFails || g.off {
 		return m.kernels(c, k, nil)
 	}
+	e.seen++
 	if e.g == nil {
+		if e.seen < 2 {
+			return m.kernels(c, k, nil)
+		}
 		gr, err := c.Capture(func() error { return m.kernels(c, k, nil) })
 		if err != nil {
 			e.fails++
 			g.fails.Add(1)
+			g.inARow++
 			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture of a %d-token class failed (%d of %d), running it eagerly: %v", key.T, e.fails, maxCaptureFails, err)
+			if g.inARow >= maxFailsInARow {
+				g.off = true
+				c.Logf(cuda.LogWarn, "gpu: CUDA graphs off for this model: %d captures failed in a row", g.inARow)
+			}
 			return m.kernels(c, k, nil)
 		}
+		g.inARow = 0
 		e.g = gr
 		g.captures.Add(1)
 	}

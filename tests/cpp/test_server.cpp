@@ -473,7 +473,8 @@ int main(int argc, char** argv) {
   // Packing adds no padding; on the GPU, batches of up to 4096 tokens (the default) run padded to a
   // CUDA graph token-count class (at most 12.5% more tokens above 64; more below).
   if (on_gpu) {
-    CHECK(end.padding_ratio >= 0.0 && end.padding_ratio < 0.5 && end.scheduler_requests > 0);
+    // (this test's requests are mostly 1-16 tokens, and a batch under 64 tokens pads to 64)
+    CHECK(end.padding_ratio >= 0.0 && end.padding_ratio < 1.0 && end.scheduler_requests > 0);
     std::fprintf(stderr, "padding ratio (CUDA graph classes): %.4f\n", end.padding_ratio);
   } else {
     CHECK(end.padding_ratio == 0.0 && end.scheduler_requests > 0);

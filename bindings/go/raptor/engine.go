@@ -157,8 +157,8 @@ type Stats struct {
 	SchedulerBatches                 uint64        // batches the scheduler formed
 	SchedulerRequests                uint64        // requests in them
 	MeanBatchRequests, MeanBatchFill float64       // per scheduler batch; fill = tokens / max_batch_tokens
-	PaddedTokens                     uint64        // 0: batches are packed
-	PaddingRatio                     float64       // 0
+	PaddedTokens                     uint64        // none from packing; CUDA graph token-count classes pad small GPU batches
+	PaddingRatio                     float64       // PaddedTokens / (tokens + PaddedTokens)
 	TokensPerSecond                  float64
 	DeviceBusyShare                  float64 // 0..1
 	DeviceBusy, Uptime               time.Duration
