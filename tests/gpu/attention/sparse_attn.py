@@ -27,10 +27,7 @@ NOSPLIT = 1 << 30
 # warpgroups, K/V stages per consumer)}; threads (consumers + 1) * 128, one CTA per SM.
 WS_CFG = {"ws": {64: (3, 3), 128: (2, 2)}, "ws4": {64: (4, 2), 128: (2, 2)},
           "ws4n": {64: (4, 2)},  # a measurement (wrong results): ws4 without K/V supply past 2 blocks
-          "ws4p": {64: (4, 2), 128: (2, 2)},  # ws4 with the item-ahead producer
-          # ws4p's producer with separate K and V rings (consumers, K stages, V stages; 2 Q slots)
-          "ws4k": {64: (4, 2, 2), 128: (2, 2, 2)}, "ws4k3": {64: (4, 3, 2), 128: (2, 3, 2)},
-          "ws4k3h": {64: (4, 3, 2), 128: (2, 3, 2)}}  # ws4k3 with L2 hints: K/V evict_last, Q evict_first
+          "ws4p": {64: (4, 2), 128: (2, 2)}}  # ws4 with the item-ahead producer
 
 
 class TmaDesc(ctypes.Structure):
@@ -176,8 +173,8 @@ class Module:
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
         nst = 3 if variant in ("s3", "wg3") else 2
         if variant in WS_CFG:
-            cfg = WS_CFG[variant][D]  # (consumers, stages) or (consumers, K stages, V stages)
-            nc, tiles = cfg[0], 2 + (2 * cfg[1] if len(cfg) == 2 else cfg[1] + cfg[2])
+            nc, nst = WS_CFG[variant][D]  # (consumers, K/V stages)
+            tiles = 2 + 2 * nst
             smem = nc * tiles * BLOCK * D * 2 + 1024
         elif variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
