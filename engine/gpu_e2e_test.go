@@ -209,6 +209,49 @@ func TestGPUBatchInvariance(t *testing.T) {
 	}
 }
 
+// devOuts are fp32 device buffers for a batch's hidden states (T x H)
+// and pooled vectors (S x H), on dev.
+type devOuts struct {
+	dev       *cuda.Device
+	hid, pool cuda.Buffer
+	T, S, H   int
+}
+
+func newDevOuts(t *testing.T, dev *cuda.Device, T, S, H int) *devOuts {
+	t.Helper()
+	d := &devOuts{dev: dev, T: T, S: S, H: H}
+	if err := dev.Do(func(c *cuda.Ctx) error {
+		var err error
+		if d.hid, err = c.Alloc(int64(4 * T * H)); err != nil {
+			return err
+		}
+		d.pool, err = c.Alloc(int64(4 * S * H))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// read downloads both buffers.
+func (d *devOuts) read(t *testing.T) (hidden, pooled []float32) {
+	t.Helper()
+	hidden, pooled = make([]float32, d.T*d.H), make([]float32, d.S*d.H)
+	if err := d.dev.Do(func(c *cuda.Ctx) error {
+		if err := cuda.DownloadSlice(c, hidden, d.hid.Ptr); err != nil {
+			return err
+		}
+		return cuda.DownloadSlice(c, pooled, d.pool.Ptr)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return hidden, pooled
+}
+
+func (d *devOuts) free() {
+	_ = d.dev.Do(func(c *cuda.Ctx) error { c.Free(d.hid); return c.Free(d.pool) })
+}
+
 // TestGPUDeviceOutputs: outputs written straight into device memory equal
 // the host outputs.
 func TestGPUDeviceOutputs(t *testing.T) {
@@ -221,34 +264,13 @@ func TestGPUDeviceOutputs(t *testing.T) {
 	defer m.Close()
 	b := raggedBatch(rand.New(rand.NewPCG(1, 1)), cfg, []int{33, 200, 7})
 	host, hostPooled := encodeOut(t, m, b, PoolMean, true)
-	dev := e.be.(cudaBackend).b.Device()
-	H, T, S := cfg.Hidden, len(b.Tokens), b.NumSeqs()
-	var hb, pb cuda.Buffer
-	if err := dev.Do(func(c *cuda.Ctx) error {
-		var err error
-		if hb, err = c.Alloc(int64(4 * T * H)); err != nil {
-			return err
-		}
-		pb, err = c.Alloc(int64(4 * S * H))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	out := &Outputs{HiddenDevice: uintptr(hb.Ptr), PooledDevice: uintptr(pb.Ptr), Pooling: PoolMean, Normalize: true}
+	do := newDevOuts(t, e.be.(cudaBackend).b.Device(), len(b.Tokens), b.NumSeqs(), cfg.Hidden)
+	defer do.free()
+	out := &Outputs{HiddenDevice: uintptr(do.hid.Ptr), PooledDevice: uintptr(do.pool.Ptr), Pooling: PoolMean, Normalize: true}
 	if err := m.Encode(context.Background(), b, out); err != nil {
 		t.Fatal(err)
 	}
-	gh, gp := make([]float32, T*H), make([]float32, S*H)
-	if err := dev.Do(func(c *cuda.Ctx) error {
-		defer c.Free(hb)
-		defer c.Free(pb)
-		if err := cuda.DownloadSlice(c, gh, hb.Ptr); err != nil {
-			return err
-		}
-		return cuda.DownloadSlice(c, gp, pb.Ptr)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	gh, gp := do.read(t)
 	rh, _ := gpuRelErr(gh, host)
 	rp, _ := gpuRelErr(gp, hostPooled)
 	t.Logf("device outputs vs host outputs: hidden rel %.2e, pooled rel %.2e", rh, rp)
@@ -671,40 +693,21 @@ func TestGPUGraphClasses(t *testing.T) {
 			}
 		}
 		// device outputs: the class path copies the real rows to the caller's pointers
-		T, S := len(b.Tokens), b.NumSeqs()
-		var hb, pb cuda.Buffer
-		if err := dev.Do(func(c *cuda.Ctx) error {
-			var err error
-			if hb, err = c.Alloc(int64(4 * T * H)); err != nil {
-				return err
-			}
-			pb, err = c.Alloc(int64(4 * S * H))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		do := newDevOuts(t, dev, len(b.Tokens), b.NumSeqs(), H)
 		wantH, wantP := encodeOut(t, pm, b, PoolMean, false)
 		for i := 0; i < 3; i++ {
-			out := &Outputs{HiddenDevice: uintptr(hb.Ptr), PooledDevice: uintptr(pb.Ptr), Pooling: PoolMean}
+			out := &Outputs{HiddenDevice: uintptr(do.hid.Ptr), PooledDevice: uintptr(do.pool.Ptr), Pooling: PoolMean}
 			if err := m.Encode(context.Background(), b, out); err != nil {
 				t.Fatal(err)
 			}
-			h, p := make([]float32, T*H), make([]float32, S*H)
-			if err := dev.Do(func(c *cuda.Ctx) error {
-				if err := cuda.DownloadSlice(c, h, hb.Ptr); err != nil {
-					return err
-				}
-				return cuda.DownloadSlice(c, p, pb.Ptr)
-			}); err != nil {
-				t.Fatal(err)
-			}
+			h, p := do.read(t)
 			rh, _ := gpuRelErr(h, wantH)
 			rp, _ := gpuRelErr(p, wantP)
 			if rh > 2e-3 || rp > 2e-3 {
 				t.Errorf("%s device outputs run %d: hidden rel %.2e, pooled rel %.2e vs the graph-free engine (bound 2e-3)", name, i, rh, rp)
 			}
 		}
-		_ = dev.Do(func(c *cuda.Ctx) error { c.Free(hb); return c.Free(pb) })
+		do.free()
 	}
 	st := gmod.GraphStats()
 	t.Logf("graph classes: %+v; %d of %d host-output comparisons bitwise equal to the graph-free engine", st, bitwise, compared)
