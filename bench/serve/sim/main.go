@@ -9,6 +9,11 @@
 // machine; k batches at once each progress at 1/k of that speed.
 //
 //	go run ./bench/serve/sim [-load 0.5] [-n 200000] [-seed 1]
+//	go run ./bench/serve/sim -device gpu [-loads 25,50,90] [-sigma 0.1] [-fixed-scale 1]
+//
+// With -device gpu it models the CUDA backend instead (stream.go): batches
+// in order on one stream, the eager former of today against closing a batch
+// just in time for the stream.
 package main
 
 import (
@@ -16,7 +21,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/raptor-infer/raptor/bench/internal/lenmix"
 	"github.com/raptor-infer/raptor/engine"
@@ -175,7 +183,25 @@ func main() {
 	load := flag.Float64("load", 0.5, "offered load, share of the offline capacity")
 	num := flag.Int("n", 200000, "requests")
 	seed := flag.Uint64("seed", 1, "seed")
+	device := flag.String("device", "cpu", "cpu: the 2-core CPU model; gpu: the one-stream GPU model (stream.go)")
+	loads := flag.String("loads", "25,50,90", "gpu: offered loads in percent of the best offline throughput")
+	sigma := flag.Float64("sigma", 0.1, "gpu: log-normal spread of a forward's device time around the model")
+	fixedScale := flag.Float64("fixed-scale", 1, "gpu: the forward's fixed device cost, times this (what a smaller fixed cost would give)")
+	flag.Float64Var(&hostMs, "host-ms", hostMs, "gpu: the device worker's host time per batch (serial)")
 	flag.Parse()
+	if *device == "gpu" {
+		var ls []float64
+		for _, f := range strings.Split(*loads, ",") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || v <= 0 {
+				fmt.Fprintf(os.Stderr, "sim: bad -loads entry %q\n", f)
+				os.Exit(2)
+			}
+			ls = append(ls, v/100)
+		}
+		gpuMain(ls, *num, *seed, *sigma, *fixedScale)
+		return
+	}
 	betaMs = (70 - 8.5) / (cost(512) - cost(60))
 	// alone: each request by itself on the idle machine
 	probe := trace(*num, 1, *seed)
