@@ -106,15 +106,9 @@ func simulateStream(rs []*req, p streamPolicy, sigma float64, seed uint64) (batc
 				}
 			}
 			b := &sbat{}
-			tok, c := 0, 0.0
-			k := 0
-			for k < len(q) && (k == 0 || tok+q[k].n <= gpuBudget) {
-				b.reqs = append(b.reqs, q[k])
-				tok += q[k].n
-				c += cost(q[k].n)
-				k++
-			}
-			q = q[k:]
+			var tok int
+			var c float64
+			b.reqs, q, tok, c = takeFIFO(q, gpuBudget)
 			qTokens -= tok
 			totalTok += tok
 			batches++
@@ -253,14 +247,9 @@ func simulateStreams(rs []*req, streams int, sigma float64, seed uint64) (batche
 	form := func() {
 		for len(fly) < streams && len(q) > 0 {
 			b := &pb{}
-			tok, c, k := 0, 0.0, 0
-			for k < len(q) && (k == 0 || tok+q[k].n <= gpuBudget) {
-				b.reqs = append(b.reqs, q[k])
-				tok += q[k].n
-				c += cost(q[k].n)
-				k++
-			}
-			q = q[k:]
+			var tok int
+			var c float64
+			b.reqs, q, tok, c = takeFIFO(q, gpuBudget)
 			totalTok += tok
 			batches++
 			b.hostEnd = max(now, hostFree) + hostMs*math.Exp(0.3*rng.NormFloat64()-0.045)
@@ -319,4 +308,16 @@ func simulateStreams(rs []*req, streams int, sigma float64, seed uint64) (batche
 		form()
 	}
 	return batches, float64(totalTok) / float64(max(batches, 1))
+}
+
+// takeFIFO takes the next batch off q in arrival order, up to budget tokens
+// (at least one request), and returns it, the rest, its tokens and its cost.
+func takeFIFO(q []*req, budget int) (batch, rest []*req, tokens int, c float64) {
+	k := 0
+	for k < len(q) && (k == 0 || tokens+q[k].n <= budget) {
+		tokens += q[k].n
+		c += cost(q[k].n)
+		k++
+	}
+	return q[:k:k], q[k:], tokens, c
 }
