@@ -210,17 +210,11 @@ func main() {
 		alone = append(alone, alphaMs+betaMs*cost(r.n))
 	}
 	// capacity: the trace packed in arrival order into budget-token batches, back to back
-	total, tok, c := 0.0, 0, 0.0
-	for _, r := range probe {
-		if tok > 0 && tok+r.n > budget {
-			total += alphaMs + betaMs*c
-			tok, c = 0, 0
-		}
-		tok += r.n
-		c += cost(r.n)
+	lens := make([]int, len(probe))
+	for i, r := range probe {
+		lens[i] = r.n
 	}
-	total += alphaMs + betaMs*c
-	capPerMs := float64(len(probe)) / total
+	capPerMs := float64(len(probe)) / backToBack(lens, budget, func(c float64) float64 { return alphaMs + betaMs*c })
 	fmt.Printf("model: alpha %.1f ms/batch, beta %.3g ms/unit; alone p50 %.1f ms, p99 %.1f ms, mean %.1f ms; capacity %.1f req/s; load %.0f%%\n\n",
 		alphaMs, betaMs, quant(alone, 0.5), quant(alone, 0.99), mean(alone), capPerMs*1000, *load*100)
 	slackMs = 2 * quant(alone, 0.99)
@@ -251,6 +245,22 @@ func main() {
 		fmt.Printf("| %s | %.1f | %.1f | %.2fx | %.1f | %.1f |\n", p.name, quant(lat, 0.5), quant(lat, 0.99),
 			quant(lat, 0.99)/quant(alone, 0.99), quant(long, 0.99), slices.Max(lat))
 	}
+}
+
+// backToBack is the time (ms) of the requests of lengths lens, in that
+// order, packed into batches of at most budget tokens and run one after
+// another, a batch of cost c taking batchMs(c).
+func backToBack(lens []int, budget int, batchMs func(c float64) float64) float64 {
+	total, tok, c := 0.0, 0, 0.0
+	for _, n := range lens {
+		if tok > 0 && tok+n > budget {
+			total += batchMs(c)
+			tok, c = 0, 0
+		}
+		tok += n
+		c += cost(n)
+	}
+	return total + batchMs(c)
 }
 
 func mean(v []float64) float64 {

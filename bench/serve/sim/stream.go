@@ -48,6 +48,14 @@ func fitGPU(fixedScale float64) {
 
 func gpuDev(c float64) float64 { return gpuFixedMs + gpuBeta*c }
 
+// hostSigma is the log-normal spread of a batch's host work.
+const hostSigma = 0.3
+
+// noise is a log-normal factor of mean 1 and spread sigma.
+func noise(rng *rand.Rand, sigma float64) float64 {
+	return math.Exp(sigma*rng.NormFloat64() - sigma*sigma/2)
+}
+
 // streamPolicy is how the former decides to close a batch on a one-stream
 // device.
 type streamPolicy struct {
@@ -113,11 +121,11 @@ func simulateStream(rs []*req, p streamPolicy, sigma float64, seed uint64) (batc
 			totalTok += tok
 			batches++
 			hs := max(now, hostFree)
-			b.hostEnd = hs + hostMs*math.Exp(0.3*rng.NormFloat64()-0.045)
+			b.hostEnd = hs + hostMs*noise(rng, hostSigma)
 			hostFree = b.hostEnd
 			b.pred = gpuDev(c)
 			ds := max(b.hostEnd, devFree)
-			b.devEnd = ds + b.pred*math.Exp(sigma*rng.NormFloat64()-sigma*sigma/2)
+			b.devEnd = ds + b.pred*noise(rng, sigma)
 			devFree = b.devEnd
 			b.done = b.devEnd + postMs
 			fly = append(fly, b)
@@ -173,17 +181,7 @@ func gpuMain(loads []float64, num int, seed uint64, sigma, fixedScale float64) {
 		lens[i] = r.n
 	}
 	slices.Sort(lens)
-	total, tok, c := 0.0, 0, 0.0
-	for _, n := range lens {
-		if tok > 0 && tok+n > gpuBudget {
-			total += gpuDev(c)
-			tok, c = 0, 0
-		}
-		tok += n
-		c += cost(n)
-	}
-	total += gpuDev(c)
-	capPerMs := float64(len(probe)) / total
+	capPerMs := float64(len(probe)) / backToBack(lens, gpuBudget, gpuDev)
 	fmt.Printf("one-stream GPU model: forward %.3f ms + %.3g ms/unit (%.1f ns per token at 110 tokens), host %.2f ms/batch (serial), post %.2f ms, device noise sigma %.2f\n",
 		gpuFixedMs, gpuBeta, gpuBeta*cost(110)/110*1e6, hostMs, postMs, sigma)
 	fmt.Printf("alone p50 %.3f ms, p99 %.3f ms; best offline %.0f req/s\n\n", quant(alone, 0.5), quant(alone, 0.99), capPerMs*1000)
@@ -252,9 +250,9 @@ func simulateStreams(rs []*req, streams int, sigma float64, seed uint64) (batche
 			b.reqs, q, tok, c = takeFIFO(q, gpuBudget)
 			totalTok += tok
 			batches++
-			b.hostEnd = max(now, hostFree) + hostMs*math.Exp(0.3*rng.NormFloat64()-0.045)
+			b.hostEnd = max(now, hostFree) + hostMs*noise(rng, hostSigma)
 			hostFree = b.hostEnd
-			f := math.Exp(sigma*rng.NormFloat64() - sigma*sigma/2)
+			f := noise(rng, sigma)
 			b.fixed, b.tok = gpuFixedMs*f, gpuBeta*c*f
 			b.left = b.fixed + b.tok
 			fly = append(fly, b)
