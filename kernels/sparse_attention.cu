@@ -517,64 +517,44 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
   }
 }
 
-// wg_block is one step of NB key blocks (NB = 1, or 2 for D = 64) of one
-// warpgroup's 64-row tile: S = Q K^T (64 x 64*NB), the online softmax (masking
-// keys at or past kvalid in the first block, kvalid1 in the second), O += P V.
-// sQ, ks and vs are 128-byte-swizzled tiles published to the async proxy; a
-// pair's two K (V) tiles lie back to back, so at D = 64 they are one 128-row
-// wgmma operand. o, m, l the running state (rows 16w+g and 16w+g+8 of warp w
-// of the warpgroup).
-template <typename T, int D, int NB = 1>
+// wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
+// online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
+// 128-byte-swizzled tiles published to the async proxy; o, m, l the running
+// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1,
-                                         int kvalid1 = kBlock) {
-  static_assert(NB == 1 || (NB == 2 && D == 64), "pair steps need D = 64 (one 8 KiB sub-tile per tile)");
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
-  constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
-  constexpr int NS = 32 * NB;         // score registers per thread
-  // S = Q K^T (64 x 64*NB) on the warpgroup
-  float sc[NS];
+  // S = Q K^T (64 x 64) on the warpgroup
+  float sc[32];
 #pragma unroll
-  for (int i = 0; i < NS; ++i) sc[i] = 0.f;
+  for (int i = 0; i < 32; ++i) sc[i] = 0.f;
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const unsigned off = (kk >> 2) * 8192 + (kk & 3) * 32;
-    if constexpr (NB == 1) Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
-    else Wg<T>::ss_m64n128(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
+    Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
   }
   wg_commit();
   wg_wait0();
 #pragma unroll
-  for (int i = 0; i < NS; ++i) reg_fence(sc[i]);
+  for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
 
   // mask keys past the sequence end (only the sequence's last block);
   // the running max stays in raw score units, exponents are one FFMA each
-  if (kvalid < kBlock || (NB == 2 && kvalid1 < kBlock)) {
+  if (kvalid < kBlock) {
 #pragma unroll
-    for (int i = 0; i < 8 * NB; ++i) {
-      const int kv = i < 8 ? kvalid : kvalid1;
+    for (int i = 0; i < 8; ++i) {
 #pragma unroll
       for (int c = 0; c < 4; ++c)
-        if ((i & 7) * 8 + 2 * t4 + (c & 1) >= kv) sc[4 * i + c] = neg_inf();
+        if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
     }
   }
-  // per block of the step its own max and sum chains (independent work for a pair)
-  float mb0[NB], mb1[NB];
+  float mx0 = m0, mx1 = m1;
 #pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    mb0[b] = b == 0 ? m0 : neg_inf();
-    mb1[b] = b == 0 ? m1 : neg_inf();
-#pragma unroll
-    for (int i = 8 * b; i < 8 * b + 8; ++i) {
-      mb0[b] = fmaxf(mb0[b], fmaxf(sc[4 * i], sc[4 * i + 1]));
-      mb1[b] = fmaxf(mb1[b], fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-    }
-  }
-  float mx0 = mb0[0], mx1 = mb1[0];
-  if constexpr (NB == 2) {
-    mx0 = fmaxf(mx0, mb0[1]);
-    mx1 = fmaxf(mx1, mb1[1]);
+  for (int i = 0; i < 8; ++i) {
+    mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
+    mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
   }
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
@@ -584,25 +564,15 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
   m0 = mx0;
   m1 = mx1;
   const float ms0 = m0 * sl2, ms1 = m1 * sl2;
-  float rb0[NB], rb1[NB];
+  float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    rb0[b] = 0.f;
-    rb1[b] = 0.f;
-#pragma unroll
-    for (int i = 8 * b; i < 8 * b + 8; ++i) {
-      sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
-      sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
-      sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
-      sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-      rb0[b] += sc[4 * i] + sc[4 * i + 1];
-      rb1[b] += sc[4 * i + 2] + sc[4 * i + 3];
-    }
-  }
-  float rs0 = rb0[0], rs1 = rb1[0];
-  if constexpr (NB == 2) {
-    rs0 += rb0[1];
-    rs1 += rb1[1];
+  for (int i = 0; i < 8; ++i) {
+    sc[4 * i] = ex2(fmaf(sc[4 * i], sl2, -ms0));
+    sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
+    sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
+    sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
+    rs0 += sc[4 * i] + sc[4 * i + 1];
+    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
   }
   l0 = l0 * a0 + rs0;
   l1 = l1 * a1 + rs1;
@@ -613,9 +583,9 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     o[4 * i + 2] *= a1;
     o[4 * i + 3] *= a1;
   }
-  unsigned pa[4 * NB][4];
+  unsigned pa[4][4];
 #pragma unroll
-  for (int kk = 0; kk < 4 * NB; ++kk) {
+  for (int kk = 0; kk < 4; ++kk) {
     pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
     pa[kk][1] = DType<T>::pack2(sc[8 * kk + 2], sc[8 * kk + 3]);
     pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
@@ -624,8 +594,8 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
   // O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major
   wg_fence();
 #pragma unroll
-  for (int kk = 0; kk < 4 * NB; ++kk) {
-    const unsigned long long dv = wg_desc(vs + (kk >> 2) * TB + (kk & 3) * 2048, 8192, 1024);
+  for (int kk = 0; kk < 4; ++kk) {
+    const unsigned long long dv = wg_desc(vs + kk * 2048, 8192, 1024);
     if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
     else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
   }
@@ -771,17 +741,16 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
   }
 }
 
-template <typename T, int D, int NST, int NB = 1>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
-  constexpr int SB = NB * TB;         // bytes of one stage's K (or V): NB tiles
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
   static_assert(RS % 8 == 0, "rows of one thread share r % 8");
   extern __shared__ __align__(16) unsigned char smem_wg[];
   const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
   const unsigned sK = sQ + TB;
-  const unsigned sV = sK + NST * SB;
+  const unsigned sV = sK + NST * TB;
   __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][12];
   __shared__ int s_last;
@@ -829,10 +798,10 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
                       imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
-    auto load_kv = [&](int kb, unsigned so) {  // so: the tile's byte offset in the K (V) ring
+    auto load_kv = [&](int kb, int stage) {
       const char* gk = kp + kb * kblk;
       const char* gv = vp + kb * vblk;
-      const unsigned dk = sKt + so, dv = sVt + so;
+      const unsigned dk = sKt + stage * TB, dv = sVt + stage * TB;
       const int valid = n - kb * kBlock;
       if (valid >= kBlock) {
 #pragma unroll
@@ -850,25 +819,18 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         }
       }
     };
-    // step j covers list positions j*NB .. j*NB+NB-1 (the last step of an odd list has one block)
-    const int NSt = NB == 1 ? L : (L + NB - 1) / NB;
-    auto load_step = [&](int j, int stage) {
-#pragma unroll
-      for (int b = 0; b < NB; ++b)
-        if (b == 0 || j * NB + b < L) load_kv(block_at(j * NB + b), stage * SB + b * TB);
-    };
     if (s >= 0) {
-      load_step(0, 0);
+      load_kv(block_at(0), 0);
       cp_async_commit();
 #pragma unroll
       for (int st = 1; st < NST - 1; ++st) {
-        if (st < NSt) load_step(st, st);
+        if (st < L) load_kv(block_at(st), st);
         cp_async_commit();
       }
     }
     // the previous item's epilogue, under this item's first loads
     if (prev >= 0)
-      wg_epilogue<T, D>(p, sK + (NST - 1) * SB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
+      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
     if (s < 0) break;
 
 #pragma unroll
@@ -877,26 +839,19 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     m1 = neg_inf();
     l0 = 0.f;
     l1 = 0.f;
-    const int jt = imax(NSt - 2, 0);
-    for (int j = 0; j < NSt; ++j) {
+    const int jt = imax(L - 2, 0);
+    for (int j = 0; j < L; ++j) {
       cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
       if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
       {
         const int jn = j + NST - 1;
-        if (jn < NSt) load_step(jn, jn % NST);
+        if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
-      const unsigned ks = sK + (j % NST) * SB, vs = sV + (j % NST) * SB;
-      const int kv0 = n - block_at(j * NB) * kBlock;
-      if constexpr (NB == 2) {
-        if (j * 2 + 1 < L) {
-          wg_block<T, D, 2>(sQ, ks, vs, kv0, sl2, t4, o, m0, m1, l0, l1, n - block_at(j * 2 + 1) * kBlock);
-          continue;
-        }
-      }
-      wg_block<T, D>(sQ, ks, vs, kv0, sl2, t4, o, m0, m1, l0, l1);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -1072,20 +1027,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-// sparse_attention_d64_wgn2_{f16,bf16}: the wgmma kernel with steps of two key
-// blocks (QK^T as one 64 x 128 wgmma, P V over 128 keys; NB = 2), 3 CTAs per
-// SM; dynamic shared memory (1 + 4*NST) * 64 * 64 * 2 + 1024 bytes.
-#define RAPTOR_SPARSE_ATTN_WGN2_DT(suffix, T)                                               \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, 3)                  \
-      sparse_attention_d64_wgn2_##suffix(const AttnParams p) {                               \
-    RAPTOR_SPARSE_ATTN_WGN2_BODY(T)                                                          \
-  }
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGN2_BODY(T) raptor::sparse::attention_wg<T, 64, 2, 2>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGN2_BODY(T) __trap();
-#endif
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGN2_DT)
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with

@@ -68,7 +68,6 @@ out = [HDR]
 for tname, ty in (("half_t", "f16"), ("bf16_t", "bf16")):
     out.append(f"template <> struct Wg<{tname}> {{\n")
     out.append(ss(64, ty, tname))
-    out.append(ss(128, ty, tname))
     out.append(rs(64, ty, tname))
     out.append(rs(128, ty, tname))
     out.append("};\n\n")

@@ -163,13 +163,11 @@ class Module:
     def attention_config(self, D, dtype, nst=2, variant=""):
         """variant "" (mma.sync, NST=2), "s3" (mma.sync, 3 stages), "b3" (mma.sync, D=64, 3 CTAs/SM
         register budget), "wg" (wgmma, sm_90a, D=64/128, 2 stages), "wg3" (wgmma, D=64, 3 stages),
-        "wgn2" (wgmma, D=64, steps of two key blocks; wg for other D), "ws" (warp-specialised TMA + wgmma, sm_90a, D=64/128; WS_CFG), "auto" (wg where it exists on
+        "ws" (warp-specialised TMA + wgmma, sm_90a, D=64/128; WS_CFG), "auto" (wg where it exists on
         this device, else mma.sync). Threads per CTA: threads_of(variant, D)."""
         sfx = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
         if variant == "auto":
             variant = "wg" if (self.arch == "sm_90a" and D in (64, 128)) else ""
-        if variant == "wgn2" and D != 64:
-            variant = "wg"  # pair steps exist for D = 64 only; other head dims keep the wg kernel
         if nst == 3 and not variant:
             variant = "s3"
         name = f"sparse_attention_d{D}_{variant + '_' if variant else ''}{sfx}"
@@ -178,8 +176,6 @@ class Module:
             nc, nst = WS_CFG[variant][D]  # (consumers, K/V stages)
             tiles = 2 + 2 * nst
             smem = nc * tiles * BLOCK * D * 2 + 1024
-        elif variant == "wgn2":
-            smem = (1 + 4 * nst) * BLOCK * D * 2 + 1024  # stages of two K and two V tiles
         elif variant.startswith("wg"):
             smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
