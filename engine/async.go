@@ -73,15 +73,6 @@ type AsyncOptions struct {
 	// computing on it fail with status.DeviceFailed, and once every device
 	// failed every pending and new request gets status.DeviceFailed.
 	DeviceErr func(i int) error
-	// JustInTime closes batches just in time on devices that run every
-	// batch in order on one stream (the CUDA backend; jit.go): a batch that
-	// is not full is held while the device is predicted to stay busy with
-	// the batches it already has, and closes just before it runs dry, so
-	// that the requests arriving meanwhile join it instead of waiting for
-	// the batch after it. It never delays a batch's start on the device by
-	// the model's prediction, and holds no request past where its deadline
-	// would close its batch. Other devices (the CPU backend) are unaffected.
-	JustInTime bool
 	// Trace, if set, receives each batch's timings once its last member
 	// has completed (diagnostics: it runs on a deliverer, so it must be
 	// quick; nil = no tracing, no cost).
@@ -146,7 +137,6 @@ type Async struct {
 	devs     []devState
 	devErr   func(i int) error
 	rate     float64 // measured cost units per second of one device (0 = unknown)
-	jit      bool    // AsyncOptions.JustInTime
 
 	poke     chan struct{}  // wakes the former
 	lanes    []chan *batch  // one per lane, from the former
@@ -174,7 +164,6 @@ func NewAsync(opts AsyncOptions) *Async {
 		stats:    opts.Stats,
 		log:      opts.Log,
 		trace:    opts.Trace,
-		jit:      opts.JustInTime,
 		poke:     make(chan struct{}, 1),
 	}
 	if a.sched == nil {
@@ -650,10 +639,8 @@ type batch struct {
 	lane    int
 	dev     int // the lane's device
 	long    bool
-	conc    int       // lanes busy when it was formed, itself included
-	formed  time.Time // JustInTime: when it was formed
-	start   time.Time // JustInTime: when its lane started it (guarded by a.mu)
-	alive   int       // guarded by a.mu: members still stateBatched
+	conc    int // lanes busy when it was formed, itself included
+	alive   int // guarded by a.mu: members still stateBatched
 	ctx     context.Context
 	cancel  context.CancelFunc
 	err     error // the encoder's result
@@ -693,11 +680,6 @@ func (a *Async) schedState(now time.Time, dev, free, otherFree int) SchedState {
 			}
 			return time.Duration(cost / rate * float64(1+busy) * 1.25 * float64(time.Second))
 		},
-	}
-	if a.jit {
-		if f := streamFree(&a.devs[dev]); !f.IsZero() {
-			st.HoldUntil = f.Add(-jitLead)
-		}
 	}
 	return st
 }
@@ -776,10 +758,6 @@ func (a *Async) newBatch(reqs []*Request, lane, conc int) *batch {
 	if b.long {
 		d.long++
 	}
-	if a.jit {
-		b.formed = time.Now()
-		d.fly = append(d.fly, b)
-	}
 	a.stats.recordSchedBatch(len(reqs), b.tokens)
 	if a.trace != nil {
 		tr := &BatchTrace{Lane: lane, Device: b.dev, Requests: len(reqs), Tokens: b.tokens, BusyLanes: conc, Formed: time.Now()}
@@ -843,25 +821,9 @@ func (a *Async) lane(i int, ch <-chan *batch) {
 	for b := range ch {
 		a.compute(b)
 		b.cancel()
-		end := time.Now()
 		a.mu.Lock()
 		a.laneBusy[i] = false
 		d := &a.devs[b.dev]
-		if a.jit {
-			if k := slices.Index(d.fly, b); k >= 0 {
-				d.fly = slices.Delete(d.fly, k, k+1)
-			}
-			if !b.start.IsZero() && b.err == nil {
-				from := b.start // on one stream it begins once the batch before it ended
-				if from.Before(d.lastEnd) {
-					from = d.lastEnd
-				}
-				d.svc.add(b.cost, end.Sub(from))
-			}
-			if end.After(d.lastEnd) {
-				d.lastEnd = end
-			}
-		}
 		d.busy--
 		d.load -= b.cost
 		if d.busy == 0 {
@@ -881,9 +843,6 @@ func (a *Async) compute(b *batch) {
 	now := time.Now()
 	a.mu.Lock()
 	alive := b.alive
-	if a.jit && alive > 0 {
-		b.start = now
-	}
 	for _, r := range b.reqs {
 		if r.state == stateBatched {
 			a.stats.queueLat.record(now.Sub(r.submitted))
@@ -1168,11 +1127,6 @@ type devState struct {
 	tokens     uint64
 	requeued   uint64 // requests of batches formed for it that went back to the queue
 	lost       uint64 // requests computing on it when it failed
-	// JustInTime (jit.go): its batches formed and not finished, in order;
-	// when the last one ended; its service time per batch
-	fly     []*batch
-	lastEnd time.Time
-	svc     svcModel
 }
 
 // deviceFailed checks device i's health (a.mu held) and records a failure.

@@ -44,12 +44,6 @@ type SchedState struct {
 	// started now, with the lanes busy as they are; 0 while no batch has
 	// been measured yet.
 	Predict func(cost float64) time.Duration
-	// HoldUntil (AsyncOptions.JustInTime): the batch's device runs its
-	// batches in order on one stream and is predicted to be busy with
-	// those it has until about then, so a batch that is not full may be
-	// held until then (for a Target whose encoder runs on one stream) and
-	// grow meanwhile; zero = no hold.
-	HoldUntil time.Time
 }
 
 // NewFIFO returns a Scheduler that runs requests one per batch, in arrival
@@ -195,7 +189,7 @@ func (s *lengthAware) eligible(r *Request, st *SchedState) bool {
 func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
 	now := st.Now
 	var anchor *Request
-	var closeAt, dueAt time.Time // dueAt: the earliest close a deadline asks for
+	var closeAt time.Time
 	for _, r := range s.q {
 		if !s.eligible(r, st) {
 			continue
@@ -205,12 +199,8 @@ func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
 		}
 		c := r.submitted.Add(st.MaxQueueDelay)
 		if !r.deadline.IsZero() {
-			d := r.deadline.Add(-2 * st.Predict(r.cost))
-			if d.Before(c) {
+			if d := r.deadline.Add(-2 * st.Predict(r.cost)); d.Before(c) {
 				c = d
-			}
-			if dueAt.IsZero() || d.Before(dueAt) {
-				dueAt = d
 			}
 		}
 		if closeAt.IsZero() || c.Before(closeAt) {
@@ -219,17 +209,6 @@ func (s *lengthAware) Next(st *SchedState) ([]*Request, time.Time) {
 	}
 	if anchor == nil {
 		return nil, time.Time{}
-	}
-	if anchor.t.oneStream && st.HoldUntil.After(closeAt) {
-		// the device could not start the batch before HoldUntil anyway:
-		// hold it until then (no later than a deadline asks), let it grow
-		hold := st.HoldUntil
-		if !dueAt.IsZero() && dueAt.Before(hold) {
-			hold = dueAt
-		}
-		if hold.After(closeAt) {
-			closeAt = hold
-		}
 	}
 	if !st.Draining && now.Before(closeAt) && !anchor.solo {
 		tokens := 0

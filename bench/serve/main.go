@@ -14,9 +14,6 @@
 //	dynamic-3lane (optional) dynamic with three lanes
 //	dynamic-2lane (optional) dynamic with two lanes
 //	dynamic-slack2 (optional) dynamic-slack with -lanes lanes
-//	dynamic-jit (optional) dynamic with AsyncOptions.JustInTime: on the
-//	         GPU (one stream) a batch that is not full closes just before
-//	         the stream runs dry (engine/jit.go)
 //	padded   static fixed-size padded batching: batches of -static-batch
 //	         requests (or those that arrived within -static-timeout of the
 //	         first), every sequence padded to the batch's longest, one batch
@@ -559,9 +556,6 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 		// two lanes, least slack first (engine.NewLeastSlack), goal 2x the p99 alone
 		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes,
 			Scheduler: engine.NewLeastSlack(), DefaultSlack: c.slo}))
-	case "dynamic-jit":
-		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: c.lanes,
-			JustInTime: true}))
 	case "dynamic-3lane":
 		s = newAsyncServer(m, aopts(engine.AsyncOptions{QueueCapacity: c.queue, MaxBatchTokens: c.budget, MaxQueueDelay: c.delay, Lanes: 3}))
 	case "dynamic-2lane":
