@@ -236,6 +236,23 @@ __device__ __forceinline__ void fetch_item(const AttnParams& p, int& hint, int* 
   decode_ticket(p, atomicAdd(p.ws, 1), hint, s_item);
 }
 
+// finish_call runs once per CTA when it leaves (thread 0, which took every
+// ticket of its CTA): the last CTA of the call to leave resets the ticket
+// counter, so the workspace holds a ready schedule for the next call with the
+// same cu_seqlens on the stream (the engine schedules once per batch and
+// reuses the schedule in every layer; the split-row semaphores reset
+// themselves in the combine). The fence orders this CTA's last ticket before
+// its count.
+__device__ __forceinline__ void finish_call(const AttnParams& p) {
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(p.ws + 3, 1) == (int)gridDim.x - 1) {
+      p.ws[0] = 0;
+      p.ws[3] = 0;
+    }
+  }
+}
+
 template <typename T, int D, int NST>
 __device__ __forceinline__ void attention(const AttnParams& p) {
   static_assert(D == 32 || D == 64 || D == 128, "head dim");
@@ -465,6 +482,7 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
     }
     __syncthreads();  // sQ, s_list and s_item are reused by the next item
   }
+  finish_call(p);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -861,6 +879,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     prev = buf;
     buf ^= 1;
   }
+  finish_call(p);
 }
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -994,7 +1013,8 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
 // sparse_attention_d{D}[_s{NST}]_{f16,bf16}: the attention kernel. Launch
 // kThreads threads per CTA, dynamic shared memory (1 + 2*NST) * 64 * (D+8) * 2
 // bytes, a persistent grid of (multiprocessors x resident CTAs per
-// multiprocessor) CTAs, after sparse_attention_schedule on the same stream.
+// multiprocessor) CTAs, after sparse_attention_schedule on the same stream (or
+// after an earlier call on the same schedule: see finish_call).
 #define RAPTOR_SPARSE_ATTN(D, NST, MINB, NAME, T)                                  \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \

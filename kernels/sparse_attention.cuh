@@ -164,6 +164,13 @@ RAPTOR_HD int middle_list(int* out, int* scratch, u64 seed, u64 rseed, int layer
 // The schedule kernel sorts segments by cost, most expensive first, and the
 // persistent attention grid pulls items in that order from one atomic
 // ticket counter (longest-processing-time-first list scheduling).
+//
+// The schedule depends only on cu_seqlens, H, r, C, sparse and the order, not
+// on the layer, the seeds or Q/K/V: the mma.sync and wgmma kernels leave the
+// workspace as the schedule kernel wrote it (the last CTA to leave resets the
+// ticket counter and its own count, the combine resets each semaphore), so one
+// schedule serves every layer of a forward. (The warp-specialised kernels of
+// sparse_attention_ws.cuh do not reset it: schedule before each of their calls.)
 
 constexpr int kKinds = 5;
 
@@ -238,7 +245,7 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
 }
 
 // Workspace layout (ints): [0] ticket counter, [1] total items, [2] segment
-// count, [3] unused; at 16: segments as int4 {seq, kind, count per head,
+// count, [3] CTAs of the running call that have left; at 16: segments as int4 {seq, kind, count per head,
 // first ticket}, at most 4 per sequence; then part_base[nseq] (first partial
 // slot of each sequence); then sem[2*H*nseq] (split-row semaphores).
 RAPTOR_HD long long ws_segments_offset() { return 16; }

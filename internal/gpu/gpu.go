@@ -439,6 +439,13 @@ func (m *Model) Forward(ctx context.Context, b *model.Batch, out *Outputs) error
 	return m.await(p, out, tr, te0, te1)
 }
 
+// attnSchedulePerLayer (RAPTOR_ATTN_SCHEDULE=layer) runs the attention
+// schedule kernel in every layer, as before the schedule was reused across
+// layers, for comparisons. By default a forward schedules once, in its first
+// layer, and every later layer's attention reuses the workspace
+// (cuda.AttentionArgs.ScheduleReady).
+var attnSchedulePerLayer = os.Getenv("RAPTOR_ATTN_SCHEDULE") == "layer"
+
 // pollSleep is the Go scheduler's sleep (RAPTOR_GPU_POLL=sleep), kept for
 // comparison: on Linux a time.Sleep shorter than 1 ms lasts about 1.1 ms
 // once every goroutine of the process sleeps (the runtime waits in
@@ -970,7 +977,8 @@ func (m *Model) kernels(c *cuda.Ctx, k *kern, pr *stageProf) error {
 		if err = c.Attention(cuda.AttentionArgs{DType: dt, Q: qkv, K: qkv.Add(hd * es), V: qkv.Add(2 * hd * es), O: att,
 			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
 			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
-			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part}); err != nil {
+			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part,
+			ScheduleReady: l > 0 && !attnSchedulePerLayer}); err != nil {
 			return err
 		}
 		pr.mark(c, stAttn)

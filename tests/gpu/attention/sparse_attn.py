@@ -206,7 +206,8 @@ def partial_slots_bound(T, nseq, heads, C):
 
 
 class SparseAttention:
-    """One attention call = schedule kernel + persistent attention kernel."""
+    """One attention call = schedule kernel + persistent attention kernel (or the kernel alone, reusing the
+    schedule left in the workspace: schedule=False)."""
 
     def __init__(self, module):
         self.m = module
@@ -245,7 +246,9 @@ class SparseAttention:
         self.m.launch("sparse_attention_schedule", 1, SCHEDULE_THREADS, 0, [p])
 
     def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=32, sort=1,
-                 nst=2, grid=None, variant="auto"):
+                 nst=2, grid=None, variant="auto", schedule=True):
+        """schedule=False reuses the workspace's schedule, left by the previous call with the same cu_seqlens,
+        r, split, sort and sparse (the engine's layers after the first); not for the ws kernels."""
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5
@@ -256,7 +259,9 @@ class SparseAttention:
             T, H = q.shape[0], q.shape[1]
             drv = self.m.drv
             args += [drv.tensor_map(t.data_ptr(), T, (H - 1) * t.stride(1) + D, t.stride(0)) for t in (q, k, v)]
-        self.schedule(p)
+        assert schedule or variant not in WS_CFG, "the ws kernels do not leave the schedule ready"
+        if schedule:
+            self.schedule(p)
         self.m.launch(name, grid or self.m.nsm * occ, self.m.threads_of(variant, D), smem, args)
         return p
 

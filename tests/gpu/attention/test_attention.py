@@ -162,7 +162,8 @@ def make_qkv(T, H, D, dtype, gen):
 
 
 def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1, split=32, sort=1, nst=2,
-             layout="fused", label="", refs=None, qkv=None, check_ref=True, variant="auto", grid=None):
+             layout="fused", label="", refs=None, qkv=None, check_ref=True, variant="auto", grid=None,
+             schedule=True):
     cu_host = cu_of(ls)
     T = cu_host[-1]
     cu = torch.tensor(cu_host, dtype=torch.int32, device="cuda")
@@ -182,7 +183,7 @@ def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1
     torch.cuda.synchronize()
     t0 = time.time()
     sa(q, k, v, o, cu, seeds, seed=seed, layer=layer, r=r, sparse=sparse, split=split, sort=sort, nst=nst,
-       variant=variant, grid=grid)
+       variant=variant, grid=grid, schedule=schedule)
     torch.cuda.synchronize()
     tk = time.time() - t0
     finite = bool(torch.isfinite(o2).all())
@@ -202,6 +203,42 @@ def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1
     log(f"{label:34s} err {ek:.3e}  torch-{str(dtype)[6:]} {et:.3e}  ratio {ek / et:.2f}  worst seq {worst:.2f}  "
         f"finite {finite}  ({tk * 1e3:.0f} ms incl. launch) {'PASS' if ok else 'FAIL'}")
     return res
+
+
+def ws_idle(sa, nseq, H):
+    """The workspace as a finished call must leave it: ticket counter, its CTA count and every split-row
+    semaphore 0 (what lets the next call skip the schedule kernel)."""
+    w = sa.ws.cpu()
+    sem0 = 16 + 17 * nseq
+    return int(w[0]) == 0 and int(w[3]) == 0 and not bool(w[sem0:sem0 + 2 * H * nseq].any())
+
+
+def test_schedule_reuse(sa, ls, seeds_host, H, seed, layer, r, gen, rng, qkv, kname, variant):
+    """The engine schedules once per forward: every later layer runs the attention kernel alone on the
+    workspace the previous call left. Calls without the schedule kernel (other layers, other seeds, a grid of
+    3 CTAs, split C=8 and no split) must give bitwise the outputs of scheduled calls."""
+    ok = True
+    for split, cases in ((32, ((layer + 1, seed, None), (layer, seed, 3), (0, seed ^ 0x5555, None))),
+                         (8, ((layer, seed, None), (layer + 2, seed, 3))),
+                         (NOSPLIT, ((layer + 1, seed, None),))):
+        # a scheduled call with this split leaves its schedule in the workspace
+        run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, qkv=qkv, split=split,
+                 check_ref=False, variant=variant, label="reuse: scheduled")
+        torch.cuda.synchronize()
+        ok &= check(ws_idle(sa, len(ls), H), f"{kname}: workspace not idle after a scheduled call (C={split})")
+        for lay, sd, grid in cases:
+            a = run_case(sa, ls, seeds_host, H, 64, torch.float16, sd, lay, r, gen, rng, qkv=qkv, split=split,
+                         grid=grid, schedule=False, check_ref=False, variant=variant, label="reuse: no schedule")
+            torch.cuda.synchronize()
+            ok &= check(ws_idle(sa, len(ls), H), f"{kname}: workspace not idle after a call without schedule")
+            oa = a["o"].clone()
+            b = run_case(sa, ls, seeds_host, H, 64, torch.float16, sd, lay, r, gen, rng, qkv=qkv, split=split,
+                         grid=grid, check_ref=False, variant=variant, label="reuse: scheduled")
+            same = torch.equal(oa.view(torch.int16), b["o"].view(torch.int16))
+            ok &= check(same, f"{kname}: C={split} layer {lay} grid {grid}: the call on the reused schedule "
+                              f"differs from a scheduled call")
+    log(f"{kname} schedule reuse: 6 calls without the schedule kernel (layers, seeds, grid 3, C=32/8/none) "
+        f"bitwise equal to scheduled calls, workspace idle after each: {'PASS' if ok else 'FAIL'}")
 
 
 def main():
@@ -257,6 +294,7 @@ def main():
                            alone["o"].view(torch.int16))
         check(same, f"{kname}: batch invariance (sub-batch alone differs)")
         log(f"{kname} batch invariance: sequences {sub_ls} alone == in the batch, bitwise: {same}")
+        test_schedule_reuse(sa, ls, seeds_host, H, seed, layer, r, gen, rng, res["qkv"], kname, variant)
         # schedule variants, stages, a small persistent grid: each against the reference
         for split, sort, var, grid, lbl in ((NOSPLIT, 1, variant, None, "no split"),
                                             (32, 0, variant, None, "no cost order"),
