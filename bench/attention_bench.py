@@ -288,6 +288,8 @@ def main():
         # as the engine runs every layer after a forward's first (the schedule depends only on cu_seqlens)
         variants = [("raptor", dict()), ("raptor, schedule reused", dict(schedule=False)),
                     ("raptor C=64, schedule reused", dict(split=64, schedule=False)),
+                    ("raptor by sequence, schedule reused", dict(sort=2, schedule=False)),
+                    ("raptor by sequence C=16, schedule reused", dict(sort=2, split=16, schedule=False)),
                     ("raptor C=16", dict(split=16)), ("raptor C=64", dict(split=64)),
                     ("raptor no split", dict(split=NOSPLIT)), ("raptor no cost order", dict(sort=0)),
                     ("raptor no split, no order", dict(split=NOSPLIT, sort=0)),

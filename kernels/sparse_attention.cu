@@ -948,10 +948,20 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     if (s < nseq) {
       const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
       const bool sp = is_sparse(n, p.sparse, r);
-      for (int kind = 0; kind < kKinds; ++kind) {
-        int cnt, cost;
-        seg_info(kind, nb, sp, r, C, cnt, cost);
-        if (cnt > 0) atomicAdd(&hist[p.sort_by_cost ? cost_bucket(cost) : 0], 1);
+      if (p.sort_by_cost == 2) {  // by sequence: one run of segments per sequence, longest first
+        int ns = 0;
+        for (int kind = 0; kind < kKinds; ++kind) {
+          int cnt, cost;
+          seg_info(kind, nb, sp, r, C, cnt, cost);
+          ns += cnt > 0;
+        }
+        atomicAdd(&hist[length_bucket(nb)], ns);
+      } else {
+        for (int kind = 0; kind < kKinds; ++kind) {
+          int cnt, cost;
+          seg_info(kind, nb, sp, r, C, cnt, cost);
+          if (cnt > 0) atomicAdd(&hist[p.sort_by_cost ? cost_bucket(cost) : 0], 1);
+        }
       }
       const int nc = chunks_of(nb, sp, C);
       if (nc > 1) parts = 2 * H * nc;
@@ -979,6 +989,29 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   for (int s = tid; s < nseq; s += blockDim.x) {
     const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
     const bool sp = is_sparse(n, p.sparse, r);
+    if (p.sort_by_cost == 2) {
+      // the sequence's segments, most expensive first, at consecutive places
+      int kinds[kKinds], costs[kKinds], cnts[kKinds], ns = 0;
+      for (int kind = 0; kind < kKinds; ++kind) {
+        int cnt, cost;
+        seg_info(kind, nb, sp, r, C, cnt, cost);
+        if (cnt > 0) {
+          int j = ns++;
+          for (; j > 0 && costs[j - 1] < cost; --j) {
+            kinds[j] = kinds[j - 1];
+            costs[j] = costs[j - 1];
+            cnts[j] = cnts[j - 1];
+          }
+          kinds[j] = kind;
+          costs[j] = cost;
+          cnts[j] = cnt;
+        }
+      }
+      const int b = length_bucket(nb);
+      const int at = hist[b] + atomicAdd(&cur[b], ns);
+      for (int j = 0; j < ns; ++j) segs[at + j] = make_int4(s, kinds[j], cnts[j], 0);
+      continue;
+    }
     for (int kind = 0; kind < kKinds; ++kind) {
       int cnt, cost;
       seg_info(kind, nb, sp, r, C, cnt, cost);

@@ -60,7 +60,8 @@ struct AttnParams {
   int random_blocks;                // 148  r, 0 .. kMaxRandom
   int sparse;                       // 152  0: the model attends densely
   int split_blocks;                 // 156  C: global rows are split into chunks of C key blocks
-  int sort_by_cost;                 // 160  1: most expensive work first (0: arrival order)
+  int sort_by_cost;                 // 160  1: most expensive work first (0: arrival order;
+                                    //      2: by sequence, longest first, each one's work most expensive first)
   float scale;                      // 164  softmax scale, normally 1/sqrt(D)
 };
 static_assert(sizeof(AttnParams) == 168, "AttnParams layout");
@@ -164,6 +165,11 @@ RAPTOR_HD int middle_list(int* out, int* scratch, u64 seed, u64 rseed, int layer
 // The schedule kernel sorts segments by cost, most expensive first, and the
 // persistent attention grid pulls items in that order from one atomic
 // ticket counter (longest-processing-time-first list scheduling).
+// sort_by_cost 2 keeps each sequence's segments together instead (its global
+// row chunks, then its other rows), sequences longest first: a sequence's K/V
+// are read from memory once, while its rows run, instead of once by the
+// global rows at the start and again by the middle rows later; the tail is
+// still the shortest sequences' cheapest items.
 //
 // The schedule depends only on cu_seqlens, H, r, C, sparse and the order, not
 // on the layer, the seeds or Q/K/V: the mma.sync and wgmma kernels leave the
@@ -194,6 +200,16 @@ RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int
 }
 
 RAPTOR_HD int cost_bucket(int cost) { return imin(cost, kBuckets - 1); }
+
+// length_bucket orders sequences by length for sort_by_cost 2 (a bucket per
+// block count below 48, then two per power of two, the top bucket from 2^13
+// blocks): non-decreasing in nb, at most kBuckets-1.
+RAPTOR_HD int length_bucket(int nb) {
+  if (nb < 48) return nb;
+  int l = 5;
+  while ((nb >> (l + 1)) != 0) ++l;  // 2^l <= nb < 2^(l+1), l >= 5
+  return imin(kBuckets - 1, 48 + 2 * (l - 5) + ((nb >> (l - 1)) & 1));
+}
 
 // chunks_of is the number of chunks each global row of a sequence is split
 // into (1: not split).

@@ -6,7 +6,7 @@
 # (RAPTOR_ATTN_SCHEDULE=layer):
 #   1. the attention kernel benchmark (bench/attention_bench.py: both ways per workload);
 #   2. the engine's per-forward device time (engine TestGPUProfile, MiniLM- and
-#      BigBird-base-shaped models, graph probes), A B A B;
+#      BigBird-base-shaped models, graph probes: A B, then MiniLM alone A B);
 #   3. bench/serve on all-MiniLM-L6-v2 f16 (lone latency, 25/50/90/110% load), A B A B.
 # Build here first: `PATH=$PWD/.venv/bin:$PATH bash tests/gpu/run.sh --soak=30`, then
 #   go build -o build/gpu/serve/serve ./bench/serve && gzip -9f build/gpu/serve/serve
@@ -30,15 +30,16 @@ export RAPTOR_KERNEL_CACHE; RAPTOR_KERNEL_CACHE=${RAPTOR_KERNEL_CACHE:-$(mktemp 
 # 1. kernel alone
 OUT=$L/attn timeout 240 python3 bench/attention_bench.py --no-probe >"$L/attn_bench.txt" 2>&1
 echo "attention bench rc=$? ($((SECONDS - T0)) s)"
-grep -E "^  (raptor|raptor, schedule reused|raptor C=64, schedule reused|Flex) |schedule reused:|^\||Schedule reused" "$L/attn_bench.txt" | tail -40
+grep -E "^==|^  (raptor|Flex)|schedule reused:|^\||^Schedule reused" "$L/attn_bench.txt" | grep -v "mma.sync" | cut -c1-170 | tail -75
 
 # 2. engine device time per forward
 BIN=/tmp/raptor-gpu-bin
 [ -x "$BIN/engine.test" ] || { mkdir -p "$BIN"; gunzip -c build/gpu/bin/engine.test.gz >"$BIN/engine.test"; chmod +x "$BIN/engine.test"; }
 for run in a1 b1 a2 b2; do
   case $run in a*) mode= ;; b*) mode=layer ;; esac
-  (cd engine && RAPTOR_ATTN_SCHEDULE=$mode RAPTOR_PROFILE_MODELS=minilm,base RAPTOR_PROFILE_OUT="$L/profile_$run.json" \
-    timeout 120 "$BIN/engine.test" -test.run '^TestGPUProfile$' -test.v -test.count=1 >"$L/profile_$run.txt" 2>&1)
+  case $run in *1) models=minilm,base lim=100 ;; *) models=minilm lim=40 ;; esac
+  (cd engine && RAPTOR_ATTN_SCHEDULE=$mode RAPTOR_PROFILE_MODELS=$models RAPTOR_PROFILE_OUT="$L/profile_$run.json" \
+    timeout $lim "$BIN/engine.test" -test.run '^TestGPUProfile$' -test.v -test.count=1 >"$L/profile_$run.txt" 2>&1)
   echo "profile $run (RAPTOR_ATTN_SCHEDULE=$mode) rc=$? ($((SECONDS - T0)) s)"
   grep -E "graph (minilm|base)" "$L/profile_$run.txt" | sed 's/^ *//' | cut -c1-240
 done
@@ -50,9 +51,9 @@ ARGS="-backend cuda -model $ROOT/build/gpu/models/minilm-f16.raptor -capacity of
 for run in a1 b1 a2 b2; do
   case $run in a*) mode= ;; b*) mode=layer ;; esac
   # shellcheck disable=SC2086
-  RAPTOR_ATTN_SCHEDULE=$mode timeout 100 /tmp/serve $ARGS -json "$S/serve_$run.json" >"$S/serve_$run.md" 2>"$S/serve_$run.err"
+  RAPTOR_ATTN_SCHEDULE=$mode timeout 60 /tmp/serve $ARGS -json "$S/serve_$run.json" >"$S/serve_$run.md" 2>"$S/serve_$run.err"
   echo "serve $run (RAPTOR_ATTN_SCHEDULE=$mode) rc=$? ($((SECONDS - T0)) s)"
-  grep -E "^\| (alone|dynamic|offline)" "$S/serve_$run.md" | head -12
+  grep -E "^Best offline|^One request alone|^\| (25|50|90|110)% |dynamic 50% load" "$S/serve_$run.md" | cut -c1-400 | head -6
 done
 tar -C "$L" -czf "$L/serve_logs.tgz" serve && rm -rf "$S"
 tar -C "$L" -czf "$L/profiles.tgz" profile_a1.json profile_b1.json profile_a2.json profile_b2.json \

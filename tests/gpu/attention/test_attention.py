@@ -147,7 +147,22 @@ def test_schedule(sa, ls, H, r, C, sort):
         n = ls[s_]
         nb = -(-n // 64)
         costs.append([nb, 5 + r, 4 + r, C, nb % C][kind])
-    if sort:
+    if sort == 2:
+        # one run of segments per sequence, cost-descending inside it, sequences by length bucket, longest first
+        def length_bucket(nb):
+            if nb < 48:
+                return nb
+            lg = nb.bit_length() - 1
+            return min(63, 48 + 2 * (lg - 5) + ((nb >> (lg - 1)) & 1))
+        order = [int(x) for x in segs[:, 0]]
+        runs = [order[0]] + [b_ for a_, b_ in zip(order, order[1:]) if a_ != b_]
+        ok &= len(runs) == len(set(runs)) == len(ls)
+        for i in range(1, len(order)):
+            if order[i] == order[i - 1]:
+                ok &= costs[i] <= costs[i - 1]
+        lb = [length_bucket(-(-ls[s_] // 64)) for s_ in runs]
+        ok &= all(x >= y for x, y in zip(lb, lb[1:]))
+    elif sort:
         b = np.minimum(np.array(costs), 63)
         ok &= (np.diff(b) <= 0).all()
     check(ok, f"schedule (C={C}, sort={sort}): total {total} want {want}")
@@ -258,7 +273,7 @@ def main():
     test_plan(sa, ls, seeds_host, H, seed=0x9E3779B97F4A7C15, layer=7, r=3)
     test_plan(sa, ls, seeds_host, H, seed=1, layer=0, r=1)
     test_plan(sa, ls, seeds_host, 2, seed=3, layer=1, r=3, sparse=0)
-    for C, sort in ((32, 1), (8, 1), (NOSPLIT, 0), (NOSPLIT, 1)):
+    for C, sort in ((32, 1), (8, 1), (NOSPLIT, 0), (NOSPLIT, 1), (32, 2), (8, 2)):
         test_schedule(sa, ls, 12, 3, C, sort)
 
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
@@ -300,6 +315,7 @@ def main():
                                             (32, 0, variant, None, "no cost order"),
                                             (NOSPLIT, 0, variant, None, "no split, no order"),
                                             (8, 1, variant, None, "split C=8"),
+                                            (32, 2, variant, None, "by sequence"),
                                             (32, 1, variant, 3, "3 CTAs in all"),
                                             (32, 1, "wg3" if variant else "s3", None, "3 stages")):
             v = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, split=split, sort=sort,
