@@ -205,12 +205,24 @@ def flex_inputs(ls, seed, seeds, layer, qkv, cu):
     return q, k, v, torch.from_numpy(valid).to(dev), host, rows_t, Tp
 
 
+# --ab: schedule configurations compared in interleaved rounds, all on a reused schedule (sort 1: cost order,
+# 2: by sequence, 3: by sequence with the tail's global-row chunks moved ahead)
+AB_CONFIGS = [("C=32, cost order", dict(split=32, sort=1)), ("C=64, cost order", dict(split=64, sort=1)),
+              ("no split, cost order", dict(split=NOSPLIT, sort=1)),
+              ("C=32, by sequence, tail moved", dict(split=32, sort=3)),
+              ("C=64, by sequence, tail moved", dict(split=64, sort=3)),
+              ("C=64, by sequence", dict(split=64, sort=2))]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--variant", default="auto", help="kernel of the headline numbers: auto (wgmma on sm_90a) or mma")
+    ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
+                    help="also time the schedule configurations of AB_CONFIGS (schedule reused) interleaved, in "
+                    "ROUNDS rounds with a rotating start, and report the median over rounds")
     ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
                     "(sm_90a; kernels sparse_attention_d64_<name>_f16)")
     args = ap.parse_args()
@@ -308,6 +320,19 @@ def main():
             log(f"  {vname:28s} {ms * 1e3:9.1f} us  (min {lo * 1e3:.1f}, max {hi * 1e3:.1f})  "
                 f"{flop / ms / 1e9:6.1f} TFLOP/s  {flop / ms / 1e9 / P:5.1%} of peak  "
                 f"{bytes64 / ms / 1e9:5.2f} TB/s L2->smem")
+        # interleaved rounds over the schedule configurations (each after one scheduled call of its own)
+        if args.ab:
+            got = {name: [] for name, _ in AB_CONFIGS}
+            for rnd in range(args.ab):
+                for j in range(len(AB_CONFIGS)):
+                    name, kw = AB_CONFIGS[(j + rnd) % len(AB_CONFIGS)]
+                    mine(**kw)()
+                    got[name].append(bench(mine(schedule=False, **kw), reps=7)[0])
+            for name, _ in AB_CONFIGS:
+                ts = got[name]
+                row["ab " + name] = statistics.median(ts)
+                log(f"  ab {name:32s} {statistics.median(ts) * 1e3:9.1f} us  (round medians {min(ts) * 1e3:.1f} .. "
+                    f"{max(ts) * 1e3:.1f}, {len(ts)} rounds)")
         # the same configuration again, to show the spread between identical runs
         row["raptor (again)"], _, _ = bench(mine())
         log(f"  {'raptor (again)':28s} {row['raptor (again)'] * 1e3:9.1f} us")
@@ -437,6 +462,15 @@ def main():
         + f", C=64 {r_['raptor C=64, schedule reused'] * 1e3:.0f} us"
         + (f" ({r_['flex'] / r_['raptor C=64, schedule reused']:.2f}x)" if r_.get("flex") else "")
         for r_ in results))
+    if args.ab:
+        log("Schedule configurations, interleaved (" + str(args.ab) + " rounds; median us, vs Flex without its mask "
+            "build):")
+        log("| configuration | " + " | ".join(r_["workload"] for r_ in results) + " |")
+        log("|---|" + "---|" * len(results))
+        for name, _ in AB_CONFIGS:
+            log(f"| {name} | " + " | ".join(
+                f"{r_['ab ' + name] * 1e3:.0f}" + (f" ({r_['flex'] / r_['ab ' + name]:.2f}x)" if r_.get("flex") else "")
+                for r_ in results) + " |")
     for x in extra:
         log(f"variant {x} vs the default (raptor / raptor again): " + "; ".join(
             f"{r_['workload']}: {r_['raptor ' + x] * 1e3:.0f} us ({r_['raptor ' + x] / r_['raptor'] - 1:+.1%} / "

@@ -927,7 +927,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     sparse_attention_schedule(const AttnParams p) {
   using namespace raptor::sparse;
   __shared__ int hist[kBuckets], cur[kBuckets], sh[33];
-  __shared__ int carry, s_nseg;
+  __shared__ int carry, s_nseg, s_cut;
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
   int* ws = p.ws;
@@ -948,7 +948,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     if (s < nseq) {
       const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
       const bool sp = is_sparse(n, p.sparse, r);
-      if (p.sort_by_cost == 2) {  // by sequence: one run of segments per sequence, longest first
+      if (p.sort_by_cost >= 2) {  // by sequence: one run of segments per sequence, longest first
         int ns = 0;
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
@@ -989,7 +989,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   for (int s = tid; s < nseq; s += blockDim.x) {
     const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
     const bool sp = is_sparse(n, p.sparse, r);
-    if (p.sort_by_cost == 2) {
+    if (p.sort_by_cost >= 2) {
       // the sequence's segments, most expensive first, at consecutive places
       int kinds[kKinds], costs[kKinds], cnts[kKinds], ns = 0;
       for (int kind = 0; kind < kKinds; ++kind) {
@@ -1022,8 +1022,66 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     }
   }
   __syncthreads();
-  // pass 3: first ticket of each segment
   const int nseg = s_nseg;
+  // sort_by_cost 3: mode 2's order, except that the global-row chunks that
+  // would start within the last lead = (SMs x 4) x C block steps of the work
+  // move to where that lead begins (stable), so that about C steps of other
+  // work per CTA remain behind every chunk (no straggler at the end). Each
+  // thread holds kRel consecutive segments (more segments: mode 2's order).
+  constexpr int kRel = 8;
+  if (p.sort_by_cost == 3 && nseg <= kRel * (int)blockDim.x) {
+    __syncthreads();  // pass 2's segments are written
+    int4 mine[kRel];
+    int wk[kRel];
+    const int i0 = tid * kRel;
+    int wsum = 0;
+#pragma unroll
+    for (int j = 0; j < kRel; ++j) {
+      wk[j] = 0;
+      if (i0 + j < nseg) {
+        mine[j] = segs[i0 + j];
+        const int n = cu[mine[j].x + 1] - cu[mine[j].x];
+        int cnt, cost;
+        seg_info(mine[j].y, num_blocks(n), is_sparse(n, p.sparse, r), r, C, cnt, cost);
+        wk[j] = mine[j].z * H * cost;
+      }
+      wsum += wk[j];
+    }
+    if (tid == 0) s_cut = 0;
+    int W;
+    const int wex = block_exclusive_scan(wsum, W, sh);  // ends with a barrier
+    unsigned nsm;
+    asm("mov.u32 %0, %%nsmid;" : "=r"(nsm));
+    const long long lead = (long long)nsm * 4 * imin(C, 1 << 16);
+    const int cut = (int)((long long)W - lead < -1 ? -1 : (long long)W - lead);
+    int run = wex, before = 0, msum = 0;
+#pragma unroll
+    for (int j = 0; j < kRel; ++j) {
+      run += wk[j];
+      before += i0 + j < nseg && run <= cut;
+    }
+    atomicAdd(&s_cut, before);
+    __syncthreads();
+    const int P = s_cut;  // segments that end at or before the cut
+    bool mv[kRel];
+#pragma unroll
+    for (int j = 0; j < kRel; ++j) {
+      mv[j] = i0 + j < nseg && i0 + j >= P && (mine[j].y == 3 || mine[j].y == 4);
+      msum += mv[j];
+    }
+    int nmv;
+    int m = block_exclusive_scan(msum, nmv, sh);  // every read of segs is before this barrier
+#pragma unroll
+    for (int j = 0; j < kRel; ++j) {
+      const int i = i0 + j;
+      if (i >= nseg) continue;
+      const int pos = i < P ? i : mv[j] ? P + m : P + nmv + (i - P - m);
+      m += mv[j];
+      segs[pos] = mine[j];
+    }
+  }
+  __syncthreads();
+  // pass 3: first ticket of each segment
   for (int base = 0; base < nseg; base += blockDim.x) {
     const int i = base + tid;
     const int c = i < nseg ? segs[i].z * H : 0;

@@ -28,7 +28,7 @@ fi
 export RAPTOR_KERNEL_CACHE; RAPTOR_KERNEL_CACHE=${RAPTOR_KERNEL_CACHE:-$(mktemp -d)}
 
 # 1. kernel alone
-OUT=$L/attn timeout 240 python3 bench/attention_bench.py --no-probe >"$L/attn_bench.txt" 2>&1
+mkdir -p "$L/attn"; OUT=$L/attn timeout 240 python3 bench/attention_bench.py --no-probe >"$L/attn_bench.txt" 2>&1
 echo "attention bench rc=$? ($((SECONDS - T0)) s)"
 grep -E "^==|^  (raptor|Flex)|schedule reused:|^\||^Schedule reused" "$L/attn_bench.txt" | grep -v "mma.sync" | cut -c1-170 | tail -75
 

@@ -117,7 +117,7 @@ def test_plan(sa, ls, seeds_host, H, seed, layer, r, sparse=1):
         f"{bad} differ ({time.time() - t0:.1f}s)")
 
 
-def test_schedule(sa, ls, H, r, C, sort):
+def test_schedule(sa, ls, H, r, C, sort, expect_moved=False):
     cu = torch.tensor(cu_of(ls), dtype=torch.int32, device="cuda")
     seeds = torch.zeros(len(ls), dtype=torch.int64, device="cuda")
     x = torch.empty((1, H, 8), dtype=torch.float16, device="cuda")
@@ -125,7 +125,12 @@ def test_schedule(sa, ls, H, r, C, sort):
     sa.ws.fill_(-1)
     sa.schedule(p)
     torch.cuda.synchronize()
-    ws = sa.ws.cpu().numpy()
+    check_schedule(sa.ws.cpu().numpy(), ls, H, r, C, sort, expect_moved, sa.m.nsm)
+
+
+def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132):
+    """The schedule kernel's workspace ws (int32 numpy) against the expected items and order (nsm: the
+    device's multiprocessors, for sort 3's lead of nsm x 4 x C block steps)."""
     total, nseg = int(ws[1]), int(ws[2])
     segs = ws[16:16 + 4 * nseg].reshape(nseg, 4)
     # expected items
@@ -147,13 +152,47 @@ def test_schedule(sa, ls, H, r, C, sort):
         n = ls[s_]
         nb = -(-n // 64)
         costs.append([nb, 5 + r, 4 + r, C, nb % C][kind])
-    if sort == 2:
+    def length_bucket(nb):
+        if nb < 48:
+            return nb
+        lg = nb.bit_length() - 1
+        return min(63, 48 + 2 * (lg - 5) + ((nb >> (lg - 1)) & 1))
+
+    if sort == 3:
+        # mode 2's order (below) with the global-row chunks of its tail moved, in order, to one place P: rebuild
+        # mode 2's order from the runs of the other segments and find a P that gives the GPU's order
+        rows = [tuple(int(x) for x in sg[:3]) for sg in segs]
+        cost_of = {row: c_ for row, c_ in zip(rows, costs)}
+        seq_order = []
+        for s_, kind, _ in rows:
+            if kind not in (3, 4) and s_ not in seq_order:
+                seq_order.append(s_)
+        ok &= sorted(seq_order) == list(range(len(ls)))
+        base = []
+        for s_ in seq_order:
+            mine = [row for row in rows if row[0] == s_]
+            base += sorted(mine, key=lambda row: (-cost_of[row], row[1]))
+        lb = [length_bucket(-(-ls[s_] // 64)) for s_ in seq_order]
+        ok &= all(x >= y for x, y in zip(lb, lb[1:]))
+        found = None
+        for P in range(len(base) + 1):
+            moved = [row for row in base[P:] if row[1] in (3, 4)]
+            if base[:P] + moved + [row for row in base[P:] if row[1] not in (3, 4)] == rows:
+                found = (P, len(moved))
+                break
+        ok &= found is not None
+        if found:
+            P, nmoved = found
+            work = [cost_of[row] * row[2] * H for row in rows]
+            after = sum(work[P + nmoved:])
+            ok &= nmoved > 0 or not expect_moved
+            # tail safety: the moved chunks and what follows them cover the lead, up to one segment's work
+            lead = min(sum(work), int(0.9 * nsm * 4 * min(C, 1 << 16)))
+            ok &= after + sum(work[P:P + nmoved]) >= lead - max(work)
+            log(f"schedule C={C} sort=3: {nmoved} chunk segments moved to position {P} of {len(rows)}; "
+                f"{after} block steps follow them ({after / max(1, sum(work)):.1%} of the work)")
+    elif sort == 2:
         # one run of segments per sequence, cost-descending inside it, sequences by length bucket, longest first
-        def length_bucket(nb):
-            if nb < 48:
-                return nb
-            lg = nb.bit_length() - 1
-            return min(63, 48 + 2 * (lg - 5) + ((nb >> (lg - 1)) & 1))
         order = [int(x) for x in segs[:, 0]]
         runs = [order[0]] + [b_ for a_, b_ in zip(order, order[1:]) if a_ != b_]
         ok &= len(runs) == len(set(runs)) == len(ls)
@@ -165,7 +204,7 @@ def test_schedule(sa, ls, H, r, C, sort):
     elif sort:
         b = np.minimum(np.array(costs), 63)
         ok &= (np.diff(b) <= 0).all()
-    check(ok, f"schedule (C={C}, sort={sort}): total {total} want {want}")
+    check(ok, f"schedule (C={C}, sort={sort}): total {total} want {want}, or the order is wrong")
     log(f"schedule C={C} sort={sort}: {nseg} segments, {total} items (expected {want}), costs in order: "
         f"{costs[:6]}...{costs[-3:]}")
 
@@ -273,8 +312,10 @@ def main():
     test_plan(sa, ls, seeds_host, H, seed=0x9E3779B97F4A7C15, layer=7, r=3)
     test_plan(sa, ls, seeds_host, H, seed=1, layer=0, r=1)
     test_plan(sa, ls, seeds_host, 2, seed=3, layer=1, r=3, sparse=0)
-    for C, sort in ((32, 1), (8, 1), (NOSPLIT, 0), (NOSPLIT, 1), (32, 2), (8, 2)):
+    for C, sort in ((32, 1), (8, 1), (NOSPLIT, 0), (NOSPLIT, 1), (32, 2), (8, 2), (32, 3), (64, 3), (NOSPLIT, 3)):
         test_schedule(sa, ls, 12, 3, C, sort)
+    for C in (32, 64):  # eight equal sequences: the tail's chunks must move
+        test_schedule(sa, [4096] * 8, 12, 3, C, 3, expect_moved=True)
 
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
     results = {}
@@ -316,6 +357,7 @@ def main():
                                             (NOSPLIT, 0, variant, None, "no split, no order"),
                                             (8, 1, variant, None, "split C=8"),
                                             (32, 2, variant, None, "by sequence"),
+                                            (64, 3, variant, None, "by sequence, tail moved, C=64"),
                                             (32, 1, variant, 3, "3 CTAs in all"),
                                             (32, 1, "wg3" if variant else "s3", None, "3 stages")):
             v = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, split=split, sort=sort,
