@@ -45,8 +45,8 @@
 // stream, after raising the kernel's dynamic shared-memory limit to smem; the
 // same AttnParams for both. p.ws holds ws_ints(nseq, H) ints and p.partial
 // partial_slots_bound(T, nseq, H, C) * partial_slot_floats(D) floats; the
-// schedule kernel initialises both (no memset). Default C (split_blocks) 32,
-// sort_by_cost 1.
+// schedule kernel initialises both (no memset). Default C (split_blocks) 64,
+// sort_by_cost 3 (internal/cuda/attention.go says why).
 #include "common.cuh"
 #include "sparse_attention.cuh"
 #include "sparse_attention_sm90.cuh"

@@ -23,8 +23,16 @@ const AttnBlock = 64
 // AttnMaxRandom is the most random blocks the kernel supports.
 const AttnMaxRandom = 16
 
-// attnSplitBlocks is the split-KV chunk of global rows (key blocks).
-const attnSplitBlocks = 32
+// attnSplitBlocks is the split-KV chunk of global rows (key blocks), and
+// attnOrder the schedule's order (sort_by_cost): 3 runs each sequence's work
+// together, longest sequences first, with the global-row chunks of the last
+// (SMs x 4) x C block steps moved ahead of them. Against C = 32 in cost order
+// (the earlier default), on an H200 in interleaved rounds: -2.8%, -2.9%,
+// -2.7%, -1.8% on the four workloads of bench/RESULTS.md, issue 6.
+const (
+	attnSplitBlocks = 64
+	attnOrder       = 3
+)
 
 // AttnHeadDims lists the head dimensions the kernel is instantiated for.
 var AttnHeadDims = []int{32, 64, 128}
@@ -147,7 +155,7 @@ func (c *Ctx) Attention(a AttentionArgs) error {
 	if a.Sparse {
 		sparse = 1
 	}
-	for i, v := range []int32{int32(a.NSeq), int32(a.Heads), int32(a.Layer), int32(a.RandomBlocks), sparse, attnSplitBlocks, 1} {
+	for i, v := range []int32{int32(a.NSeq), int32(a.Heads), int32(a.Layer), int32(a.RandomBlocks), sparse, attnSplitBlocks, attnOrder} {
 		le.PutUint32(p[136+4*i:], uint32(v))
 	}
 	le.PutUint32(p[164:], math.Float32bits(scale))

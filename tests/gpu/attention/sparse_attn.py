@@ -223,7 +223,7 @@ class SparseAttention:
             self.partial = torch.empty(n_part, dtype=torch.float32, device="cuda")
         return self.ws, self.partial
 
-    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=32, sort=1):
+    def params(self, q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse=1, split=64, sort=3):
         T, H, D = q.shape
         nseq = cu.numel() - 1
         assert cu.dtype == torch.int32 and req_seeds.dtype == torch.int64 and req_seeds.numel() == nseq
@@ -245,7 +245,7 @@ class SparseAttention:
     def schedule(self, p):
         self.m.launch("sparse_attention_schedule", 1, SCHEDULE_THREADS, 0, [p])
 
-    def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=32, sort=1,
+    def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=64, sort=3,
                  nst=2, grid=None, variant="auto", schedule=True):
         """schedule=False reuses the workspace's schedule, left by the previous call with the same cu_seqlens,
         r, split, sort and sparse (the engine's layers after the first); not for the ws kernels."""

@@ -215,7 +215,7 @@ def make_qkv(T, H, D, dtype, gen):
     return qkv.to(dtype)
 
 
-def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1, split=32, sort=1, nst=2,
+def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1, split=64, sort=3, nst=2,
              layout="fused", label="", refs=None, qkv=None, check_ref=True, variant="auto", grid=None,
              schedule=True):
     cu_host = cu_of(ls)
@@ -354,10 +354,11 @@ def main():
         # schedule variants, stages, a small persistent grid: each against the reference
         for split, sort, var, grid, lbl in ((NOSPLIT, 1, variant, None, "no split"),
                                             (32, 0, variant, None, "no cost order"),
+                                            (32, 1, variant, None, "C=32, cost order"),
                                             (NOSPLIT, 0, variant, None, "no split, no order"),
                                             (8, 1, variant, None, "split C=8"),
                                             (32, 2, variant, None, "by sequence"),
-                                            (64, 3, variant, None, "by sequence, tail moved, C=64"),
+                                            (32, 3, variant, None, "by sequence, tail moved, C=32"),
                                             (32, 1, variant, 3, "3 CTAs in all"),
                                             (32, 1, "wg3" if variant else "s3", None, "3 stages")):
             v = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, split=split, sort=sort,
