@@ -347,9 +347,15 @@ def main():
         log(f"  schedule reused: outputs bitwise equal to the scheduled call: {row['reuse bitwise']}")
         del o_s
         # schedule kernel alone
+        pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 32, 1)
+        row["schedule kernel C=32 cost order"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
+        pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 64, 2)
+        row["schedule kernel C=64 by sequence"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
         pp = sa.params(q, k, v, o3, cu, seeds, seed, layer, R, SCALE, 1, 64, 3)
         row["schedule kernel"], _, _ = bench(lambda: sa.schedule(pp), inner=20)
-        log(f"  {'(schedule kernel alone)':28s} {row['schedule kernel'] * 1e3:9.1f} us")
+        log(f"  {'(schedule kernel alone)':28s} {row['schedule kernel'] * 1e3:9.1f} us (C=32 in cost order: "
+            f"{row['schedule kernel C=32 cost order'] * 1e3:.1f} us, C=64 by sequence, no move: "
+            f"{row['schedule kernel C=64 by sequence'] * 1e3:.1f} us)")
         row["raptor ws MiB"] = (sa.ws.numel() + sa.partial.numel()) * 4 / 2 ** 20
         log(f"  {'(workspace + partials)':28s} {row['raptor ws MiB']:9.1f} MiB (allocated once, reused)")
         # correctness of the timed configuration (default), sampled rows

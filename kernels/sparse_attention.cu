@@ -927,7 +927,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     sparse_attention_schedule(const AttnParams p) {
   using namespace raptor::sparse;
   __shared__ int hist[kBuckets], cur[kBuckets], sh[33];
-  __shared__ int carry, s_nseg, s_cut;
+  __shared__ int carry, s_nseg, s_cut, s_sparse;
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
   int* ws = p.ws;
@@ -939,7 +939,10 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     hist[tid] = 0;
     cur[tid] = 0;
   }
-  if (tid == 0) carry = 0;
+  if (tid == 0) {
+    carry = 0;
+    s_sparse = 0;
+  }
   __syncthreads();
   // pass 1: segment histogram by cost bucket; partial-slot bases
   for (int base = 0; base < nseq; base += blockDim.x) {
@@ -948,6 +951,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     if (s < nseq) {
       const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
       const bool sp = is_sparse(n, p.sparse, r);
+      if (sp) s_sparse = 1;  // a sparse sequence: global-row chunks exist
       if (p.sort_by_cost >= 2) {  // by sequence: one run of segments per sequence, longest first
         int ns = 0;
         for (int kind = 0; kind < kKinds; ++kind) {
@@ -1028,8 +1032,9 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   // move to where that lead begins (stable), so that about C steps of other
   // work per CTA remain behind every chunk (no straggler at the end). Each
   // thread holds kRel consecutive segments (more segments: mode 2's order).
+  // Without a sparse sequence there is no chunk to move.
   constexpr int kRel = 8;
-  if (p.sort_by_cost == 3 && nseg <= kRel * (int)blockDim.x) {
+  if (p.sort_by_cost == 3 && s_sparse && nseg <= kRel * (int)blockDim.x) {
     __syncthreads();  // pass 2's segments are written
     int4 mine[kRel];
     int wk[kRel];
@@ -1136,6 +1141,7 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
+  RAPTOR_SPARSE_ATTN_WG(64, 2, 5, sparse_attention_d64_wg5_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
