@@ -1141,7 +1141,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
-  RAPTOR_SPARSE_ATTN_WG(64, 2, 5, sparse_attention_d64_wg5_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 
