@@ -930,6 +930,8 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   __shared__ int carry, s_nseg, s_cut, s_sparse;
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
+  // a dense model's items cost their sequence's block count: by sequence is cost order there
+  const int order = p.sort_by_cost >= 2 && !p.sparse ? 1 : p.sort_by_cost;
   int* ws = p.ws;
   int4* segs = reinterpret_cast<int4*>(ws + ws_segments_offset());
   int* part_base = ws + ws_part_base_offset(nseq);
@@ -952,7 +954,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
       const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
       const bool sp = is_sparse(n, p.sparse, r);
       if (sp) s_sparse = 1;  // a sparse sequence: global-row chunks exist
-      if (p.sort_by_cost >= 2) {  // by sequence: one run of segments per sequence, longest first
+      if (order >= 2) {  // by sequence: one run of segments per sequence, longest first
         int ns = 0;
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
@@ -964,7 +966,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
           seg_info(kind, nb, sp, r, C, cnt, cost);
-          if (cnt > 0) atomicAdd(&hist[p.sort_by_cost ? cost_bucket(cost) : 0], 1);
+          if (cnt > 0) atomicAdd(&hist[order ? cost_bucket(cost) : 0], 1);
         }
       }
       const int nc = chunks_of(nb, sp, C);
@@ -993,7 +995,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   for (int s = tid; s < nseq; s += blockDim.x) {
     const int n = cu[s + 1] - cu[s], nb = num_blocks(n);
     const bool sp = is_sparse(n, p.sparse, r);
-    if (p.sort_by_cost >= 2) {
+    if (order >= 2) {
       // the sequence's segments, most expensive first, at consecutive places
       int kinds[kKinds], costs[kKinds], cnts[kKinds], ns = 0;
       for (int kind = 0; kind < kKinds; ++kind) {
@@ -1020,7 +1022,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
       int cnt, cost;
       seg_info(kind, nb, sp, r, C, cnt, cost);
       if (cnt > 0) {
-        const int b = p.sort_by_cost ? cost_bucket(cost) : 0;
+        const int b = order ? cost_bucket(cost) : 0;
         segs[hist[b] + atomicAdd(&cur[b], 1)] = make_int4(s, kind, cnt, 0);
       }
     }
@@ -1034,7 +1036,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   // thread holds kRel consecutive segments (more segments: mode 2's order).
   // Without a sparse sequence there is no chunk to move.
   constexpr int kRel = 8;
-  if (p.sort_by_cost == 3 && s_sparse && nseg <= kRel * (int)blockDim.x) {
+  if (order == 3 && s_sparse && nseg <= kRel * (int)blockDim.x) {
     __syncthreads();  // pass 2's segments are written
     int4 mine[kRel];
     int wk[kRel];

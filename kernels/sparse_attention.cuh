@@ -61,7 +61,9 @@ struct AttnParams {
   int sparse;                       // 152  0: the model attends densely
   int split_blocks;                 // 156  C: global rows are split into chunks of C key blocks
   int sort_by_cost;                 // 160  1: most expensive work first (0: arrival order;
-                                    //      2: by sequence, longest first, each one's work most expensive first)
+                                    //      2: by sequence, longest first, each one's work most expensive first;
+                                    //      3: 2 with the tail's global-row chunks moved ahead; a dense
+                                    //      model (sparse 0) takes 2 and 3 as 1)
   float scale;                      // 164  softmax scale, normally 1/sqrt(D)
 };
 static_assert(sizeof(AttnParams) == 168, "AttnParams layout");
