@@ -233,6 +233,8 @@ def main():
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
     extra = [x for x in args.extra.split(",") if x] if args.variant == "auto" and m.arch == "sm_90a" else []
+    # --ab also compares each --extra kernel variant on the default schedule, in the same rounds
+    ab_configs = AB_CONFIGS + [(f"variant {x}", dict(variant=x)) for x in extra]
     for nst, var in (((2, "auto"), (2, "wg3"), (2, ""), (3, "")) + tuple((2, x) for x in extra)
                      if args.variant == "auto" else ((2, ""),)):
         name, smem, occ = m.attention_config(D, DT, nst, var)
@@ -323,13 +325,13 @@ def main():
                 f"{bytes64 / ms / 1e9:5.2f} TB/s L2->smem")
         # interleaved rounds over the schedule configurations (each after one scheduled call of its own)
         if args.ab:
-            got = {name: [] for name, _ in AB_CONFIGS}
+            got = {name: [] for name, _ in ab_configs}
             for rnd in range(args.ab):
-                for j in range(len(AB_CONFIGS)):
-                    name, kw = AB_CONFIGS[(j + rnd) % len(AB_CONFIGS)]
+                for j in range(len(ab_configs)):
+                    name, kw = ab_configs[(j + rnd) % len(ab_configs)]
                     mine(**kw)()
                     got[name].append(bench(mine(schedule=False, **kw), reps=7)[0])
-            for name, _ in AB_CONFIGS:
+            for name, _ in ab_configs:
                 ts = got[name]
                 row["ab " + name] = statistics.median(ts)
                 log(f"  ab {name:32s} {statistics.median(ts) * 1e3:9.1f} us  (round medians {min(ts) * 1e3:.1f} .. "
@@ -474,7 +476,7 @@ def main():
             "build):")
         log("| configuration | " + " | ".join(r_["workload"] for r_ in results) + " |")
         log("|---|" + "---|" * len(results))
-        for name, _ in AB_CONFIGS:
+        for name, _ in ab_configs:
             log(f"| {name} | " + " | ".join(
                 f"{r_['ab ' + name] * 1e3:.0f}" + (f" ({r_['flex'] / r_['ab ' + name]:.2f}x)" if r_.get("flex") else "")
                 for r_ in results) + " |")

@@ -188,10 +188,32 @@ __device__ __forceinline__ void combine(const float* base, int nchunks, T* out, 
   }
 }
 
-// decode_ticket decodes ticket tk of the work list into s_item (one
-// thread): {seq (-1: no work left), head, qblock, kv_begin, kv_len, list,
-// row, chunk, nchunks, tok0, n}. hint is the segment of the previous ticket
-// (tickets only grow).
+// decode_seg fills s_item (kItemInts ints: {seq (-1: no work left), head,
+// qblock, kv_begin, kv_len, list, row, chunk, nchunks, tok0, n, request seed
+// low, high}) for ticket tk of segment sg, whose seginfo record is inf.
+__device__ __forceinline__ void decode_seg(const AttnParams& p, int tk, int4 sg, int4 inf, int* s_item) {
+  const int local = tk - sg.w;
+  const int h = local / sg.z, e = local - h * sg.z;
+  const int n = inf.y, nb = num_blocks(n);
+  const Item it = decode_item(sg.y, e, sg.x, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks);
+  s_item[0] = sg.x;
+  s_item[1] = h;
+  s_item[2] = it.qblock;
+  s_item[3] = it.kv_begin;
+  s_item[4] = it.kv_len;
+  s_item[5] = it.list;
+  s_item[6] = it.row;
+  s_item[7] = it.chunk;
+  s_item[8] = it.nchunks;
+  s_item[9] = inf.x;
+  s_item[10] = n;
+  s_item[11] = inf.z;
+  s_item[12] = inf.w;
+}
+
+// decode_ticket decodes ticket tk of the work list into s_item (one thread;
+// see decode_seg). hint is the segment of the previous ticket (tickets only
+// grow).
 __device__ __forceinline__ void decode_ticket(const AttnParams& p, int tk, int& hint, int* s_item) {
   const int* ws = p.ws;
   const int4* segs = reinterpret_cast<const int4*>(ws + ws_segments_offset());
@@ -211,24 +233,8 @@ __device__ __forceinline__ void decode_ticket(const AttnParams& p, int tk, int& 
     }
   }
   hint = lo;
-  const int4 sg = segs[lo];
-  const int local = tk - sg.w;
-  const int h = local / sg.z, e = local - h * sg.z;
-  const int s = sg.x;
-  const int tok0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - tok0;
-  const int nb = num_blocks(n);
-  const Item it = decode_item(sg.y, e, s, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks);
-  s_item[0] = s;
-  s_item[1] = h;
-  s_item[2] = it.qblock;
-  s_item[3] = it.kv_begin;
-  s_item[4] = it.kv_len;
-  s_item[5] = it.list;
-  s_item[6] = it.row;
-  s_item[7] = it.chunk;
-  s_item[8] = it.nchunks;
-  s_item[9] = tok0;
-  s_item[10] = n;
+  const int4* info = reinterpret_cast<const int4*>(ws + ws_seginfo_offset(p.nseq, p.num_heads));
+  decode_seg(p, tk, segs[lo], info[lo], s_item);
 }
 
 // fetch_item takes the next ticket and decodes it (one thread).
@@ -267,7 +273,7 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
   unsigned short* sK = smem + TILE;
   unsigned short* sV = sK + NST * TILE;
   __shared__ int s_list[2 * kMaxList];
-  __shared__ int s_item[12];
+  __shared__ int s_item[kItemInts];
   __shared__ int s_last;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -646,14 +652,21 @@ __device__ __forceinline__ void st_global_v4(void* p, uint4 v) {
 // middle_list element for element: lane j < r draws R's step j, Floyd's
 // collisions resolve in r shuffle steps, and every element's position in the
 // merged list {0} + window + R + {nb-1} is computed from ranks.
+__device__ __forceinline__ void warp_build_list(const AttnParams& p, int* s_item, int* sl, int lane);
 __device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int& hint, int* s_item, int* sl,
                                                int lane) {
   if (lane == 0) decode_ticket(p, tk, hint, s_item);
   __syncwarp();
+  warp_build_list(p, s_item, sl, lane);
+}
+
+// warp_build_list: the 32 lanes of one warp build the key-block list of the
+// decoded item s_item (nothing for a dense item or the end marker).
+__device__ __forceinline__ void warp_build_list(const AttnParams& p, int* s_item, int* sl, int lane) {
   if (s_item[0] < 0 || !s_item[5]) return;
-  const int s = s_item[0], h = s_item[1], i = s_item[2], nb = num_blocks(s_item[10]);
+  const int h = s_item[1], i = s_item[2], nb = num_blocks(s_item[10]);
   const int r = p.random_blocks;
-  const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+  const u64 rs = ((u64)(unsigned)s_item[12] << 32) | (unsigned)s_item[11];
   const u64 k = key(p.seed, rs, p.layer, h, i);
   const int lo = imax(1, i - 1), hi = imin(nb - 2, i + 1);
   const int width = hi - lo + 1;
@@ -759,7 +772,11 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
   }
 }
 
-template <typename T, int D, int NST>
+// PF (variant wgf): warp 0 prefetches, during an item's last block, the 32
+// segment records from the previous ticket's segment on and their seginfo, so
+// that the next ticket's decode after the block reads nothing from memory
+// when its segment is among them (a ballot finds it).
+template <typename T, int D, int NST, bool PF = false>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -770,7 +787,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   const unsigned sK = sQ + TB;
   const unsigned sV = sK + NST * TB;
   __shared__ int s_list[2][kMaxList];
-  __shared__ int s_item[2][12];
+  __shared__ int s_item[2][kItemInts];
   __shared__ int s_last;
 
   const int tid = threadIdx.x, t4 = tid & 3, lane = tid & 31;
@@ -785,6 +802,14 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   const long long kblk = (long long)kBlock * p.k_row * 2, vblk = (long long)kBlock * p.v_row * 2;
   int hint = 0;
   int tkn = 0;  // thread 0: the next ticket
+  const int4* segs_g = reinterpret_cast<const int4*>(p.ws + ws_segments_offset());
+  const int4* info_g = reinterpret_cast<const int4*>(p.ws + ws_seginfo_offset(p.nseq, p.num_heads));
+  int g_total = 0, g_nseg = 0, pf_base = -1;
+  int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
+  if constexpr (PF) {
+    g_total = p.ws[1];
+    g_nseg = p.ws[2];
+  }
 
   if (tid < 32) {
     int tk = 0;
@@ -868,12 +893,50 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
+      if constexpr (PF) {
+        if (j == L - 1 && L >= 2 && tid < 32) {  // the ticket was taken a block ago
+          pf_base = __shfl_sync(0xffffffffu, hint, 0);
+          const int i = pf_base + lane;
+          if (i < g_nseg) {
+            pf_sg = segs_g[i];
+            pf_inf = info_g[i];
+          }
+        }
+      }
       wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
                      l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
-      warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+      bool got = false;
+      if constexpr (PF) {
+        if (pf_base >= 0) {
+          if (tk >= g_total) {
+            if (lane == 0) s_item[buf ^ 1][0] = -1;
+            got = true;
+          } else {
+            // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
+            const int i = pf_base + lane;
+            const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
+            const bool last = i + 1 >= g_nseg;
+            const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
+            const unsigned bal = __ballot_sync(0xffffffffu, in);
+            if (bal) {
+              const int src = __ffs(bal) - 1;
+              if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
+              hint = pf_base + src;
+              got = true;
+            }
+          }
+          pf_base = -1;
+        }
+      }
+      if (got) {
+        __syncwarp();
+        warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+      } else {
+        warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+      }
     }
     __syncthreads();  // publishes the next item; every wgmma of this item is done
     prev = buf;
@@ -1089,12 +1152,18 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   }
   __syncthreads();
   // pass 3: first ticket of each segment
+  int4* info = reinterpret_cast<int4*>(ws + ws_seginfo_offset(nseq, H));
   for (int base = 0; base < nseg; base += blockDim.x) {
     const int i = base + tid;
     const int c = i < nseg ? segs[i].z * H : 0;
     int tot;
     const int ex = block_exclusive_scan(c, tot, sh);
-    if (i < nseg) segs[i].w = carry + ex;
+    if (i < nseg) {
+      segs[i].w = carry + ex;
+      const int s = segs[i].x;
+      const u64 rs = p.req_seeds ? p.req_seeds[s] : 0ull;
+      info[i] = make_int4(cu[s], cu[s + 1] - cu[s], (int)(unsigned)rs, (int)(unsigned)(rs >> 32));
+    }
     __syncthreads();
     if (tid == 0) carry += tot;
     __syncthreads();
@@ -1131,17 +1200,20 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF) raptor::sparse::attention_wg<T, D, NST, PF>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
+#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T) RAPTOR_SPARSE_ATTN_WGP(D, NST, MINB, false, NAME, T)
+#define RAPTOR_SPARSE_ATTN_WGP(D, NST, MINB, PF, NAME, T)                          \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
+    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF)                                     \
   }
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
+  RAPTOR_SPARSE_ATTN_WGP(64, 2, 4, true, sparse_attention_d64_wgf_##suffix, T)    \
+  RAPTOR_SPARSE_ATTN_WGP(128, 2, 2, true, sparse_attention_d128_wgf_##suffix, T)  \
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)

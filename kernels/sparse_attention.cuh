@@ -27,6 +27,9 @@ constexpr int kMaxList = 5 + kMaxRandom;
 // Cost buckets of the schedule (a work item's cost is its number of key
 // blocks; costs >= kBuckets-1 share the top bucket).
 constexpr int kBuckets = 64;
+// Ints of a decoded work item in shared memory (kernels/sparse_attention.cu,
+// decode_seg).
+constexpr int kItemInts = 13;
 // Threads of the attention kernel (4 warps, 16 query rows each) and of the
 // schedule kernel (one CTA).
 constexpr int kThreads = 128;
@@ -173,8 +176,8 @@ RAPTOR_HD int middle_list(int* out, int* scratch, u64 seed, u64 rseed, int layer
 // global rows at the start and again by the middle rows later; the tail is
 // still the shortest sequences' cheapest items.
 //
-// The schedule depends only on cu_seqlens, H, r, C, sparse and the order, not
-// on the layer, the seeds or Q/K/V: the mma.sync and wgmma kernels leave the
+// The schedule depends only on cu_seqlens, the request seeds (copied into it),
+// H, r, C, sparse and the order, not on the layer, the engine seed or Q/K/V: the mma.sync and wgmma kernels leave the
 // workspace as the schedule kernel wrote it (the last CTA to leave resets the
 // ticket counter and its own count, the combine resets each semaphore), so one
 // schedule serves every layer of a forward. (The warp-specialised kernels of
@@ -265,11 +268,17 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
 // Workspace layout (ints): [0] ticket counter, [1] total items, [2] segment
 // count, [3] CTAs of the running call that have left; at 16: segments as int4 {seq, kind, count per head,
 // first ticket}, at most 4 per sequence; then part_base[nseq] (first partial
-// slot of each sequence); then sem[2*H*nseq] (split-row semaphores).
+// slot of each sequence); then sem[2*H*nseq] (split-row semaphores); then, from
+// the next multiple of 4 ints, one int4 per segment {first token, length, request
+// seed low 32 bits, high 32 bits}: with its segment, everything a ticket's decode
+// reads (the schedule thus also depends on the request seeds).
 RAPTOR_HD long long ws_segments_offset() { return 16; }
 RAPTOR_HD long long ws_part_base_offset(int nseq) { return 16 + 16LL * nseq; }
 RAPTOR_HD long long ws_sem_offset(int nseq) { return 16 + 17LL * nseq; }
-RAPTOR_HD long long ws_ints(int nseq, int heads) { return 16 + 17LL * nseq + 2LL * heads * nseq; }
+RAPTOR_HD long long ws_seginfo_offset(int nseq, int heads) {
+  return (16 + 17LL * nseq + 2LL * heads * nseq + 3) & ~3LL;
+}
+RAPTOR_HD long long ws_ints(int nseq, int heads) { return ws_seginfo_offset(nseq, heads) + 16LL * nseq; }
 
 // A partial slot holds 64*D floats of unnormalised O, then 64 row maxima
 // (log2 domain) and 64 row sums.

@@ -114,7 +114,7 @@ __device__ __forceinline__ void attention_ws(const AttnParams& p, const TmaDesc*
   extern __shared__ __align__(16) unsigned char smem_ws[];
   const unsigned base = (smem_u32(smem_ws) + 1023u) & ~1023u;
   __shared__ __align__(8) unsigned long long s_bar[NCONS][NB];
-  __shared__ int s_item[NCONS][2][12];
+  __shared__ int s_item[NCONS][2][kItemInts];
   __shared__ int s_list[NCONS][2][kMaxList];
   __shared__ int s_last[NCONS];
   // barrier i of consumer c: 0,1 item full; 2,3 item empty; 4.. kv full; 4+NST.. kv empty

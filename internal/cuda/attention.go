@@ -59,17 +59,21 @@ type AttentionArgs struct {
 	Workspace, Partial DevPtr
 	// ScheduleReady skips the schedule kernel: Workspace already holds the
 	// schedule of this batch, left by an earlier call on the compute stream
-	// with the same CuSeqlens (contents), NSeq, Heads, RandomBlocks and
-	// Sparse, and nothing else wrote it since. The schedule does not depend
-	// on the layer, the seeds or Q/K/V, and the attention kernels leave the
-	// workspace ready for the next call, so a forward schedules once and
-	// every later layer sets this (saving a launch and ~3-6 us per layer).
+	// with the same CuSeqlens and ReqSeeds (contents), NSeq, Heads,
+	// RandomBlocks and Sparse, and nothing else wrote it since. The
+	// schedule does not depend on the layer, the engine seed or Q/K/V, and
+	// the attention kernels leave the workspace ready for the next call, so
+	// a forward schedules once and every later layer sets this.
 	ScheduleReady bool
 }
 
-// AttnWorkspaceBytes is the schedule workspace of a call (ws_ints).
+// AttnWorkspaceBytes is the schedule workspace of a call (ws_ints in
+// kernels/sparse_attention.cuh: header, segments, partial-slot bases,
+// semaphores, then one segment-info record per segment from a 16-byte
+// boundary).
 func AttnWorkspaceBytes(nseq, heads int) int64 {
-	return 4 * (16 + 17*int64(nseq) + 2*int64(heads)*int64(nseq))
+	n, h := int64(nseq), int64(heads)
+	return 4 * (((16 + 17*n + 2*h*n + 3) &^ 3) + 16*n)
 }
 
 // AttnPartialBytes bounds the split-KV partials of a sparse call of T

@@ -198,7 +198,7 @@ class Module:
 
 
 def ws_ints(nseq, heads):
-    return 16 + 17 * nseq + 2 * heads * nseq
+    return ((16 + 17 * nseq + 2 * heads * nseq + 3) & ~3) + 16 * nseq
 
 
 def partial_slots_bound(T, nseq, heads, C):

@@ -119,16 +119,19 @@ def test_plan(sa, ls, seeds_host, H, seed, layer, r, sparse=1):
 
 def test_schedule(sa, ls, H, r, C, sort, expect_moved=False):
     cu = torch.tensor(cu_of(ls), dtype=torch.int32, device="cuda")
-    seeds = torch.zeros(len(ls), dtype=torch.int64, device="cuda")
+    srng = random.Random(len(ls) * 1000 + C % 997 + sort)
+    seeds_host = [srng.getrandbits(64) for _ in ls]
+    seeds = torch.tensor([x_ - (1 << 64) if x_ >= 1 << 63 else x_ for x_ in seeds_host], dtype=torch.int64,
+                         device="cuda")
     x = torch.empty((1, H, 8), dtype=torch.float16, device="cuda")
     p = sa.params(x, x, x, x, cu, seeds, 0, 0, r, 1.0, 1, C, sort)
     sa.ws.fill_(-1)
     sa.schedule(p)
     torch.cuda.synchronize()
-    check_schedule(sa.ws.cpu().numpy(), ls, H, r, C, sort, expect_moved, sa.m.nsm)
+    check_schedule(sa.ws.cpu().numpy(), ls, H, r, C, sort, expect_moved, sa.m.nsm, seeds_host)
 
 
-def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132):
+def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132, seeds_host=None):
     """The schedule kernel's workspace ws (int32 numpy) against the expected items and order (nsm: the
     device's multiprocessors, for sort 3's lead of nsm x 4 x C block steps)."""
     total, nseg = int(ws[1]), int(ws[2])
@@ -147,6 +150,14 @@ def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132):
     ok = total == want and ws[0] == 0
     ok &= (segs[:, 3] == np.concatenate([[0], np.cumsum(segs[:, 2] * H)[:-1]])).all()
     ok &= int((segs[:, 2] * H).sum()) == total
+    if seeds_host is not None:
+        # each segment's info record: first token, length, request seed (low, high 32 bits)
+        cu_h = cu_of(ls)
+        off = (16 + 17 * len(ls) + 2 * H * len(ls) + 3) & ~3
+        info = ws[off:off + 4 * nseg].reshape(nseg, 4).astype(np.int64) & 0xFFFFFFFF
+        want_info = np.array([[cu_h[s_], ls[s_], seeds_host[s_] & 0xFFFFFFFF, seeds_host[s_] >> 32]
+                              for s_ in segs[:, 0]], dtype=np.int64).reshape(nseg, 4)
+        ok &= bool((info == want_info).all())
     costs = []
     for s_, kind, cnt, _ in segs:
         n = ls[s_]
