@@ -26,7 +26,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpu", "attention"))
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
-from sparse_attn import NOSPLIT, Module, SparseAttention  # noqa: E402
+from sparse_attn import NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 LOG = open(os.path.join(OUT, "attention_bench.log"), "w")
@@ -233,8 +233,9 @@ def main():
     log(f"device {dev} ({m.arch}, {m.nsm} SMs), torch {torch.__version__}, module: {m.source}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
     extra = [x for x in args.extra.split(",") if x] if args.variant == "auto" and m.arch == "sm_90a" else []
-    # --ab also compares each --extra kernel variant on the default schedule, in the same rounds
-    ab_configs = AB_CONFIGS + [(f"variant {x}", dict(variant=x)) for x in extra]
+    # --ab also compares each --extra kernel variant on the default schedule, in the same rounds (not the ws
+    # kernels: they need the schedule kernel before every call)
+    ab_configs = AB_CONFIGS + [(f"variant {x}", dict(variant=x)) for x in extra if x not in WS_CFG]
     for nst, var in (((2, "auto"), (2, "wg3"), (2, ""), (3, "")) + tuple((2, x) for x in extra)
                      if args.variant == "auto" else ((2, ""),)):
         name, smem, occ = m.attention_config(D, DT, nst, var)

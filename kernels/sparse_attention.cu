@@ -253,6 +253,7 @@ __device__ __forceinline__ void finish_call(const AttnParams& p) {
   if (threadIdx.x == 0) {
     __threadfence();
     if (atomicAdd(p.ws + 3, 1) == (int)gridDim.x - 1) {
+      __threadfence();  // every other CTA's last ticket is ordered before the reset
       p.ws[0] = 0;
       p.ws[3] = 0;
     }

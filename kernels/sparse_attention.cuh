@@ -170,8 +170,9 @@ RAPTOR_HD int middle_list(int* out, int* scratch, u64 seed, u64 rseed, int layer
 // The schedule kernel sorts segments by cost, most expensive first, and the
 // persistent attention grid pulls items in that order from one atomic
 // ticket counter (longest-processing-time-first list scheduling).
-// sort_by_cost 2 keeps each sequence's segments together instead (its global
-// row chunks, then its other rows), sequences longest first: a sequence's K/V
+// sort_by_cost 2 keeps each sequence's segments together instead (most
+// expensive first: normally its global-row chunks, then its other rows),
+// sequences longest first: a sequence's K/V
 // are read from memory once, while its rows run, instead of once by the
 // global rows at the start and again by the middle rows later; the tail is
 // still the shortest sequences' cheapest items.
@@ -206,9 +207,9 @@ RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int
 
 RAPTOR_HD int cost_bucket(int cost) { return imin(cost, kBuckets - 1); }
 
-// length_bucket orders sequences by length for sort_by_cost 2 (a bucket per
-// block count below 48, then two per power of two, the top bucket from 2^13
-// blocks): non-decreasing in nb, at most kBuckets-1.
+// length_bucket orders sequences by length for sort_by_cost 2 and 3 (a bucket
+// per block count below 48, then two per power of two from 48 blocks on, the
+// top bucket from 6,144 blocks): non-decreasing in nb, at most kBuckets-1.
 RAPTOR_HD int length_bucket(int nb) {
   if (nb < 48) return nb;
   int l = 5;

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
-from sparse_attn import MAX_LIST, NOSPLIT, Module, SparseAttention  # noqa: E402
+from sparse_attn import MAX_LIST, NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 LOG = open(os.path.join(OUT, "test_attention.log"), "w")
@@ -148,6 +148,18 @@ def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132, seeds_hos
             want += (nb - 2) + 2 * nf + (2 if rem else 0)
     want *= H
     ok = total == want and ws[0] == 0
+    # the segments themselves: each (sequence, kind) with items exactly once, with its count per head
+    want_segs = set()
+    for s_, n in enumerate(ls):
+        nb = -(-n // 64)
+        if n <= thr:
+            want_segs.add((s_, 0, nb))
+        else:
+            nf, rem = nb // C, nb % C
+            want_segs |= {(s_, 1, nb - 4), (s_, 2, 2)} | ({(s_, 3, 2 * nf)} if nf else set()) | \
+                ({(s_, 4, 2)} if rem else set())
+    got_segs = [tuple(int(x) for x in sg[:3]) for sg in segs]
+    ok &= len(got_segs) == len(set(got_segs)) and set(got_segs) == want_segs
     ok &= (segs[:, 3] == np.concatenate([[0], np.cumsum(segs[:, 2] * H)[:-1]])).all()
     ok &= int((segs[:, 2] * H).sum()) == total
     if seeds_host is not None:
@@ -302,8 +314,24 @@ def test_schedule_reuse(sa, ls, seeds_host, H, seed, layer, r, gen, rng, qkv, kn
             same = torch.equal(oa.view(torch.int16), b["o"].view(torch.int16))
             ok &= check(same, f"{kname}: C={split} layer {lay} grid {grid}: the call on the reused schedule "
                               f"differs from a scheduled call")
-    log(f"{kname} schedule reuse: 6 calls without the schedule kernel (layers, seeds, grid 3, C=32/8/none) "
-        f"bitwise equal to scheduled calls, workspace idle after each: {'PASS' if ok else 'FAIL'}")
+    # the engine's pattern: one scheduled call, then twelve layers in a row on the reused schedule
+    run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, 0, r, gen, rng, qkv=qkv, check_ref=False,
+             variant=variant, label="reuse: scheduled")
+    chain = []
+    for lay in range(12):
+        a = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, lay, r, gen, rng, qkv=qkv, schedule=False,
+                     check_ref=False, variant=variant, label="reuse: chain")
+        chain.append(a["o"].clone())
+    torch.cuda.synchronize()
+    ok &= check(ws_idle(sa, len(ls), H), f"{kname}: workspace not idle after 12 calls without schedule")
+    for lay in (0, 5, 11):
+        b = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, lay, r, gen, rng, qkv=qkv, check_ref=False,
+                     variant=variant, label="reuse: scheduled")
+        ok &= check(torch.equal(chain[lay].view(torch.int16), b["o"].view(torch.int16)),
+                    f"{kname}: layer {lay} of 12 consecutive calls on one schedule differs from a scheduled call")
+    del chain
+    log(f"{kname} schedule reuse: 6 calls without the schedule kernel (layers, seeds, grid 3, C=32/8/none) and 12 "
+        f"in a row, bitwise equal to scheduled calls, workspace idle after each: {'PASS' if ok else 'FAIL'}")
 
 
 def main():
@@ -361,7 +389,8 @@ def main():
                            alone["o"].view(torch.int16))
         check(same, f"{kname}: batch invariance (sub-batch alone differs)")
         log(f"{kname} batch invariance: sequences {sub_ls} alone == in the batch, bitwise: {same}")
-        test_schedule_reuse(sa, ls, seeds_host, H, seed, layer, r, gen, rng, res["qkv"], kname, variant)
+        if variant not in WS_CFG:  # the ws kernels do not leave the schedule ready (schedule per call)
+            test_schedule_reuse(sa, ls, seeds_host, H, seed, layer, r, gen, rng, res["qkv"], kname, variant)
         # schedule variants, stages, a small persistent grid: each against the reference
         for split, sort, var, grid, lbl in ((NOSPLIT, 1, variant, None, "no split"),
                                             (32, 0, variant, None, "no cost order"),
