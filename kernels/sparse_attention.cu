@@ -773,13 +773,13 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
   }
 }
 
-// PF (on in every wg kernel; measured as variant wgf, NOTES-attention.md,
-// twenty-first run: -1.3% on 8x4096, -0.9% on the long tail, even elsewhere):
-// warp 0 prefetches, during an item's last block, the 32 segment records from
-// the previous ticket's segment on and their seginfo, so that the next
-// ticket's decode after the block reads nothing from memory when its segment
-// is among them (a ballot finds it).
-template <typename T, int D, int NST, bool PF = false>
+// The next ticket's decode is prefetched (measured as variant wgf,
+// NOTES-attention.md, twenty-first run: -1.3% on 8x4096, -0.9% on the long
+// tail, even elsewhere): during an item's last block warp 0 loads the 32
+// segment records from the previous ticket's segment on and their seginfo, so
+// that the decode after the block reads nothing from memory when the ticket's
+// segment is among them (a ballot finds it).
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -807,12 +807,9 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   int tkn = 0;  // thread 0: the next ticket
   const int4* segs_g = reinterpret_cast<const int4*>(p.ws + ws_segments_offset());
   const int4* info_g = reinterpret_cast<const int4*>(p.ws + ws_seginfo_offset(p.nseq, p.num_heads));
-  int g_total = 0, g_nseg = 0, pf_base = -1;
+  const int g_total = p.ws[1], g_nseg = p.ws[2];
+  int pf_base = -1;
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
-  if constexpr (PF) {
-    g_total = p.ws[1];
-    g_nseg = p.ws[2];
-  }
 
   if (tid < 32) {
     int tk = 0;
@@ -896,14 +893,12 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
-      if constexpr (PF) {
-        if (j == L - 1 && L >= 2 && tid < 32) {  // the ticket was taken a block ago
-          pf_base = __shfl_sync(0xffffffffu, hint, 0);
-          const int i = pf_base + lane;
-          if (i < g_nseg) {
-            pf_sg = segs_g[i];
-            pf_inf = info_g[i];
-          }
+      if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
+        pf_base = __shfl_sync(0xffffffffu, hint, 0);
+        const int i = pf_base + lane;
+        if (i < g_nseg) {
+          pf_sg = segs_g[i];
+          pf_inf = info_g[i];
         }
       }
       wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
@@ -912,27 +907,25 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
       bool got = false;
-      if constexpr (PF) {
-        if (pf_base >= 0) {
-          if (tk >= g_total) {
-            if (lane == 0) s_item[buf ^ 1][0] = -1;
+      if (pf_base >= 0) {
+        if (tk >= g_total) {
+          if (lane == 0) s_item[buf ^ 1][0] = -1;
+          got = true;
+        } else {
+          // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
+          const int i = pf_base + lane;
+          const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
+          const bool last = i + 1 >= g_nseg;
+          const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
+          const unsigned bal = __ballot_sync(0xffffffffu, in);
+          if (bal) {
+            const int src = __ffs(bal) - 1;
+            if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
+            hint = pf_base + src;
             got = true;
-          } else {
-            // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
-            const int i = pf_base + lane;
-            const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
-            const bool last = i + 1 >= g_nseg;
-            const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
-            const unsigned bal = __ballot_sync(0xffffffffu, in);
-            if (bal) {
-              const int src = __ffs(bal) - 1;
-              if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
-              hint = pf_base + src;
-              got = true;
-            }
           }
-          pf_base = -1;
         }
+        pf_base = -1;
       }
       if (got) {
         __syncwarp();
@@ -1203,15 +1196,14 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF) raptor::sparse::attention_wg<T, D, NST, PF>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF) __trap();
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T) RAPTOR_SPARSE_ATTN_WGP(D, NST, MINB, true, NAME, T)
-#define RAPTOR_SPARSE_ATTN_WGP(D, NST, MINB, PF, NAME, T)                          \
+#define RAPTOR_SPARSE_ATTN_WG(D, NST, MINB, NAME, T)                               \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
       const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST, PF)                                     \
+    RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST)                                         \
   }
 #define RAPTOR_SPARSE_ATTN_WG_DT(suffix, T)                                       \
   RAPTOR_SPARSE_ATTN_WG(64, 2, 4, sparse_attention_d64_wg_##suffix, T)            \
