@@ -197,8 +197,16 @@ class Module:
         return THREADS
 
 
+def ws_sem_offset(nseq):
+    return 16 + 17 * nseq
+
+
+def ws_seginfo_offset(nseq, heads):
+    return (ws_sem_offset(nseq) + 2 * heads * nseq + 3) & ~3
+
+
 def ws_ints(nseq, heads):
-    return ((16 + 17 * nseq + 2 * heads * nseq + 3) & ~3) + 16 * nseq
+    return ws_seginfo_offset(nseq, heads) + 16 * nseq
 
 
 def partial_slots_bound(T, nseq, heads, C):

@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
-from sparse_attn import MAX_LIST, NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
+from sparse_attn import (MAX_LIST, NOSPLIT, WS_CFG, Module, SparseAttention, ws_seginfo_offset,  # noqa: E402
+                         ws_sem_offset)
 
 OUT = os.environ.get("OUT", "/tmp")
 LOG = open(os.path.join(OUT, "test_attention.log"), "w")
@@ -165,7 +166,7 @@ def check_schedule(ws, ls, H, r, C, sort, expect_moved=False, nsm=132, seeds_hos
     if seeds_host is not None:
         # each segment's info record: first token, length, request seed (low, high 32 bits)
         cu_h = cu_of(ls)
-        off = (16 + 17 * len(ls) + 2 * H * len(ls) + 3) & ~3
+        off = ws_seginfo_offset(len(ls), H)
         info = ws[off:off + 4 * nseg].reshape(nseg, 4).astype(np.int64) & 0xFFFFFFFF
         want_info = np.array([[cu_h[s_], ls[s_], seeds_host[s_] & 0xFFFFFFFF, seeds_host[s_] >> 32]
                               for s_ in segs[:, 0]], dtype=np.int64).reshape(nseg, 4)
@@ -286,7 +287,7 @@ def ws_idle(sa, nseq, H):
     """The workspace as a finished call must leave it: ticket counter, its CTA count and every split-row
     semaphore 0 (what lets the next call skip the schedule kernel)."""
     w = sa.ws.cpu()
-    sem0 = 16 + 17 * nseq
+    sem0 = ws_sem_offset(nseq)
     return int(w[0]) == 0 and int(w[3]) == 0 and not bool(w[sem0:sem0 + 2 * H * nseq].any())
 
 
