@@ -546,18 +546,9 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
 // state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
-// HP places hook() while the block's tensor-core work runs: 1 between the QK^T
-// commit and its wait, 2 between the PV commit and its wait (0: no hook).
-struct NoHook {
-  __device__ __forceinline__ void operator()() const {}
-};
-// RSK skips O's rescale when it cannot change O (a variant): when, on every row
-// of the warp, the running max did not move (the factor is exactly 1) or O is
-// still zero (the item's first block, l == 0).
-template <typename T, int D, int HP = 0, bool RSK = false, typename Hook = NoHook>
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1,
-                                         const Hook& hook = Hook()) {
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
   // S = Q K^T (64 x 64) on the warpgroup
   float sc[32];
@@ -570,7 +561,6 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
   }
   wg_commit();
-  if constexpr (HP == 1) hook();
   wg_wait0();
 #pragma unroll
   for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
@@ -609,18 +599,14 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     rs0 += sc[4 * i] + sc[4 * i + 1];
     rs1 += sc[4 * i + 2] + sc[4 * i + 3];
   }
-  bool rescale = true;
-  if constexpr (RSK) rescale = __any_sync(0xffffffffu, (a0 != 1.f && l0 != 0.f) || (a1 != 1.f && l1 != 0.f));
   l0 = l0 * a0 + rs0;
   l1 = l1 * a1 + rs1;
-  if (rescale) {
 #pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      o[4 * i] *= a0;
-      o[4 * i + 1] *= a0;
-      o[4 * i + 2] *= a1;
-      o[4 * i + 3] *= a1;
-    }
+  for (int i = 0; i < NT; ++i) {
+    o[4 * i] *= a0;
+    o[4 * i + 1] *= a0;
+    o[4 * i + 2] *= a1;
+    o[4 * i + 3] *= a1;
   }
   unsigned pa[4][4];
 #pragma unroll
@@ -639,7 +625,6 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
   }
   wg_commit();
-  if constexpr (HP == 2) hook();
   wg_wait0();
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
@@ -794,14 +779,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-//
-// LW (variants wgk, wgv; 0 is the default wg) moves the next item's decode and
-// list off the item boundary: for an item of L >= 2 blocks warp 0 loads the
-// segment records with the ticket, a block ahead, and decodes the ticket and
-// builds its list inside the last block while the tensor cores run (LW 1:
-// under the QK^T wgmma, 2: under the PV wgmma), so the boundary is the
-// barrier alone.
-template <typename T, int D, int NST, int LW = 0, bool RSK = false>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -844,38 +822,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   float o[D / 2];
   float m0 = 0.f, m1 = 0.f, l0 = 0.f, l1 = 0.f;
   int buf = 0, prev = -1;
-  bool ready = false;  // warp 0: the next item is decoded and its list built
-  // warp 0 decodes ticket tkn (lane 0's) into s_item[buf ^ 1] and builds its list
-  auto next_item = [&] {
-    const int tk = __shfl_sync(0xffffffffu, tkn, 0);
-    bool got = false;
-    if (pf_base >= 0) {
-      if (tk >= g_total) {
-        if (lane == 0) s_item[buf ^ 1][0] = -1;
-        got = true;
-      } else {
-        // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
-        const int i = pf_base + lane;
-        const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
-        const bool last = i + 1 >= g_nseg;
-        const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
-        const unsigned bal = __ballot_sync(0xffffffffu, in);
-        if (bal) {
-          const int src = __ffs(bal) - 1;
-          if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
-          hint = pf_base + src;
-          got = true;
-        }
-      }
-      pf_base = -1;
-    }
-    if (got) {
-      __syncwarp();
-      warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
-    } else {
-      warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
-    }
-  };
   for (;;) {
     const int* it = s_item[buf];
     const int s = it[0];
@@ -947,8 +893,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
-      // prefetch (the ticket was taken a block ago; LW: with the ticket)
-      if (j == (LW ? jt : L - 1) && L >= 2 && tid < 32) {
+      if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
         pf_base = __shfl_sync(0xffffffffu, hint, 0);
         const int i = pf_base + lane;
         if (i < g_nseg) {
@@ -956,53 +901,37 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-      if constexpr (LW) {
-        const bool here = j == L - 1 && L >= 2 && tid < 32;
-        wg_block<T, D, LW, RSK>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
-                           m1, l0, l1, [&] {
-                             if (here) {
-                               next_item();
-                               ready = true;
-                             }
-                           });
-      } else {
-        wg_block<T, D, 0, RSK>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o,
-                               m0, m1, l0, l1);
-      }
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
-    if constexpr (LW) {
-      if (tid < 32 && !ready) next_item();
-      ready = false;
-    } else {
-      if (tid < 32) {
-        const int tk = __shfl_sync(0xffffffffu, tkn, 0);
-        bool got = false;
-        if (pf_base >= 0) {
-          if (tk >= g_total) {
-            if (lane == 0) s_item[buf ^ 1][0] = -1;
-            got = true;
-          } else {
-            // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
-            const int i = pf_base + lane;
-            const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
-            const bool last = i + 1 >= g_nseg;
-            const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
-            const unsigned bal = __ballot_sync(0xffffffffu, in);
-            if (bal) {
-              const int src = __ffs(bal) - 1;
-              if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
-              hint = pf_base + src;
-              got = true;
-            }
-          }
-          pf_base = -1;
-        }
-        if (got) {
-          __syncwarp();
-          warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+    if (tid < 32) {
+      const int tk = __shfl_sync(0xffffffffu, tkn, 0);
+      bool got = false;
+      if (pf_base >= 0) {
+        if (tk >= g_total) {
+          if (lane == 0) s_item[buf ^ 1][0] = -1;
+          got = true;
         } else {
-          warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+          // lane l holds segment pf_base + l; it holds tk if its first ticket <= tk < the next one's
+          const int i = pf_base + lane;
+          const int nx = __shfl_down_sync(0xffffffffu, pf_sg.w, 1);
+          const bool last = i + 1 >= g_nseg;
+          const bool in = i < g_nseg && pf_sg.w <= tk && (last || (lane < 31 && tk < nx));
+          const unsigned bal = __ballot_sync(0xffffffffu, in);
+          if (bal) {
+            const int src = __ffs(bal) - 1;
+            if (lane == src) decode_seg(p, tk, pf_sg, pf_inf, s_item[buf ^ 1]);
+            hint = pf_base + src;
+            got = true;
+          }
         }
+        pf_base = -1;
+      }
+      if (got) {
+        __syncwarp();
+        warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+      } else {
+        warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
       }
     }
     __syncthreads();  // publishes the next item; every wgmma of this item is done
@@ -1281,28 +1210,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wgk, wgv (LW 1, 2): the next item's decode and list under the last block's
-// QK^T or PV wgmma; wgr: O's rescale skipped where it is the identity (RSK);
-// wgkr: both (measurements; compiled with -DRAPTOR_SA_WS, harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGL_BODY(T, D, NST, LW, RSK) raptor::sparse::attention_wg<T, D, NST, LW, RSK>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGL_BODY(T, D, NST, LW, RSK) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGL(D, NST, MINB, LW, RSK, NAME, T)                     \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGL_BODY(T, D, NST, LW, RSK)                               \
-  }
-#define RAPTOR_SPARSE_ATTN_WGL_DT(suffix, T)                                          \
-  RAPTOR_SPARSE_ATTN_WGL(64, 2, 4, 1, false, sparse_attention_d64_wgk_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGL(64, 2, 4, 2, false, sparse_attention_d64_wgv_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGL(64, 2, 4, 0, true, sparse_attention_d64_wgr_##suffix, T)     \
-  RAPTOR_SPARSE_ATTN_WGL(64, 2, 4, 1, true, sparse_attention_d64_wgkr_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGL_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
