@@ -17,7 +17,8 @@
 6. schedule variants (no split, no cost order, 3 stages), separate Q/K/V
    layouts, r = 1, and a dense model;
 7. RAPTOR_TEST_VARIANTS=name,... (sm_90a): each named wgmma kernel variant
-   through all of the above, and bitwise against the wg kernel on its inputs.
+   through all of the above, and bitwise against the wg kernel on its inputs
+   (a name ending in "~": arithmetic that differs from wg, not compared bitwise).
 Exit status 0 only if everything passed."""
 import os
 import random
@@ -360,8 +361,13 @@ def main():
     seed, layer, r = 0xDEADBEEF12345678, 3, 3
     results = {}
     kinds = [("mma.sync", "")] + ([("wgmma", "wg")] if m.arch == "sm_90a" else [])
+    numeric = set()
     if m.arch == "sm_90a":
-        kinds += [(f"wgmma {v_}", v_) for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_]
+        # a name ending in "~" is a variant whose arithmetic differs from wg (checked against the reference,
+        # not bitwise against wg)
+        kinds += [(f"wgmma {v_.rstrip('~')}", v_.rstrip("~"))
+                  for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_]
+        numeric = {v_.rstrip("~") for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_.endswith("~")}
     for kname, variant in kinds:
         for dtype in (torch.float16, torch.bfloat16):
             for D in (32, 64, 128):
@@ -420,7 +426,8 @@ def main():
             vv = run_case(sa, ls, seeds_host, H, 64, torch.float16, seed, layer, r, gen, rng, qkv=wres["qkv"],
                           check_ref=False, variant=variant, label=f"{kname} on the wgmma inputs")
             same = torch.equal(vv["o"].view(torch.int16), wres["o"].view(torch.int16))
-            check(same, f"{kname}: not bitwise equal to the wg kernel on the same inputs")
+            if variant not in numeric:
+                check(same, f"{kname}: not bitwise equal to the wg kernel on the same inputs")
             log(f"{kname} vs wgmma, f16 D=64, same inputs: bitwise equal {same}, max |diff| "
                 f"{(wres['o'].float() - vv['o'].float()).abs().max().item():.3e}")
     # separate contiguous Q/K/V, r = 1, dense model
