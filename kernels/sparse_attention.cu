@@ -542,42 +542,13 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
   }
 }
 
-template <typename T> struct IsHalf { static constexpr bool v = false; };
-template <> struct IsHalf<half_t> { static constexpr bool v = true; };
-
-// ts_rowsum: d[4] += P[64x16] * 1[16x8] on the warpgroup (A from registers, B
-// an all-ones tile in shared memory, descriptor b): every column of d holds the
-// row sums of P (variant wgs).
-template <typename T>
-__device__ __forceinline__ void ts_rowsum(float (&d)[4], const unsigned (&a)[4], unsigned long long b) {
-  if constexpr (IsHalf<T>::v) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)
-        : "memory");
-  } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)
-        : "memory");
-  }
-}
-
 // wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
 // state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
-// TS (variant wgs): the row sums come from the tensor cores (P times an
-// all-ones tile, descriptor ones, into lx[4], rows g and g+8 twice each) instead
-// of 32 FADDs per thread; l0, l1 are then unused.
-template <typename T, int D, bool TS = false>
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1,
-                                         float* lx = nullptr, unsigned long long ones = 0) {
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
   // S = Q K^T (64 x 64) on the warpgroup
   float sc[32];
@@ -625,20 +596,11 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
     sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
     sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-    if constexpr (!TS) {
-      rs0 += sc[4 * i] + sc[4 * i + 1];
-      rs1 += sc[4 * i + 2] + sc[4 * i + 3];
-    }
+    rs0 += sc[4 * i] + sc[4 * i + 1];
+    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
   }
-  if constexpr (TS) {
-    lx[0] *= a0;
-    lx[1] *= a0;
-    lx[2] *= a1;
-    lx[3] *= a1;
-  } else {
-    l0 = l0 * a0 + rs0;
-    l1 = l1 * a1 + rs1;
-  }
+  l0 = l0 * a0 + rs0;
+  l1 = l1 * a1 + rs1;
 #pragma unroll
   for (int i = 0; i < NT; ++i) {
     o[4 * i] *= a0;
@@ -662,21 +624,8 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     if constexpr (D == 64) Wg<T>::rs_m64n64_tb(o, pa[kk], dv);
     else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
   }
-  if constexpr (TS) {
-    float lr[4] = {lx[0], lx[1], lx[2], lx[3]};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) ts_rowsum<T>(lr, pa[kk], ones);
-    wg_commit();
-    wg_wait0();
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      reg_fence(lr[i]);
-      lx[i] = lr[i];
-    }
-  } else {
-    wg_commit();
-    wg_wait0();
-  }
+  wg_commit();
+  wg_wait0();
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
 }
@@ -830,8 +779,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-// TS (variant wgs): row sums on the tensor cores (see wg_block).
-template <typename T, int D, int NST, bool TS = false>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -844,18 +792,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][kItemInts];
   __shared__ int s_last;
-  // TS: a 16 x 8 all-ones tile (K-major, no swizzle: two 8 x 16-byte core
-  // matrices, 128 bytes apart) for the row-sum wgmma
-  __shared__ __align__(128) unsigned short s_ones[TS ? 128 : 1];
-  unsigned long long ones = 0;
-  if constexpr (TS) {
-    const unsigned short one = IsHalf<T>::v ? 0x3C00 : 0x3F80;
-    s_ones[threadIdx.x] = one;
-    const unsigned a = smem_u32(s_ones);
-    ones = (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)(128 >> 4) << 16) |
-           ((unsigned long long)(128 >> 4) << 32);
-  }
-  float lx[4] = {0.f, 0.f, 0.f, 0.f};
 
   const int tid = threadIdx.x, t4 = tid & 3, lane = tid & 31;
   const float sl2 = p.scale * 1.4426950408889634f;
@@ -936,13 +872,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     }
     // the previous item's epilogue, under this item's first loads
-    if (prev >= 0) {
-      if constexpr (TS) {  // each lane of a quad holds its rows' whole sums: the quad sum of a quarter is exact
-        l0 = lx[0] * 0.25f;
-        l1 = lx[2] * 0.25f;
-      }
+    if (prev >= 0)
       wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
-    }
     if (s < 0) break;
 
 #pragma unroll
@@ -951,10 +882,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     m1 = neg_inf();
     l0 = 0.f;
     l1 = 0.f;
-    if constexpr (TS) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) lx[i] = 0.f;
-    }
     const int jt = imax(L - 2, 0);
     for (int j = 0; j < L; ++j) {
       cp_async_wait<NST - 2>();
@@ -974,8 +901,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-      wg_block<T, D, TS>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
-                         m1, l0, l1, lx, ones);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -1283,25 +1210,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wgs: row sums on the tensor cores (a measurement; compiled with -DRAPTOR_SA_WS,
-// harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGS_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST, true>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGS_BODY(T, D, NST) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGS(D, NST, MINB, NAME, T)                              \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGS_BODY(T, D, NST)                                        \
-  }
-#define RAPTOR_SPARSE_ATTN_WGS_DT(suffix, T)                                \
-  RAPTOR_SPARSE_ATTN_WGS(64, 2, 4, sparse_attention_d64_wgs_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGS(128, 2, 2, sparse_attention_d128_wgs_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGS_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
