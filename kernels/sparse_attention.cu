@@ -67,34 +67,6 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool f
                "r"(full ? 16 : 0)
                : "memory");
 }
-// Cache modes of the wgmma kernel's global accesses (variants wgh, wgp):
-// CM 0 plain; 1 L2 eviction priority hints (K/V evict_last, Q loads and O
-// stores evict_first); 2 K/V loads with a 256-byte L2 prefetch.
-enum { kCacheLast = 1, kCacheFirst = 2 };
-template <int HINT>
-__device__ __forceinline__ unsigned long long l2_policy() {
-  unsigned long long pol;
-  if constexpr (HINT == kCacheLast) asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-  else asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-  return pol;
-}
-// cp_async16h: cp_async16 with an L2 hint (HINT 0: none; kCacheLast,
-// kCacheFirst: eviction priority; 3: 256-byte prefetch).
-template <int HINT>
-__device__ __forceinline__ void cp_async16h(unsigned dst, const void* src, bool full) {
-  if constexpr (HINT == 0) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(full ? 16 : 0)
-                 : "memory");
-  } else if constexpr (HINT == 3) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(full ? 16 : 0)
-                 : "memory");
-  } else {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-                 "r"(full ? 16 : 0), "l"(l2_policy<HINT>())
-                 : "memory");
-  }
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -553,7 +525,7 @@ __device__ __forceinline__ uint4 ld_shared_v4(unsigned addr) {
   return v;
 }
 
-template <int D, int HINT = 0>
+template <int D>
 __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned short* g, long long row_stride,
                                              int valid, int tid) {
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
@@ -566,7 +538,7 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
 #pragma unroll
   for (int it = 0; it < IT; ++it) {
     const bool ok = r0 + it * RS < valid;
-    cp_async16h<HINT>(sb + it * RS * 128, ok ? gr + it * step : g0, ok);
+    cp_async16(sb + it * RS * 128, ok ? gr + it * step : g0, ok);
   }
 }
 
@@ -670,31 +642,9 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
 __device__ __forceinline__ void cp_async16_full(unsigned dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
-template <int HINT>
-__device__ __forceinline__ void cp_async16_fullh(unsigned dst, const void* src) {
-  if constexpr (HINT == 0) {
-    cp_async16_full(dst, src);
-  } else if constexpr (HINT == 3) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-  } else {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "l"(l2_policy<HINT>())
-                 : "memory");
-  }
-}
 __device__ __forceinline__ void st_global_v4(void* p, uint4 v) {
   asm volatile("st.global.v4.b32 [%0], {%1,%2,%3,%4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
                : "memory");
-}
-template <int HINT>
-__device__ __forceinline__ void st_global_v4h(void* p, uint4 v) {
-  if constexpr (HINT == kCacheFirst || HINT == kCacheLast) {
-    asm volatile("st.global.L2::cache_hint.v4.b32 [%0], {%1,%2,%3,%4}, %5;" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z),
-                 "r"(v.w), "l"(l2_policy<HINT>())
-                 : "memory");
-  } else {
-    st_global_v4(p, v);
-  }
 }
 
 
@@ -761,7 +711,7 @@ __device__ __forceinline__ void tile_sync(int barid) {
   if constexpr (NAMED) asm volatile("bar.sync %0, 128;" ::"r"(barid) : "memory");
   else __syncthreads();
 }
-template <typename T, int D, int NAMED = 0, int OHINT = 0>
+template <typename T, int D, int NAMED = 0>
 __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
                                              float m1, float l0, float l1, float sl2, const int* it, int wtid,
                                              int* s_last, int barid = 0) {
@@ -790,7 +740,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 #pragma unroll
     for (int idx = lane; idx < 16 * CH; idx += 32) {
       const int rr = warp * 16 + idx / CH, c = idx % CH;
-      if (rr < qvalid) st_global_v4h<OHINT>(ob + rr * p.o_row + c * 8, ld_shared_v4(stage + sw_offset(rr, c * 8)));
+      if (rr < qvalid) st_global_v4(ob + rr * p.o_row + c * 8, ld_shared_v4(stage + sw_offset(rr, c * 8)));
     }
   } else {
     const int* part_base = p.ws + ws_part_base_offset(p.nseq);
@@ -829,10 +779,8 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-template <typename T, int D, int NST, int CM = 0>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
-  constexpr int KVH = CM == 1 ? kCacheLast : CM == 2 ? 3 : 0;  // K/V loads
-  constexpr int QOH = CM == 1 ? kCacheFirst : 0;                // Q loads, O stores
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
@@ -889,7 +837,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       n = it[10];
       kp = Kg + ((long long)(tok0 + r0) * p.k_row + (long long)h * p.k_head + c8) * 2;
       vp = Vg + ((long long)(tok0 + r0) * p.v_row + (long long)h * p.v_head + c8) * 2;
-      load_tile_sw<D, QOH>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
                       imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
@@ -900,17 +848,17 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       const int valid = n - kb * kBlock;
       if (valid >= kBlock) {
 #pragma unroll
-        for (int i = 0; i < IT; ++i) cp_async16_fullh<KVH>(dk + i * RS * 128, gk + i * kstep);
+        for (int i = 0; i < IT; ++i) cp_async16_full(dk + i * RS * 128, gk + i * kstep);
 #pragma unroll
-        for (int i = 0; i < IT; ++i) cp_async16_fullh<KVH>(dv + i * RS * 128, gv + i * vstep);
+        for (int i = 0; i < IT; ++i) cp_async16_full(dv + i * RS * 128, gv + i * vstep);
       } else {  // the sequence's last block: rows >= valid zero-filled, their source row 0
         const char* k0 = kp - (long long)r0 * p.k_row * 2;
         const char* v0 = vp - (long long)r0 * p.v_row * 2;
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
           const bool ok = r0 + i * RS < valid;
-          cp_async16h<KVH>(dk + i * RS * 128, ok ? gk + i * kstep : k0, ok);
-          cp_async16h<KVH>(dv + i * RS * 128, ok ? gv + i * vstep : v0, ok);
+          cp_async16(dk + i * RS * 128, ok ? gk + i * kstep : k0, ok);
+          cp_async16(dv + i * RS * 128, ok ? gv + i * vstep : v0, ok);
         }
       }
     };
@@ -925,7 +873,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     }
     // the previous item's epilogue, under this item's first loads
     if (prev >= 0)
-      wg_epilogue<T, D, 0, QOH>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
+      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
     if (s < 0) break;
 
 #pragma unroll
@@ -1262,27 +1210,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wgh, wgp (CM 1, 2): L2 eviction hints, or a 256-byte L2 prefetch on the K/V
-// loads (measurements; compiled with -DRAPTOR_SA_WS, harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGC_BODY(T, D, NST, CM) raptor::sparse::attention_wg<T, D, NST, CM>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGC_BODY(T, D, NST, CM) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGC(D, NST, MINB, CM, NAME, T)                          \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGC_BODY(T, D, NST, CM)                                    \
-  }
-#define RAPTOR_SPARSE_ATTN_WGC_DT(suffix, T)                                 \
-  RAPTOR_SPARSE_ATTN_WGC(64, 2, 4, 1, sparse_attention_d64_wgh_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGC(128, 2, 2, 1, sparse_attention_d128_wgh_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGC(64, 2, 4, 2, sparse_attention_d64_wgp_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGC(128, 2, 2, 2, sparse_attention_d128_wgp_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGC_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
