@@ -16,6 +16,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 
@@ -61,6 +62,17 @@ def bench(fn, inner=10, reps=15, warm=3):
         b.synchronize()
         ts.append(a.elapsed_time(b) / inner)
     return statistics.median(ts), min(ts), max(ts)
+
+
+def sm_clock():
+    """The GPU's current SM clock and power draw (nvidia-smi), or None: sampled between timings, never inside."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", str(torch.cuda.current_device()),
+                              "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout.strip().split(",")
+        return int(float(out[0])), float(out[1])
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def peak_extra(fn):
@@ -439,6 +451,34 @@ def main():
                 fek, _, _ = ref.errors(back, refs)
                 row["flex err"] = fek
                 log(f"  flex rel err {fek:.2e} on the same rows")
+                # head to head: raptor (schedule reused, as in every layer after the first) and Flex (mask built
+                # once) alternated in the same rounds, who goes first alternating, so that the GPU's clock, which
+                # falls as a workload's timings go on, weighs on both alike; the clock is sampled between rounds
+                if args.ab:
+                    hh = {"raptor": [], "flex": []}
+                    clocks = []
+                    for rnd in range(max(args.ab, 3)):
+                        for who in (("raptor", "flex") if rnd % 2 == 0 else ("flex", "raptor")):
+                            if who == "raptor":
+                                mine()()
+                                hh[who].append(bench(mine(schedule=False), reps=7)[0])
+                            else:
+                                hh[who].append(bench(lambda: flex(fq, fk, fv, block_mask=bm, scale=SCALE,
+                                                                  kernel_options=opts), reps=7)[0])
+                        clocks.append(sm_clock())
+                    ratios = [f_ / r_ for f_, r_ in zip(hh["flex"], hh["raptor"])]
+                    row["h2h raptor"] = statistics.median(hh["raptor"])
+                    row["h2h flex"] = statistics.median(hh["flex"])
+                    row["h2h ratio"] = statistics.median(ratios)
+                    row["h2h ratio range"] = (min(ratios), max(ratios))
+                    row["h2h clocks"] = clocks
+                    ck = [c_ for c_ in clocks if c_]
+                    log(f"  head to head ({len(ratios)} rounds): raptor reused {row['h2h raptor'] * 1e3:.1f} us, "
+                        f"Flex {row['h2h flex'] * 1e3:.1f} us, Flex / raptor {row['h2h ratio']:.3f} (rounds "
+                        f"{min(ratios):.3f} .. {max(ratios):.3f})"
+                        + (f"; SM clock {min(c_[0] for c_ in ck)}-{max(c_[0] for c_ in ck)} MHz, "
+                           f"{min(c_[1] for c_ in ck):.0f}-{max(c_[1] for c_ in ck):.0f} W between rounds"
+                           if ck else ""))
                 del fq, fk, fv, bm, dev_idx, fo, back
             except Exception as e:  # noqa: BLE001
                 log("  FlexAttention failed:", repr(e)[:2000])
@@ -472,6 +512,16 @@ def main():
         + f"; before (C=32, cost order) {r_['raptor C=32 cost order, reused'] * 1e3:.0f} us"
         + (f" ({r_['flex'] / r_['raptor C=32 cost order, reused']:.2f}x)" if r_.get("flex") else "")
         for r_ in results))
+    if args.ab and any(r_.get("h2h ratio") for r_ in results):
+        log("Head to head, raptor (schedule reused) and Flex (mask built once) alternated in the same rounds "
+            "(median us; Flex / raptor: median of the rounds' ratios, and their range):")
+        log("| workload | raptor | Flex | Flex / raptor | rounds |")
+        log("|---|---|---|---|---|")
+        for r_ in results:
+            if r_.get("h2h ratio"):
+                lo_, hi_ = r_["h2h ratio range"]
+                log(f"| {r_['workload']} | {r_['h2h raptor'] * 1e3:.1f} | {r_['h2h flex'] * 1e3:.1f} | "
+                    f"{r_['h2h ratio']:.3f}x | {lo_:.3f} .. {hi_:.3f} |")
     if args.ab:
         log("Schedule configurations, interleaved (" + str(args.ab) + " rounds; median us, vs Flex without its mask "
             "build):")
