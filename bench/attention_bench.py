@@ -457,7 +457,7 @@ def main():
                 if args.ab:
                     hh = {"raptor": [], "flex": []}
                     clocks = []
-                    for rnd in range(max(args.ab, 3)):
+                    for rnd in range(2 * max((args.ab + 1) // 2, 2)):  # even: each order equally often
                         for who in (("raptor", "flex") if rnd % 2 == 0 else ("flex", "raptor")):
                             if who == "raptor":
                                 mine()()
@@ -466,6 +466,10 @@ def main():
                                 hh[who].append(bench(lambda: flex(fq, fk, fv, block_mask=bm, scale=SCALE,
                                                                   kernel_options=opts), reps=7)[0])
                         clocks.append(sm_clock())
+                        log(f"    round {rnd} ({'raptor first' if rnd % 2 == 0 else 'Flex first'}): raptor "
+                            f"{hh['raptor'][-1] * 1e3:.1f} us, Flex {hh['flex'][-1] * 1e3:.1f} us, Flex / raptor "
+                            f"{hh['flex'][-1] / hh['raptor'][-1]:.3f}"
+                            + (f"; then {clocks[-1][0]} MHz, {clocks[-1][1]:.0f} W" if clocks[-1] else ""))
                     ratios = [f_ / r_ for f_, r_ in zip(hh["flex"], hh["raptor"])]
                     row["h2h raptor"] = statistics.median(hh["raptor"])
                     row["h2h flex"] = statistics.median(hh["flex"])
@@ -474,7 +478,8 @@ def main():
                     row["h2h clocks"] = clocks
                     ck = [c_ for c_ in clocks if c_]
                     log(f"  head to head ({len(ratios)} rounds): raptor reused {row['h2h raptor'] * 1e3:.1f} us, "
-                        f"Flex {row['h2h flex'] * 1e3:.1f} us, Flex / raptor {row['h2h ratio']:.3f} (rounds "
+                        f"Flex {row['h2h flex'] * 1e3:.1f} us, Flex / raptor {row['h2h ratio']:.3f} (ratio of the "
+                        f"medians {row['h2h flex'] / row['h2h raptor']:.3f}; rounds "
                         f"{min(ratios):.3f} .. {max(ratios):.3f})"
                         + (f"; SM clock {min(c_[0] for c_ in ck)}-{max(c_[0] for c_ in ck)} MHz, "
                            f"{min(c_[1] for c_ in ck):.0f}-{max(c_[1] for c_ in ck):.0f} W between rounds"
@@ -515,13 +520,13 @@ def main():
     if args.ab and any(r_.get("h2h ratio") for r_ in results):
         log("Head to head, raptor (schedule reused) and Flex (mask built once) alternated in the same rounds "
             "(median us; Flex / raptor: median of the rounds' ratios, and their range):")
-        log("| workload | raptor | Flex | Flex / raptor | rounds |")
-        log("|---|---|---|---|---|")
+        log("| workload | raptor | Flex | Flex / raptor | ratio of the medians | rounds |")
+        log("|---|---|---|---|---|---|")
         for r_ in results:
             if r_.get("h2h ratio"):
                 lo_, hi_ = r_["h2h ratio range"]
                 log(f"| {r_['workload']} | {r_['h2h raptor'] * 1e3:.1f} | {r_['h2h flex'] * 1e3:.1f} | "
-                    f"{r_['h2h ratio']:.3f}x | {lo_:.3f} .. {hi_:.3f} |")
+                    f"{r_['h2h ratio']:.3f}x | {r_['h2h flex'] / r_['h2h raptor']:.3f}x | {lo_:.3f} .. {hi_:.3f} |")
     if args.ab:
         log("Schedule configurations, interleaved (" + str(args.ab) + " rounds; median us, vs Flex without its mask "
             "build):")
