@@ -85,6 +85,9 @@ def peak_extra(fn):
     return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
+FIXED = False
+
+
 def workloads(rng):
     w = {"8x4096": [4096] * 8,
          "64 x U[512,4096]": [rng.randint(512, 4096) for _ in range(64)]}
@@ -92,6 +95,8 @@ def workloads(rng):
     rng.shuffle(lt)
     w["long tail (128 seqs)"] = lt
     w["1x65536"] = [65536]
+    if FIXED:
+        w["1x64 (fixed cost)"] = [64]  # one item per head: a call's fixed cost (launch, start, end)
     return w
 
 
@@ -235,9 +240,13 @@ def main():
     ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
                     help="also time the schedule configurations of AB_CONFIGS (schedule reused) interleaved, in "
                     "ROUNDS rounds with a rotating start, and report the median over rounds")
+    ap.add_argument("--fixed", action="store_true",
+                    help="add a workload of one 64-token sequence: what a call costs whatever its work")
     ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
                     "(sm_90a; kernels sparse_attention_d64_<name>_f16)")
     args = ap.parse_args()
+    global FIXED
+    FIXED = args.fixed
     t_start = time.time()
     m = Module(log)
     sa = SparseAttention(m)
