@@ -779,10 +779,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-// ST (variant wgt): each CTA's first ticket is its block index, the rest
-// gridDim.x + the counter, so the grid's start does not wait on 4 x SMs atomics
-// to one address before its first decode.
-template <typename T, int D, int NST, bool ST = false>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -816,12 +813,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
 
   if (tid < 32) {
     int tk = 0;
-    if constexpr (ST) {
-      tk = blockIdx.x;
-    } else {
-      if (lane == 0) tk = atomicAdd(p.ws, 1);
-      tk = __shfl_sync(0xffffffffu, tk, 0);
-    }
+    if (lane == 0) tk = atomicAdd(p.ws, 1);
+    tk = __shfl_sync(0xffffffffu, tk, 0);
     warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
   }
   __syncthreads();
@@ -894,7 +887,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
-      if (j == jt && tid == 0) tkn = (ST ? (int)gridDim.x : 0) + atomicAdd(p.ws, 1);
+      if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
       {
         const int jn = j + NST - 1;
         if (jn < L) load_kv(block_at(jn), jn % NST);
@@ -1217,25 +1210,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wgt: static first tickets (a measurement; compiled with -DRAPTOR_SA_WS,
-// harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGT_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST, true>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGT_BODY(T, D, NST) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGT(D, NST, MINB, NAME, T)                              \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGT_BODY(T, D, NST)                                        \
-  }
-#define RAPTOR_SPARSE_ATTN_WGT_DT(suffix, T)                                \
-  RAPTOR_SPARSE_ATTN_WGT(64, 2, 4, sparse_attention_d64_wgt_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGT(128, 2, 2, sparse_attention_d128_wgt_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGT_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
