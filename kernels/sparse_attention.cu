@@ -195,8 +195,7 @@ __device__ __forceinline__ void decode_seg(const AttnParams& p, int tk, int4 sg,
   const int local = tk - sg.w;
   const int h = local / sg.z, e = local - h * sg.z;
   const int n = inf.y, nb = num_blocks(n);
-  const Item it = decode_item(sg.y, e, sg.x, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks,
-                              (p.sort_by_cost & kPairRows) != 0);
+  const Item it = decode_item(sg.y, e, sg.x, h, nb, is_sparse(n, p.sparse, p.random_blocks), p.split_blocks);
   s_item[0] = sg.x;
   s_item[1] = h;
   s_item[2] = it.qblock;
@@ -210,7 +209,6 @@ __device__ __forceinline__ void decode_seg(const AttnParams& p, int tk, int4 sg,
   s_item[10] = n;
   s_item[11] = inf.z;
   s_item[12] = inf.w;
-  s_item[13] = it.qblock2;
 }
 
 // decode_ticket decodes ticket tk of the work list into s_item (one thread;
@@ -655,7 +653,6 @@ __device__ __forceinline__ void st_global_v4(void* p, uint4 v) {
 // middle_list element for element: lane j < r draws R's step j, Floyd's
 // collisions resolve in r shuffle steps, and every element's position in the
 // merged list {0} + window + R + {nb-1} is computed from ranks.
-template <int W = 0>
 __device__ __forceinline__ void warp_build_list(const AttnParams& p, int* s_item, int* sl, int lane);
 __device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int& hint, int* s_item, int* sl,
                                                int lane) {
@@ -665,20 +662,10 @@ __device__ __forceinline__ void warp_next_item(const AttnParams& p, int tk, int&
 }
 
 // warp_build_list: the 32 lanes of one warp build the key-block list of the
-// decoded item s_item (nothing for a dense item or the end marker). W 1: the
-// list of a row pair's second row s_item[13] into sl + kMaxList, its length
-// into s_item[14] (0 when the item has no second row).
-template <int W>
+// decoded item s_item (nothing for a dense item or the end marker).
 __device__ __forceinline__ void warp_build_list(const AttnParams& p, int* s_item, int* sl, int lane) {
-  if constexpr (W) {
-    if (s_item[0] >= 0 && (!s_item[5] || s_item[13] < 0)) {
-      if (lane == 0) s_item[14] = 0;
-      return;
-    }
-    sl += kMaxList;
-  }
   if (s_item[0] < 0 || !s_item[5]) return;
-  const int h = s_item[1], i = s_item[W ? 13 : 2], nb = num_blocks(s_item[10]);
+  const int h = s_item[1], i = s_item[2], nb = num_blocks(s_item[10]);
   const int r = p.random_blocks;
   const u64 rs = ((u64)(unsigned)s_item[12] << 32) | (unsigned)s_item[11];
   const u64 k = key(p.seed, rs, p.layer, h, i);
@@ -708,7 +695,7 @@ __device__ __forceinline__ void warp_build_list(const AttnParams& p, int* s_item
   if (lane == 0) {
     sl[0] = 0;
     sl[1 + width + r] = nb - 1;
-    s_item[W ? 14 : 4] = 2 + width + r;
+    s_item[4] = 2 + width + r;
   }
 }
 
@@ -727,11 +714,11 @@ __device__ __forceinline__ void tile_sync(int barid) {
 template <typename T, int D, int NAMED = 0>
 __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage, float (&o)[D / 2], float m0,
                                              float m1, float l0, float l1, float sl2, const int* it, int wtid,
-                                             int* s_last, int barid = 0, int qb_over = -1) {
+                                             int* s_last, int barid = 0) {
   constexpr int CH = D / 8;
   constexpr int NT = D / 8;
-  const int s = it[0], h = it[1], qb = qb_over >= 0 ? qb_over : it[2], row = it[6], chunk = it[7],
-            nchunks = it[8], tok0 = it[9], n = it[10];
+  const int s = it[0], h = it[1], qb = it[2], row = it[6], chunk = it[7], nchunks = it[8], tok0 = it[9],
+            n = it[10];
   const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, t4 = lane & 3;
   const int H = p.num_heads;
   T* Og = static_cast<T*>(p.o);
@@ -792,13 +779,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-//
-// PR (variant wg2r, with the schedule's kPairRows): a middle-row item is two
-// adjacent query blocks of one head; their key lists run as one stream of
-// blocks through the K/V ring (the second row's Q in a second Q tile), the
-// first row's epilogue between them staged through its own Q tile, so a pair
-// pays one item boundary instead of two.
-template <typename T, int D, int NST, bool PR = false>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -806,10 +787,9 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(RS % 8 == 0, "rows of one thread share r % 8");
   extern __shared__ __align__(16) unsigned char smem_wg[];
   const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
-  const unsigned sQ2 = sQ + TB;  // PR: the second row's Q
-  const unsigned sK = sQ + (PR ? 2 : 1) * TB;
+  const unsigned sK = sQ + TB;
   const unsigned sV = sK + NST * TB;
-  __shared__ int s_list[2][PR ? 2 * kMaxList : kMaxList];
+  __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][kItemInts];
   __shared__ int s_last;
 
@@ -836,7 +816,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     if (lane == 0) tk = atomicAdd(p.ws, 1);
     tk = __shfl_sync(0xffffffffu, tk, 0);
     warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
-    if constexpr (PR) warp_build_list<1>(p, s_item[0], s_list[0], lane);
   }
   __syncthreads();
 
@@ -847,7 +826,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     const int* it = s_item[buf];
     const int s = it[0];
     int L = 0, kv_begin = 0, use_list = 0, n = 0;
-    int LA = 0;  // PR: blocks of the first row (L for a single row)
     const char* kp = Kg;
     const char* vp = Vg;
     const int* lst = s_list[buf];
@@ -857,24 +835,12 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       L = it[4];
       use_list = it[5];
       n = it[10];
-      LA = L;
       kp = Kg + ((long long)(tok0 + r0) * p.k_row + (long long)h * p.k_head + c8) * 2;
       vp = Vg + ((long long)(tok0 + r0) * p.v_row + (long long)h * p.v_head + c8) * 2;
       load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
                       imin(kBlock, n - qb * kBlock), tid);
-      if constexpr (PR) {
-        const int qb2 = use_list ? it[13] : -1;
-        if (qb2 >= 0) {
-          L = LA + it[14];
-          load_tile_sw<D>(sQ2, Qg + (long long)(tok0 + qb2 * kBlock) * p.q_row + (long long)h * p.q_head,
-                          p.q_row, imin(kBlock, n - qb2 * kBlock), tid);
-        }
-      }
     }
-    auto block_at = [&](int j) {
-      if constexpr (PR) return use_list ? (j < LA ? lst[j] : lst[kMaxList + j - LA]) : kv_begin + j;
-      else return use_list ? lst[j] : kv_begin + j;
-    };
+    auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
     auto load_kv = [&](int kb, int stage) {
       const char* gk = kp + kb * kblk;
       const char* gv = vp + kb * vblk;
@@ -907,8 +873,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     }
     // the previous item's epilogue, under this item's first loads
     if (prev >= 0)
-      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last, 0,
-                        PR && s_item[prev][5] ? s_item[prev][13] : -1);
+      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
     if (s < 0) break;
 
 #pragma unroll
@@ -936,19 +901,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-      wg_block<T, D>(PR && j >= LA ? sQ2 : sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock,
-                     sl2, t4, o, m0, m1, l0, l1);
-      if constexpr (PR) {
-        if (j == LA - 1 && L > LA) {  // the pair's first row is done: its epilogue through its Q tile
-          wg_epilogue<T, D>(p, sQ, o, m0, m1, l0, l1, sl2, it, tid, &s_last);
-#pragma unroll
-          for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-          m0 = neg_inf();
-          m1 = neg_inf();
-          l0 = 0.f;
-          l1 = 0.f;
-        }
-      }
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -979,7 +933,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       } else {
         warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
       }
-      if constexpr (PR) warp_build_list<1>(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
     }
     __syncthreads();  // publishes the next item; every wgmma of this item is done
     prev = buf;
@@ -1037,8 +990,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
   // a dense model's items cost their sequence's block count: by sequence is cost order there
-  const int order = (p.sort_by_cost & 15) >= 2 && !p.sparse ? 1 : (p.sort_by_cost & 15);
-  const bool pr = (p.sort_by_cost & kPairRows) != 0;
+  const int order = p.sort_by_cost >= 2 && !p.sparse ? 1 : p.sort_by_cost;
   int* ws = p.ws;
   int4* segs = reinterpret_cast<int4*>(ws + ws_segments_offset());
   int* part_base = ws + ws_part_base_offset(nseq);
@@ -1065,14 +1017,14 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
         int ns = 0;
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
-          seg_info(kind, nb, sp, r, C, cnt, cost, pr);
+          seg_info(kind, nb, sp, r, C, cnt, cost);
           ns += cnt > 0;
         }
         atomicAdd(&hist[length_bucket(nb)], ns);
       } else {
         for (int kind = 0; kind < kKinds; ++kind) {
           int cnt, cost;
-          seg_info(kind, nb, sp, r, C, cnt, cost, pr);
+          seg_info(kind, nb, sp, r, C, cnt, cost);
           if (cnt > 0) atomicAdd(&hist[order ? cost_bucket(cost) : 0], 1);
         }
       }
@@ -1107,7 +1059,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
       int kinds[kKinds], costs[kKinds], cnts[kKinds], ns = 0;
       for (int kind = 0; kind < kKinds; ++kind) {
         int cnt, cost;
-        seg_info(kind, nb, sp, r, C, cnt, cost, pr);
+        seg_info(kind, nb, sp, r, C, cnt, cost);
         if (cnt > 0) {
           int j = ns++;
           for (; j > 0 && costs[j - 1] < cost; --j) {
@@ -1127,7 +1079,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     }
     for (int kind = 0; kind < kKinds; ++kind) {
       int cnt, cost;
-      seg_info(kind, nb, sp, r, C, cnt, cost, pr);
+      seg_info(kind, nb, sp, r, C, cnt, cost);
       if (cnt > 0) {
         const int b = order ? cost_bucket(cost) : 0;
         segs[hist[b] + atomicAdd(&cur[b], 1)] = make_int4(s, kind, cnt, 0);
@@ -1156,7 +1108,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
         mine[j] = segs[i0 + j];
         const int n = cu[mine[j].x + 1] - cu[mine[j].x];
         int cnt, cost;
-        seg_info(mine[j].y, num_blocks(n), is_sparse(n, p.sparse, r), r, C, cnt, cost, pr);
+        seg_info(mine[j].y, num_blocks(n), is_sparse(n, p.sparse, r), r, C, cnt, cost);
         wk[j] = mine[j].z * H * cost;
       }
       wsum += wk[j];
@@ -1258,27 +1210,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wg2r: pairs of middle rows per item (PR; launch after a schedule with
-// sort_by_cost | kPairRows; dynamic shared memory one Q tile more: (2 + 2*NST)
-// * 64 * D * 2 + 1024 bytes). A measurement, compiled with -DRAPTOR_SA_WS
-// (harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGR_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST, true>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGR_BODY(T, D, NST) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGR(D, NST, MINB, NAME, T)                              \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGR_BODY(T, D, NST)                                        \
-  }
-#define RAPTOR_SPARSE_ATTN_WGR_DT(suffix, T)                                 \
-  RAPTOR_SPARSE_ATTN_WGR(64, 2, 4, sparse_attention_d64_wg2r_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGR(128, 2, 2, sparse_attention_d128_wg2r_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGR_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with

@@ -29,7 +29,7 @@ constexpr int kMaxList = 5 + kMaxRandom;
 constexpr int kBuckets = 64;
 // Ints of a decoded work item in shared memory (kernels/sparse_attention.cu,
 // decode_seg).
-constexpr int kItemInts = 15;
+constexpr int kItemInts = 13;
 // Threads of the attention kernel (4 warps, 16 query rows each) and of the
 // schedule kernel (one CTA).
 constexpr int kThreads = 128;
@@ -185,14 +185,10 @@ RAPTOR_HD int middle_list(int* out, int* scratch, u64 seed, u64 rseed, int layer
 // sparse_attention_ws.cuh do not reset it: schedule before each of their calls.)
 
 constexpr int kKinds = 5;
-// sort_by_cost bit that pairs middle rows (the low bits are the order).
-constexpr int kPairRows = 16;
 
 // seg_info gives the item count (per head) and cost of segment kind of a
 // sequence of nb blocks.
-// pr (sort_by_cost bit kPairRows, variant wg2r): middle rows come in pairs of
-// adjacent query blocks, one item each (count halved, cost doubled).
-RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int& cost, bool pr = false) {
+RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int& cost) {
   count = 0;
   cost = 0;
   if (!sp) {
@@ -201,10 +197,7 @@ RAPTOR_HD void seg_info(int kind, int nb, bool sp, int r, int C, int& count, int
   }
   const int nfull = nb / C, rem = nb - nfull * C;
   switch (kind) {
-    case 1:
-      count = pr ? (nb - 3) / 2 : nb - 4;
-      cost = pr ? 2 * (5 + r) : 5 + r;
-      break;
+    case 1: count = nb - 4; cost = 5 + r; break;
     case 2: count = 2; cost = 4 + r; break;
     case 3: count = 2 * nfull; cost = C; break;
     case 4: count = rem ? 2 : 0; cost = rem; break;
@@ -237,14 +230,12 @@ struct Item {
   int kv_begin, kv_len;  // list mode 0: blocks kv_begin .. kv_begin+kv_len-1
   int list;              // 1: the key blocks come from middle_list
   int row, chunk, nchunks;  // global row 0/1, its chunk, chunks of the row (>1: split)
-  int qblock2;              // pr: the pair's second middle row (qblock + 1), or -1
 };
 
 // decode_item turns item e (< count, per head) of segment kind of head h into
 // its query block and key range.
-RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, int C, bool pr = false) {
+RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, int C) {
   Item it;
-  it.qblock2 = -1;
   it.seq = seq;
   it.head = head;
   it.list = 0;
@@ -256,8 +247,7 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
   it.qblock = e;
   if (kind == 1 || kind == 2) {
     it.list = 1;
-    it.qblock = kind == 1 ? 2 + (pr ? 2 * e : e) : (e == 0 ? 1 : nb - 2);
-    if (pr && kind == 1 && it.qblock + 1 <= nb - 3) it.qblock2 = it.qblock + 1;
+    it.qblock = kind == 1 ? 2 + e : (e == 0 ? 1 : nb - 2);
     it.kv_len = 0;  // set by middle_list
   } else if (kind == 3 || kind == 4) {
     const int nfull = nb / C;

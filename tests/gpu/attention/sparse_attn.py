@@ -177,8 +177,7 @@ class Module:
             tiles = 2 + 2 * nst
             smem = nc * tiles * BLOCK * D * 2 + 1024
         elif variant.startswith("wg"):
-            # wg2r keeps a second Q tile (a pair of rows per item)
-            smem = ((2 if variant in PAIR_VARIANTS else 1) + 2 * nst) * BLOCK * D * 2 + 1024
+            smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
         key = (name, smem)
@@ -204,12 +203,6 @@ def ws_sem_offset(nseq):
 
 def ws_seginfo_offset(nseq, heads):
     return (ws_sem_offset(nseq) + 2 * heads * nseq + 3) & ~3
-
-
-# kernels/sparse_attention.cuh kPairRows: the sort_by_cost bit of the row-pair schedule, which the variants in
-# PAIR_VARIANTS need (a measurement)
-PAIR_ROWS = 16
-PAIR_VARIANTS = ("wg2r",)
 
 
 def ws_ints(nseq, heads):
@@ -267,8 +260,6 @@ class SparseAttention:
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5
-        if variant in PAIR_VARIANTS:
-            sort |= PAIR_ROWS  # its schedule pairs the middle rows
         p = self.params(q, k, v, o, cu, req_seeds, seed, layer, r, scale, sparse, split, sort)
         name, smem, occ = self.m.attention_config(D, q.dtype, nst, variant)
         args = [p]
