@@ -229,10 +229,7 @@ AB_CONFIGS = [("C=32, cost order", dict(split=32, sort=1)), ("C=64, cost order",
               ("C=32, by sequence, tail moved", dict(split=32, sort=3)),
               ("C=64, by sequence, tail moved", dict(split=64, sort=3)),
               ("C=64, by sequence", dict(split=64, sort=2))]
-# --lead: the same default order with sort 3's lead (SMs x 4 x C block steps) scaled, in percent (the schedule
-# kernel reads it from bits 8-19 of sort_by_cost; a measurement)
-LEAD_CONFIGS = [(f"C=64, by sequence, tail moved, lead x{pct / 100:g}", dict(split=64, sort=3 | (pct << 8)))
-                for pct in (50, 75, 125, 150, 200)]
+
 
 
 def main():
@@ -244,7 +241,6 @@ def main():
     ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
                     help="also time the schedule configurations of AB_CONFIGS (schedule reused) interleaved, in "
                     "ROUNDS rounds with a rotating start, and report the median over rounds")
-    ap.add_argument("--lead", action="store_true", help="with --ab, also time sort 3 with its lead scaled")
     ap.add_argument("--fixed", action="store_true",
                     help="add a workload of one 64-token sequence: what a call costs whatever its work")
     ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
@@ -261,8 +257,7 @@ def main():
     extra = [x for x in args.extra.split(",") if x] if args.variant == "auto" and m.arch == "sm_90a" else []
     # --ab also compares each --extra kernel variant on the default schedule, in the same rounds (not the ws
     # kernels: they need the schedule kernel before every call)
-    ab_configs = AB_CONFIGS + (LEAD_CONFIGS if args.lead else []) + [
-        (f"variant {x}", dict(variant=x)) for x in extra if x not in WS_CFG]
+    ab_configs = AB_CONFIGS + [(f"variant {x}", dict(variant=x)) for x in extra if x not in WS_CFG]
     for nst, var in (((2, "auto"), (2, "wg3"), (2, ""), (3, "")) + tuple((2, x) for x in extra)
                      if args.variant == "auto" else ((2, ""),)):
         name, smem, occ = m.attention_config(D, DT, nst, var)

@@ -990,9 +990,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
   const int tid = threadIdx.x;
   const int nseq = p.nseq, H = p.num_heads, r = p.random_blocks, C = p.split_blocks;
   // a dense model's items cost their sequence's block count: by sequence is cost order there
-  // bits 8-19 of sort_by_cost (a measurement, 0 = 100): sort 3's lead in percent of (SMs x 4) x C block steps
-  const int order = (p.sort_by_cost & 255) >= 2 && !p.sparse ? 1 : (p.sort_by_cost & 255);
-  const int lead_pct = (p.sort_by_cost >> 8) & 0xFFF;
+  const int order = p.sort_by_cost >= 2 && !p.sparse ? 1 : p.sort_by_cost;
   int* ws = p.ws;
   int4* segs = reinterpret_cast<int4*>(ws + ws_segments_offset());
   int* part_base = ws + ws_part_base_offset(nseq);
@@ -1120,7 +1118,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     const int wex = block_exclusive_scan(wsum, W, sh);  // ends with a barrier
     unsigned nsm;
     asm("mov.u32 %0, %%nsmid;" : "=r"(nsm));
-    const long long lead = (long long)nsm * 4 * imin(C, 1 << 16) * (lead_pct ? lead_pct : 100) / 100;
+    const long long lead = (long long)nsm * 4 * imin(C, 1 << 16);
     const int cut = (int)((long long)W - lead < -1 ? -1 : (long long)W - lead);
     int run = wex, before = 0, msum = 0;
 #pragma unroll
