@@ -546,10 +546,10 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
 // state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
-// RED (variants wgm, wgm2): 1 the row maxima as a tree (depth 4 instead of 9;
-// max is exact, so bitwise the same), 2 the row sums as a tree too (other
-// rounding).
-template <typename T, int D, int RED = 0>
+// The row maxima are reduced as a tree (depth 5 with the running max, against 9
+// for a running chain; max is exact, so the outputs are the same bits):
+// measured as variant wgm, NOTES-attention.md, thirty-fourth run.
+template <typename T, int D>
 __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
                                          float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
   constexpr int NT = D / 8;
@@ -578,8 +578,8 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
         if (i * 8 + 2 * t4 + (c & 1) >= kvalid) sc[4 * i + c] = neg_inf();
     }
   }
-  float mx0 = m0, mx1 = m1;
-  if constexpr (RED >= 1) {
+  float mx0, mx1;
+  {
     float a[8], b[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -594,14 +594,8 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
         b[i] = fmaxf(b[i], b[i + w]);
       }
     }
-    mx0 = fmaxf(mx0, a[0]);
-    mx1 = fmaxf(mx1, b[0]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      mx0 = fmaxf(mx0, fmaxf(sc[4 * i], sc[4 * i + 1]));
-      mx1 = fmaxf(mx1, fmaxf(sc[4 * i + 2], sc[4 * i + 3]));
-    }
+    mx0 = fmaxf(m0, a[0]);
+    mx1 = fmaxf(m1, b[0]);
   }
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
@@ -618,28 +612,8 @@ __device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, 
     sc[4 * i + 1] = ex2(fmaf(sc[4 * i + 1], sl2, -ms0));
     sc[4 * i + 2] = ex2(fmaf(sc[4 * i + 2], sl2, -ms1));
     sc[4 * i + 3] = ex2(fmaf(sc[4 * i + 3], sl2, -ms1));
-    if constexpr (RED < 2) {
-      rs0 += sc[4 * i] + sc[4 * i + 1];
-      rs1 += sc[4 * i + 2] + sc[4 * i + 3];
-    }
-  }
-  if constexpr (RED >= 2) {
-    float a[8], b[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      a[i] = sc[4 * i] + sc[4 * i + 1];
-      b[i] = sc[4 * i + 2] + sc[4 * i + 3];
-    }
-#pragma unroll
-    for (int w = 4; w >= 1; w >>= 1) {
-#pragma unroll
-      for (int i = 0; i < w; ++i) {
-        a[i] += a[i + w];
-        b[i] += b[i + w];
-      }
-    }
-    rs0 = a[0];
-    rs1 = b[0];
+    rs0 += sc[4 * i] + sc[4 * i + 1];
+    rs1 += sc[4 * i + 2] + sc[4 * i + 3];
   }
   l0 = l0 * a0 + rs0;
   l1 = l1 * a1 + rs1;
@@ -821,7 +795,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // segment records from the previous ticket's segment on and their seginfo, so
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
-template <typename T, int D, int NST, int RED = 0>
+template <typename T, int D, int NST>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -943,8 +917,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-      wg_block<T, D, RED>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
-                          m1, l0, l1);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -1252,27 +1226,6 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
-
-// wgm, wgm2: the softmax's row reductions as trees (RED 1, 2; measurements,
-// compiled with -DRAPTOR_SA_WS, harness only).
-#if defined(RAPTOR_SA_WS)
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGM_BODY(T, D, NST, RED) raptor::sparse::attention_wg<T, D, NST, RED>(p);
-#else
-#define RAPTOR_SPARSE_ATTN_WGM_BODY(T, D, NST, RED) __trap();
-#endif
-#define RAPTOR_SPARSE_ATTN_WGM(D, NST, MINB, RED, NAME, T)                         \
-  extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME( \
-      const AttnParams p) {                                                       \
-    RAPTOR_SPARSE_ATTN_WGM_BODY(T, D, NST, RED)                                   \
-  }
-#define RAPTOR_SPARSE_ATTN_WGM_DT(suffix, T)                                     \
-  RAPTOR_SPARSE_ATTN_WGM(64, 2, 4, 1, sparse_attention_d64_wgm_##suffix, T)      \
-  RAPTOR_SPARSE_ATTN_WGM(128, 2, 2, 1, sparse_attention_d128_wgm_##suffix, T)    \
-  RAPTOR_SPARSE_ATTN_WGM(64, 2, 4, 2, sparse_attention_d64_wgm2_##suffix, T)     \
-  RAPTOR_SPARSE_ATTN_WGM(128, 2, 2, 2, sparse_attention_d128_wgm2_##suffix, T)
-RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGM_DT)
-#endif  // RAPTOR_SA_WS
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
