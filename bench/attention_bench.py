@@ -16,7 +16,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,6 +27,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "gpu", "attention"))
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
 from sparse_attn import NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_timing import bench, sm_clock  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 LOG = open(os.path.join(OUT, "attention_bench.log"), "w")
@@ -42,37 +44,6 @@ def log(*a):
     print(s, flush=True)
     LOG.write(s + "\n")
     LOG.flush()
-
-
-def bench(fn, inner=10, reps=15, warm=3):
-    """Median ms per call over reps loops of inner back-to-back calls. A GPU
-    sleep before each loop lets the host queue the calls ahead, so host
-    launch overhead stays out of the device time."""
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(2_000_000)
-        a.record()
-        for _ in range(inner):
-            fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) / inner)
-    return statistics.median(ts), min(ts), max(ts)
-
-
-def sm_clock():
-    """The GPU's current SM clock and power draw (nvidia-smi), or None: sampled between timings, never inside."""
-    try:
-        out = subprocess.run(["nvidia-smi", "-i", str(torch.cuda.current_device()),
-                              "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout.strip().split(",")
-        return int(float(out[0])), float(out[1])
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def peak_extra(fn):

@@ -14,7 +14,6 @@ Medians of CUDA-event timings after warm-up, as bench/attention_bench.py.
 """
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -24,43 +23,12 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpu", "attention"))
 from sparse_attn import Module, SparseAttention  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_timing import bench, sm_clock, tee_log  # noqa: E402
+
 H, D, R, BLK = 12, 64, 3, 64
 OUT = os.environ.get("OUT", "/tmp")
-LOG = open(os.path.join(OUT, "attention_rate.log"), "w")
-
-
-def log(*a):
-    s = " ".join(str(x) for x in a)
-    print(s, flush=True)
-    LOG.write(s + "\n")
-    LOG.flush()
-
-
-def bench(fn, inner=10, reps=15, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(2_000_000)
-        a.record()
-        for _ in range(inner):
-            fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) / inner)
-    return statistics.median(ts)
-
-
-def sm_clock():
-    try:
-        out = subprocess.run(["nvidia-smi", "-i", str(torch.cuda.current_device()),
-                              "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout.strip().split(",")
-        return int(float(out[0])), float(out[1])
-    except Exception:  # noqa: BLE001
-        return None
+log = tee_log(os.path.join(OUT, "attention_rate.log"))
 
 
 def steps_per_seq(n_tok, sparse):
@@ -108,7 +76,7 @@ def main():
                 q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
                 sa(q, k, v, o, cu, seeds, seed=5, layer=2, r=R, sparse=sp)  # leaves the schedule
                 times[(sp, n)].append(bench(lambda: sa(q, k, v, o, cu, seeds, seed=5, layer=2, r=R, sparse=sp,
-                                                       schedule=False), reps=9))
+                                                       schedule=False), reps=9)[0])
             clocks.append(sm_clock())
     ck = [c for c in clocks if c]
     if ck:
@@ -136,7 +104,7 @@ def main():
     seeds = torch.ones(1, dtype=torch.int64, device="cuda")
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     sa(q, k, v, o, cu, seeds, seed=5, layer=2, r=R)
-    fixed = bench(lambda: sa(q, k, v, o, cu, seeds, seed=5, layer=2, r=R, schedule=False)) * 1e3
+    fixed = bench(lambda: sa(q, k, v, o, cu, seeds, seed=5, layer=2, r=R, schedule=False))[0] * 1e3
     log(f"1 x 64 tokens (one block per head): {fixed:.1f} us per call")
     a_s, _, per_s = fits[1]
     _, _, per_d = fits[0]
