@@ -211,7 +211,9 @@ def main():
     ap.add_argument("--variant", default="auto", help="kernel of the headline numbers: auto (wgmma on sm_90a) or mma")
     ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
                     help="also time the schedule configurations of AB_CONFIGS (schedule reused) interleaved, in "
-                    "ROUNDS rounds with a rotating start, and report the median over rounds")
+                    "ROUNDS rounds with a rotating start, and report the median over rounds; and time raptor "
+                    "(schedule reused) and Flex (mask built once) head to head, alternated in an even number of "
+                    "rounds (at least ROUNDS), with the SM clock and power between rounds")
     ap.add_argument("--fixed", action="store_true",
                     help="add a workload of one 64-token sequence: what a call costs whatever its work")
     ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
