@@ -166,8 +166,6 @@ fuzz_one() {
     rm -f "$out"
     return 1
   done
-  rm -f "$out"
-  return 1
 }
 
 fuzz_all() {

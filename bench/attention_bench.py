@@ -29,21 +29,14 @@ import reference as ref  # noqa: E402
 from sparse_attn import NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_timing import bench, sm_clock  # noqa: E402
+from gpu_timing import bench, sm_clock, tee_log  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
-LOG = open(os.path.join(OUT, "attention_bench.log"), "w")
+log = tee_log(os.path.join(OUT, "attention_bench.log"))
 H, D, R, BLK = 12, 64, 3, 64
 DT = torch.float16
 DEV = "cuda"
 SCALE = D ** -0.5
-
-
-def log(*a):
-    s = " ".join(str(x) for x in a)
-    print(s, flush=True)
-    LOG.write(s + "\n")
-    LOG.flush()
 
 
 def peak_extra(fn):
@@ -56,17 +49,14 @@ def peak_extra(fn):
     return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
-FIXED = False
-
-
-def workloads(rng):
+def workloads(rng, fixed=False):
     w = {"8x4096": [4096] * 8,
          "64 x U[512,4096]": [rng.randint(512, 4096) for _ in range(64)]}
     lt = [rng.randint(16, 1024) for _ in range(115)] + [rng.randint(1025, 16384) for _ in range(13)]
     rng.shuffle(lt)
     w["long tail (128 seqs)"] = lt
     w["1x65536"] = [65536]
-    if FIXED:
+    if fixed:
         w["1x64 (fixed cost)"] = [64]  # one item per head: a call's fixed cost (launch, start, end)
     return w
 
@@ -202,7 +192,6 @@ AB_CONFIGS = [("C=32, cost order", dict(split=32, sort=1)), ("C=64, cost order",
               ("C=64, by sequence", dict(split=64, sort=2))]
 
 
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -219,8 +208,6 @@ def main():
     ap.add_argument("--extra", default="", help="comma-separated wgmma kernel variants timed beside the default "
                     "(sm_90a; kernels sparse_attention_d64_<name>_f16)")
     args = ap.parse_args()
-    global FIXED
-    FIXED = args.fixed
     t_start = time.time()
     m = Module(log)
     sa = SparseAttention(m)
@@ -261,7 +248,7 @@ def main():
             log("FlexAttention unavailable:", repr(e))
     results = []
     seed, layer = 0x243F6A8885A308D3, 5
-    for wname, ls in workloads(rng).items():
+    for wname, ls in workloads(rng, args.fixed).items():
         if args.quick and wname.startswith("long"):
             continue
         T = sum(ls)

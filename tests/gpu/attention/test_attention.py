@@ -365,9 +365,9 @@ def main():
     if m.arch == "sm_90a":
         # a name ending in "~" is a variant whose arithmetic differs from wg (checked against the reference,
         # not bitwise against wg)
-        kinds += [(f"wgmma {v_.rstrip('~')}", v_.rstrip("~"))
-                  for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_]
-        numeric = {v_.rstrip("~") for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_.endswith("~")}
+        named = [v_ for v_ in os.environ.get("RAPTOR_TEST_VARIANTS", "").split(",") if v_]
+        kinds += [(f"wgmma {v_.rstrip('~')}", v_.rstrip("~")) for v_ in named]
+        numeric = {v_.rstrip("~") for v_ in named if v_.endswith("~")}
     for kname, variant in kinds:
         for dtype in (torch.float16, torch.bfloat16):
             for D in (32, 64, 128):
