@@ -834,7 +834,22 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // item. V gets NST + 1 stages (P V reads block j-1's V while block j+1 loads).
 // The same operations in the same order on every accumulator: outputs bitwise
 // those of PQ = 0.
-template <typename T, int D, int NST, int PQ = 0>
+//
+// TR = 1 (variant wgtr, harness only: a measurement) is PQ = 0 plus a trace in
+// the module's g_sa_trace (see its declaration): when each CTA starts and
+// leaves, and when each work item's block steps end.
+#if defined(RAPTOR_SA_WS)
+// g_sa_trace: [0, kTraceCtas) per CTA {start, end, smid | items << 16, steps};
+// then per ticket {end of its block steps, CTA | L << 16} (globaltimer, ns).
+constexpr int kTraceCtas = 4096, kTraceTickets = 1 << 17;
+__device__ unsigned long long g_sa_trace[kTraceCtas * 4 + kTraceTickets * 2];
+#endif
+__device__ __forceinline__ unsigned long long globaltimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+template <typename T, int D, int NST, int PQ = 0, int TR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -868,10 +883,14 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   int pf_base = -1;
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
 
+  unsigned long long tr_start = 0;
+  int tr_tk = 0, tr_items = 0, tr_steps = 0;  // TR: thread 0's current ticket and counts
+  if constexpr (TR != 0) tr_start = globaltimer();
   if (tid < 32) {
     int tk = 0;
     if (lane == 0) tk = atomicAdd(p.ws, 1);
     tk = __shfl_sync(0xffffffffu, tk, 0);
+    if constexpr (TR != 0) tr_tk = tk;
     warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
   }
   __syncthreads();
@@ -1007,6 +1026,19 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
       wg_pv<T, D>(o, pa, sV + ((L - 1) % NSV) * TB);  // waited for after the next item's decode
     }
+#if defined(RAPTOR_SA_WS)
+    if constexpr (TR != 0) {
+      if (tid == 0) {
+        if (tr_tk < kTraceTickets) {
+          g_sa_trace[kTraceCtas * 4 + 2 * tr_tk] = globaltimer();
+          g_sa_trace[kTraceCtas * 4 + 2 * tr_tk + 1] = blockIdx.x | ((unsigned long long)L << 16);
+        }
+        tr_tk = tkn;
+        ++tr_items;
+        tr_steps += L;
+      }
+    }
+#endif
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
       bool got = false;
@@ -1050,6 +1082,19 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     prev = buf;
     buf ^= 1;
   }
+#if defined(RAPTOR_SA_WS)
+  if constexpr (TR != 0) {
+    if (tid == 0 && blockIdx.x < kTraceCtas) {
+      unsigned smid;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+      unsigned long long* c = g_sa_trace + 4 * blockIdx.x;
+      c[0] = tr_start;
+      c[1] = globaltimer();
+      c[2] = smid | ((unsigned long long)tr_items << 16);
+      c[3] = tr_steps;
+    }
+  }
+#endif
   finish_call(p);
 }
 
@@ -1349,19 +1394,22 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
   }
 // sparse_attention_d{64,128}_wgq_{f16,bf16}: attention_wg with PQ = 1 (a measurement);
 // dynamic shared memory (2 + 2*NST) * 64 * D * 2 + 1024 bytes (NST + 1 V stages).
-#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, PQ, NAME, T)                                   \
+#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, PQ, TR, NAME, T)                                 \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME(           \
       const AttnParams p) {                                                                 \
-    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ)                                              \
+    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR)                                          \
   }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ) raptor::sparse::attention_wg<T, D, NST, PQ>(p);
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) raptor::sparse::attention_wg<T, D, NST, PQ, TR>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ) __trap();
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) __trap();
 #endif
-#define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                             \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, sparse_attention_d64_wgq_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, sparse_attention_d128_wgq_##suffix, T)
+// sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
+#define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgq_##suffix, T)   \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgq_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgtr_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgtr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
