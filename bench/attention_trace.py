@@ -18,6 +18,7 @@ and times wgtr against wg (the trace's own cost).
 
     OUT=/tmp python3 bench/attention_trace.py     (on the GPU machine)
 """
+import argparse
 import ctypes
 import os
 import random
@@ -46,10 +47,11 @@ class Trace:
     def __init__(self, m):
         self.m = m
         self.ptr, size = ctypes.c_uint64(), ctypes.c_size_t()
+        # raptor::sparse::g_sa_trace, by its mangled name
         m.drv.check(m.drv.lib.cuModuleGetGlobal_v2(ctypes.byref(self.ptr), ctypes.byref(size), m.mod,
-                                                    b"g_sa_trace"), "cuModuleGetGlobal g_sa_trace")
+                                                    b"_ZN6raptor6sparse10g_sa_traceE"), "cuModuleGetGlobal g_sa_trace")
         self.n = size.value // 8
-        assert self.n == CTAS * 4 + TICKETS * 2, self.n
+        assert self.n == CTAS * 4 + TICKETS * 4, self.n
         self.buf = (ctypes.c_uint64 * self.n)()
 
     def clear(self):
@@ -63,7 +65,8 @@ class Trace:
         b = self.buf
         ctas = [(b[4 * c], b[4 * c + 1], b[4 * c + 2] & 0xFFFF, b[4 * c + 2] >> 16, b[4 * c + 3]) for c in range(ncta)]
         base = CTAS * 4
-        items = [(b[base + 2 * t], b[base + 2 * t + 1] & 0xFFFF, b[base + 2 * t + 1] >> 16) for t in range(ntk)]
+        items = [(b[base + 4 * t], b[base + 4 * t + 1], b[base + 4 * t + 2], b[base + 4 * t + 3] & 0xFFFF,
+                  b[base + 4 * t + 3] >> 16) for t in range(ntk)]
         return ctas, items
 
 
@@ -80,19 +83,21 @@ def analyse(ctas, items):
         per_sm.setdefault(c[2], []).append((c[1] - t0) / 1e3)
     sm_first = statistics.mean(min(v) for v in per_sm.values())
     sm_last = statistics.mean(max(v) for v in per_sm.values())
-    # item durations: each CTA's items in end order
+    # per item: its whole time per block step (its begin to the next item's begin, or the CTA's end), and
+    # its parts: the first block's wait (the previous item's epilogue runs in it), the block steps, and the
+    # boundary (warp 0's decode and list of the next item, the barrier)
     by_cta = {}
-    for tk, (te, cta, L) in enumerate(items):
-        if te:
-            by_cta.setdefault(cta, []).append((te, L))
-    dur = {}
+    for ta, tb, tc, cta, L in items:
+        if ta:
+            by_cta.setdefault(cta, []).append((ta, tb, tc, L))
+    dur, parts = {}, {}
     for cta, lst in by_cta.items():
         lst.sort()
-        prev = ctas[cta][0]
-        for te, L in lst:
-            late = (te - t0) / 1e3 > 0.8 * span
-            dur.setdefault((L, late), []).append((te - prev) / 1e3 / max(L, 1))
-            prev = te
+        for i, (ta, tb, tc, L) in enumerate(lst):
+            nxt = lst[i + 1][0] if i + 1 < len(lst) else ctas[cta][1]
+            late = (tc - t0) / 1e3 > 0.8 * span
+            dur.setdefault((L, late), []).append((nxt - ta) / 1e3 / max(L, 1))
+            parts.setdefault((L, late), []).append(((tb - ta) / 1e3, (tc - tb) / 1e3 / max(L, 1), (nxt - tc) / 1e3))
     # active CTAs in 10 slices of the span
     act = []
     for k in range(10):
@@ -101,10 +106,41 @@ def analyse(ctas, items):
     stamps = sorted({c[1] for c in ctas} | {c[0] for c in ctas})
     gran = min((y - x for x, y in zip(stamps, stamps[1:]) if y > x), default=0)
     return dict(span=span, ramp=ramp, mean_end=mean_end, tail=span - mean_end, sm_first=sm_first, sm_last=sm_last,
-                dur=dur, act=act, gran=gran, items=sum(c[3] for c in ctas), steps=sum(c[4] for c in ctas))
+                dur=dur, parts=parts, act=act, gran=gran, items=sum(c[3] for c in ctas), steps=sum(c[4] for c in ctas))
+
+
+def report(wname, ls, T, ncta, tv, res, t_wg, t_tr):
+    """Logs one traced variant's numbers on one workload; returns its table row."""
+    med = lambda key: statistics.median(r[key] for r in res)  # noqa: E731
+    r0 = res[len(res) // 2]
+    log(f"\n== {wname} ({tv}): {len(ls)} sequences, T={T}; {ncta} CTAs, {r0['items']} items, {r0['steps']} block "
+        f"steps ({r0['steps'] / ncta:.1f} per CTA); globaltimer step seen {r0['gran']} ns")
+    log(f"  timed (CUDA events): wg {t_wg:.1f} us, {tv} {t_tr:.1f} us ({(t_tr / t_wg - 1) * 100:+.1f}%)")
+    log(f"  span {med('span'):.1f} us (traced calls {min(r['span'] for r in res):.1f} .. "
+        f"{max(r['span'] for r in res):.1f}); launch ramp {med('ramp'):.2f} us")
+    log(f"  CTAs leave at {med('mean_end'):.1f} us on average: the tail costs {med('tail'):.1f} us "
+        f"({med('tail') / med('span') * 100:.1f}% of the span); per SM, the first CTA leaves at "
+        f"{med('sm_first'):.1f}, the last at {med('sm_last'):.1f}")
+    keys = sorted({k for r in res for k in r["dur"]})
+    log("  per item length L ('late': ends in the last 20% of the span), medians in us: the item's whole time per "
+        "block step | its parts: first block's wait (with the previous item's epilogue) / per block step / "
+        "boundary (the next item's decode and list, the barrier)")
+    for L, late in keys:
+        xs = [x for r in res for x in r["dur"].get((L, late), [])]
+        ps = [x for r in res for x in r["parts"].get((L, late), [])]
+        if len(xs) >= 5 * len(res) or L >= 64:
+            log(f"    L={L}{' late' if late else ''} (n={len(xs) // len(res)}): {statistics.median(xs):.3f} | "
+                + " / ".join(f"{statistics.median(x[i] for x in ps):.3f}" for i in range(3)))
+    log("  active CTAs per tenth of the span: " + " ".join(f"{statistics.median(r['act'][i] for r in res):.0f}"
+                                                        for i in range(10)))
+    return (wname, tv, med("span"), med("tail"), t_wg, t_tr)
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="wgtr", help="comma-separated trace variants (kernels "
+                    "sparse_attention_d64_<name>_f16): wgtr (wg traced), wgeltr (wgel traced)")
+    args = ap.parse_args()
     m = Module(log)
     sa = SparseAttention(m)
     tr = Trace(m)
@@ -121,47 +157,31 @@ def main():
         call = dict(seed=5, layer=2, r=R)
         sa(q, k, v, o, cu, seeds, **call)  # leaves the schedule
         ref = o.clone()
-        _, _, occ = m.attention_config(D, torch.float16, 2, "wgtr")
-        ncta = m.nsm * occ
-        res = []
-        for rep in range(6):
+        for tv in args.variants.split(","):
+            _, _, occ = m.attention_config(D, torch.float16, 2, tv)
+            ncta = m.nsm * occ
+            res = []
+            for rep in range(6):
+                for _ in range(3):
+                    sa(q, k, v, o, cu, seeds, schedule=False, variant=tv, **call)
+                tr.clear()
+                sa(q, k, v, o, cu, seeds, schedule=False, variant=tv, **call)
+                torch.cuda.synchronize()
+                if rep == 0:
+                    assert torch.equal(o, ref), f"{tv}'s outputs differ from wg's"
+                ctas, items = tr.read(ncta, TICKETS)
+                nt = sum(1 for it in items if it[0])
+                res.append(analyse(ctas, items[:nt]))
+            # interleaved timing of wg and the traced variant
+            tw, tt = [], []
             for _ in range(3):
-                sa(q, k, v, o, cu, seeds, schedule=False, variant="wgtr", **call)
-            tr.clear()
-            sa(q, k, v, o, cu, seeds, schedule=False, variant="wgtr", **call)
-            torch.cuda.synchronize()
-            if rep == 0:
-                assert torch.equal(o, ref), "wgtr's outputs differ from wg's"
-            ctas, items = tr.read(ncta, TICKETS)
-            nt = sum(1 for it in items if it[0])
-            res.append(analyse(ctas, items[:nt]))
-        med = lambda key: statistics.median(r[key] for r in res)  # noqa: E731
-        t_wg = bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, **call))[0] * 1e3
-        t_tr = bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, variant="wgtr", **call))[0] * 1e3
-        r0 = res[len(res) // 2]
-        log(f"\n== {wname}: {len(ls)} sequences, T={T}; {ncta} CTAs, {r0['items']} items, {r0['steps']} block steps "
-            f"({r0['steps'] / ncta:.1f} per CTA); globaltimer step seen {r0['gran']} ns")
-        log(f"  timed (CUDA events): wg {t_wg:.1f} us, wgtr {t_tr:.1f} us ({(t_tr / t_wg - 1) * 100:+.1f}%)")
-        log(f"  span {med('span'):.1f} us (traced calls {min(r['span'] for r in res):.1f} .. "
-            f"{max(r['span'] for r in res):.1f}); launch ramp {med('ramp'):.2f} us")
-        log(f"  CTAs leave at {med('mean_end'):.1f} us on average: the tail costs {med('tail'):.1f} us "
-            f"({med('tail') / med('span') * 100:.1f}% of the span); per SM, the first CTA leaves at "
-            f"{med('sm_first'):.1f}, the last at {med('sm_last'):.1f}")
-        keys = sorted({k for r in res for k in r["dur"]})
-        parts = []
-        for L, late in keys:
-            xs = [x for r in res for x in r["dur"].get((L, late), [])]
-            if len(xs) >= 5 * len(res) or L >= 16:
-                parts.append(f"L={L}{' late' if late else ''}: {statistics.median(xs):.3f} (n={len(xs) // len(res)})")
-        log("  us per block step by item length (median; 'late': ends in the last 20% of the span): "
-            + "; ".join(parts))
-        log("  active CTAs per tenth of the span: " + " ".join(f"{statistics.median(r['act'][i] for r in res):.0f}"
-                                                            for i in range(10)))
-        rows.append((wname, med("span"), med("tail"), t_wg, t_tr))
-    log("\n| workload | span us | tail us | tail % | wg us (events) | wgtr us |")
-    log("|---|---|---|---|---|---|")
-    for wname, span, tail, t_wg, t_tr in rows:
-        log(f"| {wname} | {span:.1f} | {tail:.1f} | {tail / span * 100:.1f}% | {t_wg:.1f} | {t_tr:.1f} |")
+                tw.append(bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, **call))[0] * 1e3)
+                tt.append(bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, variant=tv, **call))[0] * 1e3)
+            rows.append(report(wname, ls, T, ncta, tv, res, statistics.median(tw), statistics.median(tt)))
+    log("\n| workload | traced | span us | tail us | tail % | wg us (events) | traced us (events) |")
+    log("|---|---|---|---|---|---|---|")
+    for wname, tv, span, tail, t_wg, t_tr in rows:
+        log(f"| {wname} | {tv} | {span:.1f} | {tail:.1f} | {tail / span * 100:.1f}% | {t_wg:.1f} | {t_tr:.1f} |")
 
 
 if __name__ == "__main__":
