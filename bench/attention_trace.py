@@ -51,7 +51,7 @@ class Trace:
         m.drv.check(m.drv.lib.cuModuleGetGlobal_v2(ctypes.byref(self.ptr), ctypes.byref(size), m.mod,
                                                     b"_ZN6raptor6sparse10g_sa_traceE"), "cuModuleGetGlobal g_sa_trace")
         self.n = size.value // 8
-        assert self.n == CTAS * 4 + TICKETS * 4, self.n
+        assert self.n == CTAS * 4 + TICKETS * 8, self.n
         self.buf = (ctypes.c_uint64 * self.n)()
 
     def clear(self):
@@ -65,8 +65,8 @@ class Trace:
         b = self.buf
         ctas = [(b[4 * c], b[4 * c + 1], b[4 * c + 2] & 0xFFFF, b[4 * c + 2] >> 16, b[4 * c + 3]) for c in range(ncta)]
         base = CTAS * 4
-        items = [(b[base + 4 * t], b[base + 4 * t + 1], b[base + 4 * t + 2], b[base + 4 * t + 3] & 0xFFFF,
-                  b[base + 4 * t + 3] >> 16) for t in range(ntk)]
+        items = [(b[base + 8 * t], b[base + 8 * t + 1], b[base + 8 * t + 2], b[base + 8 * t + 3] & 0xFFFF,
+                  b[base + 8 * t + 3] >> 16, b[base + 8 * t + 4], b[base + 8 * t + 5]) for t in range(ntk)]
         return ctas, items
 
 
@@ -87,17 +87,22 @@ def analyse(ctas, items):
     # its parts: the first block's wait (the previous item's epilogue runs in it), the block steps, and the
     # boundary (warp 0's decode and list of the next item, the barrier)
     by_cta = {}
-    for ta, tb, tc, cta, L in items:
+    for ta, tb, tc, cta, L, td, tl in items:
         if ta:
-            by_cta.setdefault(cta, []).append((ta, tb, tc, L))
+            by_cta.setdefault(cta, []).append((ta, tb, tc, L, td, tl))
     dur, parts = {}, {}
     for cta, lst in by_cta.items():
         lst.sort()
-        for i, (ta, tb, tc, L) in enumerate(lst):
-            nxt = lst[i + 1][0] if i + 1 < len(lst) else ctas[cta][1]
+        for i, (ta, tb, tc, L, td, tl) in enumerate(lst):
+            if i + 1 == len(lst):
+                continue  # the CTA's last item: no next item's boundary
+            nxt = lst[i + 1][0]
             late = (tc - t0) / 1e3 > 0.8 * span
             dur.setdefault((L, late), []).append((nxt - ta) / 1e3 / max(L, 1))
-            parts.setdefault((L, late), []).append(((tb - ta) / 1e3, (tc - tb) / 1e3 / max(L, 1), (nxt - tc) / 1e3))
+            p = [(tb - ta) / 1e3, (tc - tb) / 1e3 / max(L, 1), (nxt - tc) / 1e3]
+            if td and tl:  # the boundary's parts: decode, list, barrier
+                p += [(td - tc) / 1e3, (tl - td) / 1e3, (nxt - tl) / 1e3]
+            parts.setdefault((L, late), []).append(p)
     # active CTAs in 10 slices of the span
     act = []
     for k in range(10):
@@ -124,13 +129,16 @@ def report(wname, ls, T, ncta, tv, res, t_wg, t_tr):
     keys = sorted({k for r in res for k in r["dur"]})
     log("  per item length L ('late': ends in the last 20% of the span), medians in us: the item's whole time per "
         "block step | its parts: first block's wait (with the previous item's epilogue) / per block step / "
-        "boundary (the next item's decode and list, the barrier)")
+        "boundary (the next item's decode and list, the barrier) [= decode + list + barrier]")
     for L, late in keys:
         xs = [x for r in res for x in r["dur"].get((L, late), [])]
         ps = [x for r in res for x in r["parts"].get((L, late), [])]
         if len(xs) >= 5 * len(res) or L >= 64:
-            log(f"    L={L}{' late' if late else ''} (n={len(xs) // len(res)}): {statistics.median(xs):.3f} | "
-                + " / ".join(f"{statistics.median(x[i] for x in ps):.3f}" for i in range(3)))
+            line = (f"    L={L}{' late' if late else ''} (n={len(xs) // len(res)}): {statistics.median(xs):.3f} | "
+                    + " / ".join(f"{statistics.median(x[i] for x in ps):.3f}" for i in range(3)))
+            if all(len(x) == 6 for x in ps):
+                line += " [" + " + ".join(f"{statistics.median(x[i] for x in ps):.3f}" for i in range(3, 6)) + "]"
+            log(line)
     log("  active CTAs per tenth of the span: " + " ".join(f"{statistics.median(r['act'][i] for r in res):.0f}"
                                                         for i in range(10)))
     return (wname, tv, med("span"), med("tail"), t_wg, t_tr)

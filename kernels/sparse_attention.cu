@@ -841,11 +841,12 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 #if defined(RAPTOR_SA_WS)
 // g_sa_trace: [0, kTraceCtas) per CTA {start, end, smid | items << 16, steps};
 // then per ticket {begin (the item published), first block landed, end of its
-// block steps, CTA | L << 16} (globaltimer, ns).
+// block steps, CTA | L << 16, the next item decoded, its list built, -, -}
+// (globaltimer, ns).
 constexpr int kTraceCtas = 4096, kTraceTickets = 1 << 17;
-__device__ unsigned long long g_sa_trace[kTraceCtas * 4 + kTraceTickets * 4];
+__device__ unsigned long long g_sa_trace[kTraceCtas * 4 + kTraceTickets * 8];
 __device__ __forceinline__ void trace_item(int tk, int k, unsigned long long v) {
-  if (tk < kTraceTickets) g_sa_trace[kTraceCtas * 4 + 4 * tk + k] = v;
+  if (tk < kTraceTickets) g_sa_trace[kTraceCtas * 4 + 8 * tk + k] = v;
 }
 #endif
 __device__ __forceinline__ unsigned long long globaltimer() {
@@ -853,34 +854,7 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-//
-// EL = 1 (variant wgel, harness only) issues the next item's first loads early:
-// at the item boundary warp 0 decodes the next item, issues its Q tile and first
-// K/V block (block 0 of a middle row, kv_begin otherwise; stage 0) for the whole
-// CTA (warp_item_loads), and only then builds its key-block list, so the loads'
-// latency runs under the list instead of after the barrier. The same blocks in
-// the same order: outputs bitwise those of EL = 0.
-template <int D>
-__device__ __forceinline__ void warp_item_loads(const AttnParams& p, const int* it, unsigned sQ, unsigned sK,
-                                                unsigned sV, int lane) {
-  if (it[0] < 0) return;
-  const int h = it[1], qb = it[2], tok0 = it[9], n = it[10];
-  const int kb = it[5] ? 0 : it[3];  // a list starts with key block 0
-  const unsigned short* q = static_cast<const unsigned short*>(p.q) + (long long)(tok0 + qb * kBlock) * p.q_row +
-                            (long long)h * p.q_head;
-  const unsigned short* k = static_cast<const unsigned short*>(p.k) + (long long)(tok0 + kb * kBlock) * p.k_row +
-                            (long long)h * p.k_head;
-  const unsigned short* v = static_cast<const unsigned short*>(p.v) + (long long)(tok0 + kb * kBlock) * p.v_row +
-                            (long long)h * p.v_head;
-  const int qv = imin(kBlock, n - qb * kBlock), kv = imin(kBlock, n - kb * kBlock);
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) {
-    load_tile_sw<D>(sQ, q, p.q_row, qv, lane + 32 * w);
-    load_tile_sw<D>(sK, k, p.k_row, kv, lane + 32 * w);
-    load_tile_sw<D>(sV, v, p.v_row, kv, lane + 32 * w);
-  }
-}
-template <typename T, int D, int NST, int PQ = 0, int TR = 0, int EL = 0>
+template <typename T, int D, int NST, int PQ = 0, int TR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -915,7 +889,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
 
   unsigned long long tr_start = 0;
-  int tr_tk = 0, tr_items = 0, tr_steps = 0;  // TR: thread 0's current ticket and counts
+  int tr_tk = 0, tr_items = 0, tr_steps = 0, tr_cur = 0;  // TR: thread 0's tickets and counts
   if constexpr (TR != 0) tr_start = globaltimer();
   if (tid < 32) {
     int tk = 0;
@@ -948,9 +922,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       n = it[10];
       kp = Kg + ((long long)(tok0 + r0) * p.k_row + (long long)h * p.k_head + c8) * 2;
       vp = Vg + ((long long)(tok0 + r0) * p.v_row + (long long)h * p.v_head + c8) * 2;
-      if (EL == 0 || prev < 0)
-        load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
-                        imin(kBlock, n - qb * kBlock), tid);
+      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                      imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
     auto load_kv = [&](int kb, int stage, int vstage) {
@@ -975,7 +948,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     };
     if (s >= 0) {
-      if (EL == 0 || prev < 0) load_kv(block_at(0), 0, 0);  // EL: warp 0 issued them at the boundary
+      load_kv(block_at(0), 0, 0);
       cp_async_commit();
 #pragma unroll
       for (int st = 1; st < NST - 1; ++st) {
@@ -1071,6 +1044,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       if (tid == 0) {
         trace_item(tr_tk, 2, globaltimer());
         trace_item(tr_tk, 3, blockIdx.x | ((unsigned long long)L << 16));
+        tr_cur = tr_tk;
         tr_tk = tkn;
         ++tr_items;
         tr_steps += L;
@@ -1100,13 +1074,17 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         }
         pf_base = -1;
       }
-      if constexpr (EL != 0) {
+#if defined(RAPTOR_SA_WS)
+      if constexpr (TR != 0) {  // warp_next_item's parts, stamped
         if (!got && lane == 0) decode_ticket(p, tk, hint, s_item[buf ^ 1]);
         __syncwarp();
-        warp_item_loads<D>(p, s_item[buf ^ 1], sQ, sK, sV, lane);
-        cp_async_commit();
+        if (lane == 0) trace_item(tr_cur, 4, globaltimer());
         warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
-      } else if (got) {
+        __syncwarp();
+        if (lane == 0) trace_item(tr_cur, 5, globaltimer());
+      } else
+#endif
+      if (got) {
         __syncwarp();
         warp_build_list(p, s_item[buf ^ 1], s_list[buf ^ 1], lane);
       } else {
@@ -1438,26 +1416,22 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
   }
 // sparse_attention_d{64,128}_wgq_{f16,bf16}: attention_wg with PQ = 1 (a measurement);
 // dynamic shared memory (2 + 2*NST) * 64 * D * 2 + 1024 bytes (NST + 1 V stages).
-#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, PQ, TR, NAME, T) RAPTOR_SPARSE_ATTN_WGE(D, NST, MINB, PQ, TR, 0, NAME, T)
-#define RAPTOR_SPARSE_ATTN_WGE(D, NST, MINB, PQ, TR, EL, NAME, T)                             \
+#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, PQ, TR, NAME, T)                                 \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME(           \
       const AttnParams p) {                                                                 \
-    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR, EL)                                      \
+    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR)                                          \
   }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR, EL) raptor::sparse::attention_wg<T, D, NST, PQ, TR, EL>(p);
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) raptor::sparse::attention_wg<T, D, NST, PQ, TR>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR, EL) __trap();
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) __trap();
 #endif
 // sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
   RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgq_##suffix, T)   \
   RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgq_##suffix, T) \
   RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgtr_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgtr_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(64, 2, 4, 0, 0, 1, sparse_attention_d64_wgel_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(128, 2, 2, 0, 0, 1, sparse_attention_d128_wgel_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(64, 2, 4, 0, 1, 1, sparse_attention_d64_wgeltr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgtr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
