@@ -545,11 +545,16 @@ __device__ __forceinline__ void load_tile_sw(unsigned sbase, const unsigned shor
 // wg_block is one key block of one warpgroup's 64-row tile: S = Q K^T, the
 // online softmax (masking keys at or past kvalid), O += P V. sQ, ks and vs are
 // 128-byte-swizzled tiles published to the async proxy; o, m, l the running
-// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup). Its parts
-// (wg_qk, wg_softmax, wg_pack, wg_pv) are also run pipelined (attention_wg
-// with PQ = 1).
+// state (rows 16w+g and 16w+g+8 of warp w of the warpgroup).
+// The row maxima are reduced as a tree (depth 5 with the running max, against 9
+// for a running chain; max is exact, so the outputs are the same bits):
+// measured as variant wgm, NOTES-attention.md, thirty-fourth run.
 template <typename T, int D>
-__device__ __forceinline__ void wg_qk(unsigned sQ, unsigned ks, float (&sc)[32]) {
+__device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
+                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
+  constexpr int NT = D / 8;
+  // S = Q K^T (64 x 64) on the warpgroup
+  float sc[32];
 #pragma unroll
   for (int i = 0; i < 32; ++i) sc[i] = 0.f;
   wg_fence();
@@ -559,16 +564,10 @@ __device__ __forceinline__ void wg_qk(unsigned sQ, unsigned ks, float (&sc)[32])
     Wg<T>::ss_m64n64(sc, wg_desc(sQ + off, 16, 1024), wg_desc(ks + off, 16, 1024), kk > 0);
   }
   wg_commit();
-}
+  wg_wait0();
+#pragma unroll
+  for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
 
-// wg_softmax turns the scores sc into unnormalised probabilities (in place),
-// masking keys at or past kvalid, updates the running max m and sum l, and
-// returns the factors a0, a1 that rescale O's rows.
-// The row maxima are reduced as a tree (depth 5 with the running max, against 9
-// for a running chain; max is exact, so the outputs are the same bits):
-// measured as variant wgm, NOTES-attention.md, thirty-fourth run.
-__device__ __forceinline__ void wg_softmax(float (&sc)[32], int kvalid, float sl2, int t4, float& m0, float& m1,
-                                           float& l0, float& l1, float& a0, float& a1) {
   // mask keys past the sequence end (only the sequence's last block);
   // the running max stays in raw score units, exponents are one FFMA each
   if (kvalid < kBlock) {
@@ -602,8 +601,7 @@ __device__ __forceinline__ void wg_softmax(float (&sc)[32], int kvalid, float sl
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  a0 = ex2((m0 - mx0) * sl2);
-  a1 = ex2((m1 - mx1) * sl2);
+  const float a0 = ex2((m0 - mx0) * sl2), a1 = ex2((m1 - mx1) * sl2);
   m0 = mx0;
   m1 = mx1;
   const float ms0 = m0 * sl2, ms1 = m1 * sl2;
@@ -619,22 +617,14 @@ __device__ __forceinline__ void wg_softmax(float (&sc)[32], int kvalid, float sl
   }
   l0 = l0 * a0 + rs0;
   l1 = l1 * a1 + rs1;
-}
-
-template <int D>
-__device__ __forceinline__ void wg_rescale(float (&o)[D / 2], float a0, float a1) {
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) {
+  for (int i = 0; i < NT; ++i) {
     o[4 * i] *= a0;
     o[4 * i + 1] *= a0;
     o[4 * i + 2] *= a1;
     o[4 * i + 3] *= a1;
   }
-}
-
-// wg_pack converts P to the A operand of P V (mma.sync A-fragment layout per warp).
-template <typename T>
-__device__ __forceinline__ void wg_pack(const float (&sc)[32], unsigned (&pa)[4][4]) {
+  unsigned pa[4][4];
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     pa[kk][0] = DType<T>::pack2(sc[8 * kk], sc[8 * kk + 1]);
@@ -642,11 +632,7 @@ __device__ __forceinline__ void wg_pack(const float (&sc)[32], unsigned (&pa)[4]
     pa[kk][2] = DType<T>::pack2(sc[8 * kk + 4], sc[8 * kk + 5]);
     pa[kk][3] = DType<T>::pack2(sc[8 * kk + 6], sc[8 * kk + 7]);
   }
-}
-
-// wg_pv issues O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major.
-template <typename T, int D>
-__device__ __forceinline__ void wg_pv(float (&o)[D / 2], const unsigned (&pa)[4][4], unsigned vs) {
+  // O += P V on the warpgroup: V rows are keys (K), columns dims (N), MN-major
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
@@ -655,22 +641,6 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 2], const unsigned (&pa)[4]
     else Wg<T>::rs_m64n128_tb(o, pa[kk], dv);
   }
   wg_commit();
-}
-
-template <typename T, int D>
-__device__ __forceinline__ void wg_block(unsigned sQ, unsigned ks, unsigned vs, int kvalid, float sl2, int t4,
-                                         float (&o)[D / 2], float& m0, float& m1, float& l0, float& l1) {
-  float sc[32];
-  wg_qk<T, D>(sQ, ks, sc);
-  wg_wait0();
-#pragma unroll
-  for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-  float a0, a1;
-  wg_softmax(sc, kvalid, sl2, t4, m0, m1, l0, l1, a0, a1);
-  wg_rescale<D>(o, a0, a1);
-  unsigned pa[4][4];
-  wg_pack<T>(sc, pa);
-  wg_pv<T, D>(o, pa, vs);
   wg_wait0();
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
@@ -826,16 +796,7 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 // that the decode after the block reads nothing from memory when the ticket's
 // segment is among them (a ballot finds it).
 //
-// PQ = 1 (variant wgq, harness only, measured in NOTES-attention.md, thirty-sixth
-// run) pipelines the block steps inside the warpgroup (FlashAttention-3's
-// intra-warpgroup overlap): block j's Q K^T and block j-1's P V are issued
-// together, block j's softmax runs while P V is on the tensor cores, and O is
-// rescaled after it; the item's last P V runs under warp 0's decode of the next
-// item. V gets NST + 1 stages (P V reads block j-1's V while block j+1 loads).
-// The same operations in the same order on every accumulator: outputs bitwise
-// those of PQ = 0.
-//
-// TR = 1 (variant wgtr, harness only: a measurement) is PQ = 0 plus a trace in
+// TR = 1 (variant wgtr, harness only: a measurement) is the kernel plus a trace in
 // the module's g_sa_trace (see its declaration): when each CTA starts and
 // leaves, and when each work item's block steps end.
 #if defined(RAPTOR_SA_WS)
@@ -854,7 +815,7 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-template <typename T, int D, int NST, int PQ = 0, int TR = 0>
+template <typename T, int D, int NST, int TR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -864,11 +825,9 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
   const unsigned sK = sQ + TB;
   const unsigned sV = sK + NST * TB;
-  constexpr int NSV = NST + PQ;  // V stages
   __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][kItemInts];
   __shared__ int s_last;
-  __shared__ float2 s_sink;  // PQ: see the pipelined loop
 
   const int tid = threadIdx.x, t4 = tid & 3, lane = tid & 31;
   const float sl2 = p.scale * 1.4426950408889634f;
@@ -926,10 +885,10 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
                       imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
-    auto load_kv = [&](int kb, int stage, int vstage) {
+    auto load_kv = [&](int kb, int stage) {
       const char* gk = kp + kb * kblk;
       const char* gv = vp + kb * vblk;
-      const unsigned dk = sKt + stage * TB, dv = sVt + vstage * TB;
+      const unsigned dk = sKt + stage * TB, dv = sVt + stage * TB;
       const int valid = n - kb * kBlock;
       if (valid >= kBlock) {
 #pragma unroll
@@ -948,11 +907,11 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     };
     if (s >= 0) {
-      load_kv(block_at(0), 0, 0);
+      load_kv(block_at(0), 0);
       cp_async_commit();
 #pragma unroll
       for (int st = 1; st < NST - 1; ++st) {
-        if (st < L) load_kv(block_at(st), st, st);
+        if (st < L) load_kv(block_at(st), st);
         cp_async_commit();
       }
     }
@@ -968,8 +927,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     l0 = 0.f;
     l1 = 0.f;
     const int jt = imax(L - 2, 0);
-    // the head of block j's step: its tiles published, the next loads issued
-    auto step_head = [&](int j) {
+    for (int j = 0; j < L; ++j) {
       cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
@@ -980,7 +938,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
       {
         const int jn = j + NST - 1;
-        if (jn < L) load_kv(block_at(jn), jn % NST, jn % NSV);
+        if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
       if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
@@ -991,53 +949,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-    };
-    unsigned pa[4][4];
-    if constexpr (PQ == 0) {
-      for (int j = 0; j < L; ++j) {
-        step_head(j);
-        wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NSV) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0,
-                       m1, l0, l1);
-      }
-    } else {
-      float sc[32], a0, a1;
-      step_head(0);  // block 0 (peeled: no wgmma under a run-time branch)
-      wg_qk<T, D>(sQ, sK, sc);
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-      wg_softmax(sc, n - block_at(0) * kBlock, sl2, t4, m0, m1, l0, l1, a0, a1);  // O = 0: no rescale
-      wg_pack<T>(sc, pa);
-      for (int j = 1; j < L; ++j) {
-        step_head(j);
-        wg_qk<T, D>(sQ, sK + (j % NST) * TB, sc);
-        wg_pv<T, D>(o, pa, sV + ((j - 1) % NSV) * TB);
-        wg_wait1();  // S of block j
-#pragma unroll
-        for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-        wg_softmax(sc, n - block_at(j) * kBlock, sl2, t4, m0, m1, l0, l1, a0, a1);
-        // the softmax is done before the wait (fences pin its results here); P is
-        // packed after it, into pa (so no register of the running P V is written)
-#pragma unroll
-        for (int i = 0; i < 32; ++i) reg_fence(sc[i]);
-        reg_fence(a0);
-        reg_fence(a1);
-        reg_fence(l0);
-        reg_fence(l1);
-        // ptxas hoists a wgmma wait above independent arithmetic; a shared store of
-        // the row sums (the softmax's last results) pins the wait after the softmax
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(smem_u32(&s_sink)), "f"(l0), "f"(l1) : "memory");
-        wg_wait0();  // P V of block j-1
-#pragma unroll
-        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) reg_fence(pa[kk][c]);
-        wg_rescale<D>(o, a0, a1);
-        wg_pack<T>(sc, pa);
-      }
-      wg_pv<T, D>(o, pa, sV + ((L - 1) % NSV) * TB);  // waited for after the next item's decode
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
 #if defined(RAPTOR_SA_WS)
     if constexpr (TR != 0) {
@@ -1090,15 +1003,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       } else {
         warp_next_item(p, tk, hint, s_item[buf ^ 1], s_list[buf ^ 1], lane);
       }
-    }
-    if constexpr (PQ != 0) {
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) reg_fence(pa[kk][c]);
     }
     __syncthreads();  // publishes the next item; every wgmma of this item is done
     prev = buf;
@@ -1414,24 +1318,20 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
            const __grid_constant__ raptor::sparse::TmaDesc tv) {                                     \
     RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE)                                                  \
   }
-// sparse_attention_d{64,128}_wgq_{f16,bf16}: attention_wg with PQ = 1 (a measurement);
-// dynamic shared memory (2 + 2*NST) * 64 * D * 2 + 1024 bytes (NST + 1 V stages).
-#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, PQ, TR, NAME, T)                                 \
+#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, TR, NAME, T)                                     \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME(           \
       const AttnParams p) {                                                                 \
-    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR)                                          \
+    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR)                                              \
   }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) raptor::sparse::attention_wg<T, D, NST, PQ, TR>(p);
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR) raptor::sparse::attention_wg<T, D, NST, TR>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, PQ, TR) __trap();
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR) __trap();
 #endif
 // sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgq_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgq_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgtr_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgtr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, sparse_attention_d64_wgtr_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, sparse_attention_d128_wgtr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \

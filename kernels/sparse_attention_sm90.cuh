@@ -12,8 +12,6 @@ namespace sparse {
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// wg_wait1 waits for every committed wgmma group but the newest.
-__device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // fence_proxy_async orders this thread's generic-proxy shared-memory writes
 // (cp.async, st.shared) before later async-proxy reads (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() {
@@ -21,7 +19,6 @@ __device__ __forceinline__ void fence_proxy_async() {
 }
 // reg_fence keeps the compiler from moving accumulator reads across wgmma.
 __device__ __forceinline__ void reg_fence(float& x) { asm volatile("" : "+f"(x)::"memory"); }
-__device__ __forceinline__ void reg_fence(unsigned& x) { asm volatile("" : "+r"(x)::"memory"); }
 
 template <typename T> struct Wg;
 template <> struct Wg<half_t> {

@@ -28,8 +28,6 @@ NOSPLIT = 1 << 30
 WS_CFG = {"ws": {64: (3, 3), 128: (2, 2)}, "ws4": {64: (4, 2), 128: (2, 2)},
           "ws4n": {64: (4, 2)},  # a measurement (wrong results): ws4 without K/V supply past 2 blocks
           "ws4p": {64: (4, 2), 128: (2, 2)}}  # ws4 with the item-ahead producer
-# wgmma variants with more V stages than K stages: variant -> extra V stages
-WG_EXTRA_V = {"wgq": 1}  # the pipelined block steps (attention_wg PQ = 1)
 
 
 class TmaDesc(ctypes.Structure):
@@ -179,7 +177,7 @@ class Module:
             tiles = 2 + 2 * nst
             smem = nc * tiles * BLOCK * D * 2 + 1024
         elif variant.startswith("wg"):
-            smem = (1 + 2 * nst + WG_EXTRA_V.get(variant, 0)) * BLOCK * D * 2 + 1024
+            smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
         key = (name, smem)
