@@ -815,7 +815,32 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-template <typename T, int D, int NST, int TR = 0>
+//
+// IR = 1 (variant wgit, harness only) reads each item from a record that
+// sparse_attention_items wrote before the call (its decode and its key-block
+// list, ws_items_offset): warp 0 loads the next item's record during the last
+// block (the ticket is taken a block earlier) and at the boundary only copies it
+// to shared memory, instead of decoding and building the list there.
+#if defined(RAPTOR_SA_WS)
+// Item records: 32 ints per ticket from ws_items_offset: s_item[0..10] (s_item[4]
+// is the list's length for a list item), then the list (kMaxList ints).
+constexpr int kRecInts = 32;
+static_assert(11 + kMaxList <= kRecInts, "record layout");
+__device__ __forceinline__ long long ws_items_offset(int nseq, int heads) {
+  return (ws_ints(nseq, heads) + 31) & ~31LL;
+}
+// warp_put_record: lane l's record int v (of ticket tk; total tickets) into s_item / sl.
+__device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s_item, int* sl, int lane) {
+  if (tk >= total) {
+    if (lane == 0) s_item[0] = -1;
+  } else if (lane < 11) {
+    s_item[lane] = v;
+  } else if (lane < 11 + kMaxList) {
+    sl[lane - 11] = v;
+  }
+}
+#endif
+template <typename T, int D, int NST, int TR = 0, int IR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
@@ -846,6 +871,11 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   const int g_total = p.ws[1], g_nseg = p.ws[2];
   int pf_base = -1;
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
+#if defined(RAPTOR_SA_WS)
+  const int* recs = p.ws + ws_items_offset(p.nseq, p.num_heads);
+  int pf_rec = 0;
+  bool pf_have = false;
+#endif
 
   unsigned long long tr_start = 0;
   int tr_tk = 0, tr_items = 0, tr_steps = 0, tr_cur = 0;  // TR: thread 0's tickets and counts
@@ -855,7 +885,13 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     if (lane == 0) tk = atomicAdd(p.ws, 1);
     tk = __shfl_sync(0xffffffffu, tk, 0);
     if constexpr (TR != 0) tr_tk = tk;
-    warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
+#if defined(RAPTOR_SA_WS)
+    if constexpr (IR != 0)
+      warp_put_record(tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0, tk, g_total, s_item[0], s_list[0],
+                      lane);
+    else
+#endif
+      warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
   }
   __syncthreads();
 
@@ -941,6 +977,15 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
+#if defined(RAPTOR_SA_WS)
+      if constexpr (IR != 0) {
+        if (j == L - 1 && L >= 2 && tid < 32) {  // the next item's record; the ticket was taken a block ago
+          const int tkp = __shfl_sync(0xffffffffu, tkn, 0);
+          pf_rec = tkp < g_total ? recs[(long long)tkp * kRecInts + lane] : 0;
+          pf_have = true;
+        }
+      } else
+#endif
       if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
         pf_base = __shfl_sync(0xffffffffu, hint, 0);
         const int i = pf_base + lane;
@@ -963,6 +1008,20 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         tr_steps += L;
       }
     }
+#endif
+#if defined(RAPTOR_SA_WS)
+    if constexpr (IR != 0) {
+      if (tid < 32) {
+        const int tk = __shfl_sync(0xffffffffu, tkn, 0);
+        const int v = pf_have ? pf_rec : (tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0);
+        pf_have = false;
+        if constexpr (TR != 0)
+          if (lane == 0) trace_item(tr_cur, 4, globaltimer());
+        warp_put_record(v, tk, g_total, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+        if constexpr (TR != 0)
+          if (lane == 0) trace_item(tr_cur, 5, globaltimer());
+      }
+    } else
 #endif
     if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
@@ -1318,21 +1377,50 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
            const __grid_constant__ raptor::sparse::TmaDesc tv) {                                     \
     RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE)                                                  \
   }
-#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, TR, NAME, T)                                     \
+#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, TR, IR, NAME, T)                                 \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME(           \
       const AttnParams p) {                                                                 \
-    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR)                                              \
+    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR)                                          \
   }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR) raptor::sparse::attention_wg<T, D, NST, TR>(p);
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR) raptor::sparse::attention_wg<T, D, NST, TR, IR>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR) __trap();
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR) __trap();
 #endif
 // sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, sparse_attention_d64_wgtr_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, sparse_attention_d128_wgtr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgtr_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgtr_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgit_##suffix, T)   \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgit_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgittr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
+
+// sparse_attention_items writes the item record of every ticket of the call
+// (decode and key-block list; see ws_items_offset) for the wgit kernels: one
+// thread per ticket, launched after the schedule (or on a ready one) and before
+// the attention kernel on the same stream, with at least as many threads as
+// tickets (the schedule's total, p.ws[1]). Records depend on the layer: once per call.
+extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p) {
+  using namespace raptor::sparse;
+  const int total = p.ws[1];
+  const int tk = blockIdx.x * blockDim.x + threadIdx.x;
+  if (tk >= total) return;
+  int it[kItemInts];
+  int hint = 0;
+  decode_ticket(p, tk, hint, it);
+  int rec[kRecInts];
+#pragma unroll
+  for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
+  if (it[5]) {
+    int scr[kMaxRandom];
+    const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
+    rec[4] = middle_list(rec + 11, scr, p.seed, rs, p.layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
+  }
+  int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + (long long)tk * kRecInts);
+#pragma unroll
+  for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
+}
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \

@@ -213,6 +213,21 @@ def partial_slots_bound(T, nseq, heads, C):
     return 2 * heads * (((T + BLOCK - 1) // BLOCK + nseq) // C + nseq)
 
 
+# variants that read item records written by sparse_attention_items before each call
+ITEM_VARIANTS = ("wgit", "wgittr")
+REC_INTS = 32
+
+
+def ws_items_offset(nseq, heads):
+    return (ws_ints(nseq, heads) + 31) & ~31
+
+
+def items_bound(T, nseq, heads):
+    """At least the tickets of any batch of T tokens in nseq sequences: per sequence and head nb rows and at most
+    2 (nb / C + 1) global-row chunks, nb <= T/64 + 1 summed over the sequences."""
+    return heads * (3 * ((T + BLOCK - 1) // BLOCK + nseq) + 2 * nseq)
+
+
 class SparseAttention:
     """One attention call = schedule kernel + persistent attention kernel (or the kernel alone, reusing the
     schedule left in the workspace: schedule=False)."""
@@ -223,7 +238,7 @@ class SparseAttention:
         self.partial = None
 
     def buffers(self, T, nseq, H, D, C):
-        n_ws = ws_ints(nseq, H)
+        n_ws = ws_items_offset(nseq, H) + REC_INTS * items_bound(T, nseq, H)  # room for the item records
         n_part = max(1, partial_slots_bound(T, nseq, H, C)) * (64 * D + 128)
         if self.ws is None or self.ws.numel() < n_ws:
             self.ws = torch.zeros(n_ws, dtype=torch.int32, device="cuda")
@@ -270,6 +285,9 @@ class SparseAttention:
         assert schedule or variant not in WS_CFG, "the ws kernels do not leave the schedule ready"
         if schedule:
             self.schedule(p)
+        if variant in ITEM_VARIANTS:
+            nb = items_bound(q.shape[0], p.nseq, q.shape[1])
+            self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p])
         self.m.launch(name, grid or self.m.nsm * occ, self.m.threads_of(variant, D), smem, args)
         return p
 
