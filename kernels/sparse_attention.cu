@@ -492,6 +492,26 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
   finish_call(p);
 }
 
+#if defined(RAPTOR_SA_WS)
+// Item records: 32 ints per ticket from ws_items_offset: s_item[0..10] (s_item[4]
+// is the list's length for a list item), then the list (kMaxList ints).
+constexpr int kRecInts = 32;
+static_assert(11 + kMaxList <= kRecInts, "record layout");
+__device__ __forceinline__ long long ws_items_offset(int nseq, int heads) {
+  return (ws_ints(nseq, heads) + 31) & ~31LL;
+}
+// warp_put_record: lane l's record int v (of ticket tk; total tickets) into s_item / sl.
+__device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s_item, int* sl, int lane) {
+  if (tk >= total) {
+    if (lane == 0) s_item[0] = -1;
+  } else if (lane < 11) {
+    s_item[lane] = v;
+  } else if (lane < 11 + kMaxList) {
+    sl[lane - 11] = v;
+  }
+}
+#endif
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // ------------------------------------------------------------------ sm_90a
 //
@@ -821,25 +841,6 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // list, ws_items_offset): warp 0 loads the next item's record during the last
 // block (the ticket is taken a block earlier) and at the boundary only copies it
 // to shared memory, instead of decoding and building the list there.
-#if defined(RAPTOR_SA_WS)
-// Item records: 32 ints per ticket from ws_items_offset: s_item[0..10] (s_item[4]
-// is the list's length for a list item), then the list (kMaxList ints).
-constexpr int kRecInts = 32;
-static_assert(11 + kMaxList <= kRecInts, "record layout");
-__device__ __forceinline__ long long ws_items_offset(int nseq, int heads) {
-  return (ws_ints(nseq, heads) + 31) & ~31LL;
-}
-// warp_put_record: lane l's record int v (of ticket tk; total tickets) into s_item / sl.
-__device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s_item, int* sl, int lane) {
-  if (tk >= total) {
-    if (lane == 0) s_item[0] = -1;
-  } else if (lane < 11) {
-    s_item[lane] = v;
-  } else if (lane < 11 + kMaxList) {
-    sl[lane - 11] = v;
-  }
-}
-#endif
 template <typename T, int D, int NST, int TR = 0, int IR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
