@@ -836,11 +836,12 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   return t;
 }
 //
-// IR = 1 (variant wgit, harness only) reads each item from a record that
-// sparse_attention_items wrote before the call (its decode and its key-block
-// list, ws_items_offset): warp 0 loads the next item's record during the last
-// block (the ticket is taken a block earlier) and at the boundary only copies it
-// to shared memory, instead of decoding and building the list there.
+// IR = 1 (variant wgrec, harness only) reads each item from a record that
+// sparse_attention_items wrote with the schedule (its decode and its key-block
+// list for this layer, ws_items_offset) when the workspace holds valid records
+// for this call (ws[4..7]; else it decodes and lists as IR = 0): warp 0 loads
+// the next item's record during the last block (the ticket is taken a block
+// earlier) and at the boundary only copies it to shared memory.
 template <typename T, int D, int NST, int TR = 0, int IR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
@@ -873,7 +874,15 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   int pf_base = -1;
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
 #if defined(RAPTOR_SA_WS)
-  const int* recs = p.ws + ws_items_offset(p.nseq, p.num_heads);
+  // item records: used when sparse_attention_items built them for this schedule, this layer, engine seed and r
+  bool use_rec = false;
+  const int* recs = p.ws;
+  if constexpr (IR != 0) {
+    const int4 h = *reinterpret_cast<const int4*>(p.ws + 4);
+    use_rec = p.layer >= 0 && p.layer < h.x && h.y == (int)(unsigned)p.seed &&
+              h.z == (int)(unsigned)(p.seed >> 32) && h.w == p.random_blocks;
+    recs = p.ws + ws_items_offset(p.nseq, p.num_heads) + (long long)(p.sparse ? p.layer : 0) * g_total * kRecInts;
+  }
   int pf_rec = 0;
   bool pf_have = false;
 #endif
@@ -887,7 +896,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     tk = __shfl_sync(0xffffffffu, tk, 0);
     if constexpr (TR != 0) tr_tk = tk;
 #if defined(RAPTOR_SA_WS)
-    if constexpr (IR != 0)
+    if (IR != 0 && use_rec)
       warp_put_record(tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0, tk, g_total, s_item[0], s_list[0],
                       lane);
     else
@@ -979,7 +988,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         cp_async_commit();
       }
 #if defined(RAPTOR_SA_WS)
-      if constexpr (IR != 0) {
+      if (IR != 0 && use_rec) {
         if (j == L - 1 && L >= 2 && tid < 32) {  // the next item's record; the ticket was taken a block ago
           const int tkp = __shfl_sync(0xffffffffu, tkn, 0);
           pf_rec = tkp < g_total ? recs[(long long)tkp * kRecInts + lane] : 0;
@@ -1011,7 +1020,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     }
 #endif
 #if defined(RAPTOR_SA_WS)
-    if constexpr (IR != 0) {
+    if (IR != 0 && use_rec) {
       if (tid < 32) {
         const int tk = __shfl_sync(0xffffffffu, tkn, 0);
         const int v = pf_have ? pf_rec : (tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0);
@@ -1313,6 +1322,7 @@ extern "C" __global__ void __launch_bounds__(raptor::sparse::kScheduleThreads)
     ws[1] = carry;
     ws[2] = nseg;
     ws[3] = 0;
+    ws[4] = 0;  // no item records for this schedule yet (sparse_attention_items)
   }
 }
 
@@ -1392,21 +1402,28 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
   RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgtr_##suffix, T)  \
   RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgtr_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgit_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgit_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgittr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgrec_##suffix, T)   \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgrec_##suffix, T) \
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgrectr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 
-// sparse_attention_items writes the item record of every ticket of the call
-// (decode and key-block list; see ws_items_offset) for the wgit kernels: one
-// thread per ticket, launched after the schedule (or on a ready one) and before
-// the attention kernel on the same stream, with at least as many threads as
-// tickets (the schedule's total, p.ws[1]). Records depend on the layer: once per call.
-extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p) {
+// sparse_attention_items writes the item record of every ticket of the
+// schedule for layers 0 .. layers-1 (one set when the model is dense: its
+// records do not depend on the layer): the decode and the key-block list, at
+// ws_items_offset + (layer * total + ticket) * kRecInts ints, and marks them
+// valid for the engine seed and r of p (ws[4..7]); the schedule kernel marks
+// them invalid. Launch after the schedule kernel on the same stream, one thread
+// per (ticket, layer), 128 per CTA (a grid of at least total * layers threads).
+extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers) {
   using namespace raptor::sparse;
   const int total = p.ws[1];
-  const int tk = blockIdx.x * blockDim.x + threadIdx.x;
-  if (tk >= total) return;
+  const int nl = p.sparse ? layers : 1;
+  const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (g == 0)
+    *reinterpret_cast<int4*>(p.ws + 4) = make_int4(p.sparse ? layers : 0x7fffffff, (int)(unsigned)p.seed,
+                                                   (int)(unsigned)(p.seed >> 32), p.random_blocks);
+  if (g >= (long long)total * nl) return;
+  const int tk = (int)(g % total), layer = (int)(g / total);
   int it[kItemInts];
   int hint = 0;
   decode_ticket(p, tk, hint, it);
@@ -1416,9 +1433,9 @@ extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const A
   if (it[5]) {
     int scr[kMaxRandom];
     const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
-    rec[4] = middle_list(rec + 11, scr, p.seed, rs, p.layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
+    rec[4] = middle_list(rec + 11, scr, p.seed, rs, layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
   }
-  int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + (long long)tk * kRecInts);
+  int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + g * kRecInts);
 #pragma unroll
   for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
 }

@@ -213,9 +213,10 @@ def partial_slots_bound(T, nseq, heads, C):
     return 2 * heads * (((T + BLOCK - 1) // BLOCK + nseq) // C + nseq)
 
 
-# variants that read item records written by sparse_attention_items before each call
-ITEM_VARIANTS = ("wgit", "wgittr")
+# variants that read the item records sparse_attention_items writes with the schedule (for RECORD_LAYERS layers)
+ITEM_VARIANTS = ("wgrec", "wgrectr")
 REC_INTS = 32
+RECORD_LAYERS = 12
 
 
 def ws_items_offset(nseq, heads):
@@ -238,7 +239,7 @@ class SparseAttention:
         self.partial = None
 
     def buffers(self, T, nseq, H, D, C):
-        n_ws = ws_items_offset(nseq, H) + REC_INTS * items_bound(T, nseq, H)  # room for the item records
+        n_ws = ws_items_offset(nseq, H) + REC_INTS * items_bound(T, nseq, H) * RECORD_LAYERS  # and item records
         n_part = max(1, partial_slots_bound(T, nseq, H, C)) * (64 * D + 128)
         if self.ws is None or self.ws.numel() < n_ws:
             self.ws = torch.zeros(n_ws, dtype=torch.int32, device="cuda")
@@ -285,9 +286,10 @@ class SparseAttention:
         assert schedule or variant not in WS_CFG, "the ws kernels do not leave the schedule ready"
         if schedule:
             self.schedule(p)
-        if variant in ITEM_VARIANTS:
-            nb = items_bound(q.shape[0], p.nseq, q.shape[1])
-            self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p])
+            if variant in ITEM_VARIANTS:  # the records of every layer, with the schedule
+                assert layer < RECORD_LAYERS
+                nb = items_bound(q.shape[0], p.nseq, q.shape[1]) * (RECORD_LAYERS if sparse else 1)
+                self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p, ctypes.c_int(RECORD_LAYERS)])
         self.m.launch(name, grid or self.m.nsm * occ, self.m.threads_of(variant, D), smem, args)
         return p
 
