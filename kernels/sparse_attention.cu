@@ -492,14 +492,6 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
   finish_call(p);
 }
 
-#if defined(RAPTOR_SA_WS)
-// Item records: 32 ints per ticket from ws_items_offset: s_item[0..10] (s_item[4]
-// is the list's length for a list item), then the list (kMaxList ints).
-constexpr int kRecInts = 32;
-static_assert(11 + kMaxList <= kRecInts, "record layout");
-__device__ __forceinline__ long long ws_items_offset(int nseq, int heads) {
-  return (ws_ints(nseq, heads) + 31) & ~31LL;
-}
 // warp_put_record: lane l's record int v (of ticket tk; total tickets) into s_item / sl.
 __device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s_item, int* sl, int lane) {
   if (tk >= total) {
@@ -510,7 +502,6 @@ __device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s
     sl[lane - 11] = v;
   }
 }
-#endif
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // ------------------------------------------------------------------ sm_90a
@@ -836,12 +827,13 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   return t;
 }
 //
-// IR = 1 (variant wgrec, harness only) reads each item from a record that
+// IR = 1 (the engine's wgmma kernels) reads each item from its record, which
 // sparse_attention_items wrote with the schedule (its decode and its key-block
-// list for this layer, ws_items_offset) when the workspace holds valid records
-// for this call (ws[4..7]; else it decodes and lists as IR = 0): warp 0 loads
-// the next item's record during the last block (the ticket is taken a block
-// earlier) and at the boundary only copies it to shared memory.
+// list for this layer, ws_items_offset), when the workspace holds records valid
+// for this call (ws[4..7]), and otherwise decodes and lists as IR = 0: warp 0
+// loads the next item's record during the last block (the ticket is taken a
+// block earlier) and at the boundary only copies it to shared memory
+// (measured as variant wgrec, NOTES-attention.md, forty-second run).
 template <typename T, int D, int NST, int TR = 0, int IR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
@@ -873,7 +865,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   const int g_total = p.ws[1], g_nseg = p.ws[2];
   int pf_base = -1;
   int4 pf_sg = make_int4(0, 0, 0, 0), pf_inf = make_int4(0, 0, 0, 0);
-#if defined(RAPTOR_SA_WS)
   // item records: used when sparse_attention_items built them for this schedule, this layer, engine seed and r
   bool use_rec = false;
   const int* recs = p.ws;
@@ -885,7 +876,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   }
   int pf_rec = 0;
   bool pf_have = false;
-#endif
 
   unsigned long long tr_start = 0;
   int tr_tk = 0, tr_items = 0, tr_steps = 0, tr_cur = 0;  // TR: thread 0's tickets and counts
@@ -895,12 +885,10 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     if (lane == 0) tk = atomicAdd(p.ws, 1);
     tk = __shfl_sync(0xffffffffu, tk, 0);
     if constexpr (TR != 0) tr_tk = tk;
-#if defined(RAPTOR_SA_WS)
     if (IR != 0 && use_rec)
       warp_put_record(tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0, tk, g_total, s_item[0], s_list[0],
                       lane);
     else
-#endif
       warp_next_item(p, tk, hint, s_item[0], s_list[0], lane);
   }
   __syncthreads();
@@ -987,16 +975,13 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
         if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
-#if defined(RAPTOR_SA_WS)
       if (IR != 0 && use_rec) {
         if (j == L - 1 && L >= 2 && tid < 32) {  // the next item's record; the ticket was taken a block ago
           const int tkp = __shfl_sync(0xffffffffu, tkn, 0);
           pf_rec = tkp < g_total ? recs[(long long)tkp * kRecInts + lane] : 0;
           pf_have = true;
         }
-      } else
-#endif
-      if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
+      } else if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
         pf_base = __shfl_sync(0xffffffffu, hint, 0);
         const int i = pf_base + lane;
         if (i < g_nseg) {
@@ -1019,21 +1004,22 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     }
 #endif
-#if defined(RAPTOR_SA_WS)
     if (IR != 0 && use_rec) {
       if (tid < 32) {
         const int tk = __shfl_sync(0xffffffffu, tkn, 0);
         const int v = pf_have ? pf_rec : (tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0);
         pf_have = false;
+#if defined(RAPTOR_SA_WS)
         if constexpr (TR != 0)
           if (lane == 0) trace_item(tr_cur, 4, globaltimer());
+#endif
         warp_put_record(v, tk, g_total, s_item[buf ^ 1], s_list[buf ^ 1], lane);
+#if defined(RAPTOR_SA_WS)
         if constexpr (TR != 0)
           if (lane == 0) trace_item(tr_cur, 5, globaltimer());
-      }
-    } else
 #endif
-    if (tid < 32) {
+      }
+    } else if (tid < 32) {
       const int tk = __shfl_sync(0xffffffffu, tkn, 0);
       bool got = false;
       if (pf_base >= 0) {
@@ -1349,7 +1335,7 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
 // elsewhere it traps). Dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024
 // bytes (the tiles are aligned to 1024 bytes inside it).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST>(p);
+#define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) raptor::sparse::attention_wg<T, D, NST, 0, 1>(p);
 #else
 #define RAPTOR_SPARSE_ATTN_WG_BODY(T, D, NST) __trap();
 #endif
@@ -1363,6 +1349,48 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_DT)
   RAPTOR_SPARSE_ATTN_WG(64, 3, 4, sparse_attention_d64_wg3_##suffix, T)           \
   RAPTOR_SPARSE_ATTN_WG(128, 2, 2, sparse_attention_d128_wg_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
+
+// sparse_attention_items writes the item records of the schedule (see the
+// workspace layout in sparse_attention.cuh) for layers 0 .. layers-1 of a
+// sparse model (one set for a dense model, whose records do not depend on the
+// layer) and marks them valid for p's engine seed and r (ws[4..7]); the
+// schedule kernel marks them invalid. The wgmma kernel reads a call's records
+// when they are valid for it (layer, seed, r) instead of decoding each item and
+// building its list (kernels/NOTES-attention.md, forty-second run: -2.5 to -4%
+// on every workload); the records do not depend on Q, K, V, so a forward builds
+// them once, with its schedule. Launch after the schedule kernel on the same
+// stream, one thread per ticket, 128 per CTA, at least items_bound(T, nseq, H,
+// C) threads; the workspace must hold ws_items_offset + kRecInts *
+// items_bound * sets ints.
+extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers) {
+  using namespace raptor::sparse;
+  const int total = p.ws[1];
+  const int sets = p.sparse ? layers : 1;
+  const int tk = blockIdx.x * blockDim.x + threadIdx.x;
+  if (tk == 0)  // valid only when the grid covers every ticket
+    *reinterpret_cast<int4*>(p.ws + 4) =
+        make_int4((long long)gridDim.x * blockDim.x < total || layers < 1 ? 0 : p.sparse ? layers : 0x7fffffff,
+                  (int)(unsigned)p.seed, (int)(unsigned)(p.seed >> 32), p.random_blocks);
+  if (tk >= total) return;
+  int it[kItemInts];
+  int hint = 0;
+  decode_ticket(p, tk, hint, it);
+  const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
+  const int nb = num_blocks(it[10]);
+  int4* base = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + (long long)tk * kRecInts);
+  for (int l = 0; l < sets; ++l) {
+    int rec[kRecInts];
+#pragma unroll
+    for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
+    if (it[5]) {
+      int scr[kMaxRandom];
+      rec[4] = middle_list(rec + 11, scr, p.seed, rs, l, it[1], it[2], nb, p.random_blocks);
+    }
+    int4* out = base + (long long)l * total * (kRecInts / 4);
+#pragma unroll
+    for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
+  }
+}
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel
 // (sparse_attention_ws.cuh; sm_90a only, elsewhere it traps), compiled only with
@@ -1400,45 +1428,10 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 #endif
 // sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 0, sparse_attention_d64_wgtr_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 0, sparse_attention_d128_wgtr_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 0, 1, sparse_attention_d64_wgrec_##suffix, T)   \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 0, 1, sparse_attention_d128_wgrec_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgrectr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgtr_##suffix, T)  \
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 1, sparse_attention_d128_wgtr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 
-// sparse_attention_items writes the item record of every ticket of the
-// schedule for layers 0 .. layers-1 (one set when the model is dense: its
-// records do not depend on the layer): the decode and the key-block list, at
-// ws_items_offset + (layer * total + ticket) * kRecInts ints, and marks them
-// valid for the engine seed and r of p (ws[4..7]); the schedule kernel marks
-// them invalid. Launch after the schedule kernel on the same stream, one thread
-// per (ticket, layer), 128 per CTA (a grid of at least total * layers threads).
-extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers) {
-  using namespace raptor::sparse;
-  const int total = p.ws[1];
-  const int nl = p.sparse ? layers : 1;
-  const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (g == 0)
-    *reinterpret_cast<int4*>(p.ws + 4) = make_int4(p.sparse ? layers : 0x7fffffff, (int)(unsigned)p.seed,
-                                                   (int)(unsigned)(p.seed >> 32), p.random_blocks);
-  if (g >= (long long)total * nl) return;
-  const int tk = (int)(g % total), layer = (int)(g / total);
-  int it[kItemInts];
-  int hint = 0;
-  decode_ticket(p, tk, hint, it);
-  int rec[kRecInts];
-#pragma unroll
-  for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
-  if (it[5]) {
-    int scr[kMaxRandom];
-    const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
-    rec[4] = middle_list(rec + 11, scr, p.seed, rs, layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
-  }
-  int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + g * kRecInts);
-#pragma unroll
-  for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
-}
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \
   RAPTOR_SPARSE_ATTN_WS(64, 3, 3, sparse_attention_d64_ws_##suffix, T)    \
   RAPTOR_SPARSE_ATTN_WS(128, 2, 2, sparse_attention_d128_ws_##suffix, T)  \

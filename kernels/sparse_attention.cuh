@@ -267,12 +267,19 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
 }
 
 // Workspace layout (ints): [0] ticket counter, [1] total items, [2] segment
-// count, [3] CTAs of the running call that have left; at 16: segments as int4 {seq, kind, count per head,
+// count, [3] CTAs of the running call that have left; [4..7] the item records'
+// validity (record sets, engine seed low and high 32 bits, r; [4] = 0: none,
+// set by the schedule kernel; sparse_attention_items fills them); at 16: segments as int4 {seq, kind, count per head,
 // first ticket}, at most 4 per sequence; then part_base[nseq] (first partial
 // slot of each sequence); then sem[2*H*nseq] (split-row semaphores); then, from
 // the next multiple of 4 ints, one int4 per segment {first token, length, request
 // seed low 32 bits, high 32 bits}: with its segment, everything a ticket's decode
-// reads (the schedule thus also depends on the request seeds).
+// reads (the schedule thus also depends on the request seeds); then, optionally,
+// from the next multiple of 32 ints (ws_items_offset), the item records: set l
+// (layer l of a sparse model; a dense model has one set for every layer) holds
+// kRecInts ints per ticket at (l * total + ticket) * kRecInts: the ticket's
+// decoded item (kItemInts' first 11 ints; [4] is a list item's list length),
+// then its key-block list (kMaxList ints).
 RAPTOR_HD long long ws_segments_offset() { return 16; }
 RAPTOR_HD long long ws_part_base_offset(int nseq) { return 16 + 16LL * nseq; }
 RAPTOR_HD long long ws_sem_offset(int nseq) { return 16 + 17LL * nseq; }
@@ -280,6 +287,16 @@ RAPTOR_HD long long ws_seginfo_offset(int nseq, int heads) {
   return (16 + 17LL * nseq + 2LL * heads * nseq + 3) & ~3LL;
 }
 RAPTOR_HD long long ws_ints(int nseq, int heads) { return ws_seginfo_offset(nseq, heads) + 16LL * nseq; }
+constexpr int kRecInts = 32;
+static_assert(11 + kMaxList <= kRecInts, "item record layout");
+RAPTOR_HD long long ws_items_offset(int nseq, int heads) { return (ws_ints(nseq, heads) + 31) & ~31LL; }
+// items_bound bounds the tickets of any batch of T tokens in nseq sequences:
+// per sequence and head nb - 2 + 2 * ceil(nb / C) <= nb + 2 nb / C + 2, and
+// the nb sum to at most ceil(T / 64) + nseq.
+RAPTOR_HD long long items_bound(long long T, int nseq, int heads, int C) {
+  const long long B = (T + kBlock - 1) / kBlock + nseq;
+  return (long long)heads * (B + (2 * B + C - 1) / C + 2LL * nseq);
+}
 
 // A partial slot holds 64*D floats of unnormalised O, then 64 row maxima
 // (log2 domain) and 64 row sums.

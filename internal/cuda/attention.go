@@ -53,10 +53,19 @@ type AttentionArgs struct {
 	Layer, RandomBlocks        int
 	Sparse                     bool
 	Scale                      float32 // 0: 1/sqrt(HeadDim)
-	// Workspace holds AttnWorkspaceBytes(NSeq, Heads) bytes; Partial holds
-	// AttnPartialBytes(...) bytes when Sparse (0 otherwise). The schedule
-	// kernel initialises both: no memset is needed.
+	// Workspace holds AttnWorkspaceBytes(Tokens, NSeq, Heads, RecordSets)
+	// bytes; Partial holds AttnPartialBytes(...) bytes when Sparse (0
+	// otherwise). The schedule kernel initialises both: no memset is needed.
 	Workspace, Partial DevPtr
+	// RecordSets is what AttnRecordSets returned for the forward (0: none).
+	// A call that schedules (ScheduleReady false) with RecordSets > 0 also
+	// builds the item records of layers 0 .. RecordSets-1 (the work items'
+	// decode and key-block lists, kernels/sparse_attention.cu
+	// sparse_attention_items), which every later call on the schedule with
+	// the same Seed and RandomBlocks reads instead of decoding its items
+	// (2.5 to 4% faster on an H200, bench/RESULTS.md, issue 6). A call whose
+	// layer has no records decodes its items itself.
+	RecordSets int
 	// ScheduleReady skips the schedule kernel: Workspace already holds the
 	// schedule of this batch, left by an earlier call on the compute stream
 	// with the same CuSeqlens and ReqSeeds (contents), NSeq, Heads,
@@ -67,13 +76,44 @@ type AttentionArgs struct {
 	ScheduleReady bool
 }
 
-// AttnWorkspaceBytes is the schedule workspace of a call (ws_ints in
-// kernels/sparse_attention.cuh: header, segments, partial-slot bases,
-// semaphores, then one segment-info record per segment from a 16-byte
-// boundary).
-func AttnWorkspaceBytes(nseq, heads int) int64 {
+// AttnWorkspaceBytes is the workspace of a call of T tokens in nseq
+// sequences (kernels/sparse_attention.cuh, "Workspace layout": header,
+// segments, partial-slot bases, semaphores, one segment-info record per
+// segment from a 16-byte boundary, ws_ints; then, when recordSets > 0, from
+// a 128-byte boundary, recordSets sets of item records of 128 bytes for each
+// of at most items_bound(T, nseq, heads, C) tickets).
+func AttnWorkspaceBytes(T, nseq, heads, recordSets int) int64 {
 	n, h := int64(nseq), int64(heads)
-	return 4 * (((16 + 17*n + 2*h*n + 3) &^ 3) + 16*n)
+	ints := ((16 + 17*n + 2*h*n + 3) &^ 3) + 16*n
+	if recordSets > 0 {
+		B := (int64(T)+AttnBlock-1)/AttnBlock + n
+		bound := h * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*n)
+		ints = (ints+31)&^31 + attnRecInts*bound*int64(recordSets)
+	}
+	return 4 * ints
+}
+
+// attnRecInts is an item record's size in ints (kRecInts).
+const attnRecInts = 32
+
+// AttnRecordSets is the number of item-record sets a forward of layers
+// attention layers should build on this device (AttentionArgs.RecordSets):
+// layers for a sparse model, one for a dense one (its records do not depend
+// on the layer), none where the kernel does not read them (the mma.sync
+// kernel: not sm_90a, head dimension 32, or RAPTOR_ATTN_KERNEL=mma).
+func AttnRecordSets(info Info, headDim, layers int, sparse bool) int {
+	if !attnUsesWG(info, headDim) || layers <= 0 {
+		return 0
+	}
+	if !sparse {
+		return 1
+	}
+	return layers
+}
+
+// attnUsesWG says whether Attention runs the wgmma kernel for headDim here.
+func attnUsesWG(info Info, headDim int) bool {
+	return info.Arch == "sm_90a" && (headDim == 64 || headDim == 128) && !attnForceMMA
 }
 
 // AttnPartialBytes bounds the split-KV partials of a sparse call of T
@@ -101,7 +141,7 @@ var attnForceMMA = os.Getenv("RAPTOR_ATTN_KERNEL") == "mma"
 // workloads of bench/RESULTS.md, issue 6), else the mma.sync kernel (sm_80
 // and up, every D). RAPTOR_ATTN_KERNEL=mma forces the mma.sync kernel.
 func (c *Ctx) attnKernel(d int, dt DType) (string, int) {
-	if c.info.Arch == "sm_90a" && (d == 64 || d == 128) && !attnForceMMA {
+	if attnUsesWG(c.info, d) {
 		return fmt.Sprintf("sparse_attention_d%d_wg_%s", d, dt), attnSmemWG(d)
 	}
 	return fmt.Sprintf("sparse_attention_d%d_%s", d, dt), attnSmem(d)
@@ -172,6 +212,17 @@ func (c *Ctx) Attention(a AttentionArgs) error {
 		if err := c.Launch(sched, D1(1), D1(1024), 0, c.compute, RawArg(p)); err != nil {
 			return err
 		}
+		if a.RecordSets > 0 && attnUsesWG(c.info, a.HeadDim) {
+			items, err := c.Function("sparse_attention", "sparse_attention_items")
+			if err != nil {
+				return err
+			}
+			B := int64(a.Tokens+AttnBlock-1)/AttnBlock + int64(a.NSeq)
+			bound := int64(a.Heads) * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*int64(a.NSeq))
+			if err := c.Launch(items, D1(int((bound+127)/128)), D1(128), 0, c.compute, RawArg(p), int32(a.RecordSets)); err != nil {
+				return err
+			}
+		}
 	}
 	name, smem := c.attnKernel(a.HeadDim, a.DType)
 	f, err := c.Function("sparse_attention", name)
@@ -207,7 +258,7 @@ func (c *Ctx) attnGrid(f *Function, smem int) (int, error) {
 // AttentionKernelNames lists the kernels Attention may launch (on some
 // device).
 func AttentionKernelNames() []string {
-	out := []string{"sparse_attention_schedule"}
+	out := []string{"sparse_attention_schedule", "sparse_attention_items"}
 	for _, dt := range []DType{F16, BF16} {
 		for _, d := range AttnHeadDims {
 			out = append(out, fmt.Sprintf("sparse_attention_d%d_%s", d, dt))

@@ -892,6 +892,15 @@ type arenaLayout struct {
 // layoutArena lays out the arena of a batch of T tokens and S sequences:
 // token types and seeds uploaded or not, fp32 hidden and pooled outputs in
 // the arena or not, and the pooler's buffers or not.
+// attnRecordSets is the number of attention item-record sets a forward
+// builds with its schedule (cuda.AttnRecordSets).
+func (m *Model) attnRecordSets() int {
+	if attnSchedulePerLayer {
+		return 0 // a comparison mode: each layer schedules, and decodes its items itself
+	}
+	return cuda.AttnRecordSets(m.b.dev.Info(), m.cfg.HeadDim(), len(m.layers), m.cfg.Attention == loader.AttentionBlockSparse)
+}
+
 func (m *Model) layoutArena(T, S int, types, seeds, hidden, pooled, pooler bool) arenaLayout {
 	cfg := &m.cfg
 	es := m.b.dt.Size()
@@ -904,7 +913,7 @@ func (m *Model) layoutArena(T, S int, types, seeds, hidden, pooled, pooler bool)
 	l.att = next(t * h * es)
 	l.tmp = next(t * h * es)
 	l.inter = next(t * i * es)
-	l.ws = next(cuda.AttnWorkspaceBytes(S, cfg.Heads))
+	l.ws = next(cuda.AttnWorkspaceBytes(T, S, cfg.Heads, m.attnRecordSets()))
 	if cfg.Attention == loader.AttentionBlockSparse {
 		l.part = next(cuda.AttnPartialBytes(T, S, cfg.Heads, cfg.HeadDim()))
 	}
@@ -978,7 +987,7 @@ func (m *Model) kernels(c *cuda.Ctx, k *kern, pr *stageProf) error {
 			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
 			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
 			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part,
-			ScheduleReady: l > 0 && !attnSchedulePerLayer}); err != nil {
+			ScheduleReady: l > 0 && !attnSchedulePerLayer, RecordSets: m.attnRecordSets()}); err != nil {
 			return err
 		}
 		pr.mark(c, stAttn)

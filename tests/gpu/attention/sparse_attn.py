@@ -213,8 +213,8 @@ def partial_slots_bound(T, nseq, heads, C):
     return 2 * heads * (((T + BLOCK - 1) // BLOCK + nseq) // C + nseq)
 
 
-# variants that read the item records sparse_attention_items writes with the schedule (for RECORD_LAYERS layers)
-ITEM_VARIANTS = ("wgrec", "wgrectr")
+# the wgmma kernels read item records (kernels/sparse_attention.cu, sparse_attention_items) when the workspace
+# holds valid ones; scheduled calls build them for RECORD_LAYERS layers, as the engine does for a forward
 REC_INTS = 32
 RECORD_LAYERS = 12
 
@@ -223,10 +223,10 @@ def ws_items_offset(nseq, heads):
     return (ws_ints(nseq, heads) + 31) & ~31
 
 
-def items_bound(T, nseq, heads):
-    """At least the tickets of any batch of T tokens in nseq sequences: per sequence and head nb rows and at most
-    2 (nb / C + 1) global-row chunks, nb <= T/64 + 1 summed over the sequences."""
-    return heads * (3 * ((T + BLOCK - 1) // BLOCK + nseq) + 2 * nseq)
+def items_bound(T, nseq, heads, C):
+    """kernels/sparse_attention.cuh items_bound: at least the tickets of any batch of T tokens in nseq sequences."""
+    B = (T + BLOCK - 1) // BLOCK + nseq
+    return heads * (B + (2 * B + C - 1) // C + 2 * nseq)
 
 
 class SparseAttention:
@@ -239,7 +239,7 @@ class SparseAttention:
         self.partial = None
 
     def buffers(self, T, nseq, H, D, C):
-        n_ws = ws_items_offset(nseq, H) + REC_INTS * items_bound(T, nseq, H) * RECORD_LAYERS  # and item records
+        n_ws = ws_items_offset(nseq, H) + REC_INTS * items_bound(T, nseq, H, C) * RECORD_LAYERS  # and item records
         n_part = max(1, partial_slots_bound(T, nseq, H, C)) * (64 * D + 128)
         if self.ws is None or self.ws.numel() < n_ws:
             self.ws = torch.zeros(n_ws, dtype=torch.int32, device="cuda")
@@ -269,10 +269,17 @@ class SparseAttention:
     def schedule(self, p):
         self.m.launch("sparse_attention_schedule", 1, SCHEDULE_THREADS, 0, [p])
 
+    def items(self, p, T, split):
+        """sparse_attention_items on the schedule in p's workspace: the records of RECORD_LAYERS layers."""
+        nb = items_bound(T, p.nseq, p.num_heads, split)
+        self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p, ctypes.c_int(RECORD_LAYERS)])
+
     def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=64, sort=3,
-                 nst=2, grid=None, variant="auto", schedule=True):
+                 nst=2, grid=None, variant="auto", schedule=True, records=True):
         """schedule=False reuses the workspace's schedule, left by the previous call with the same cu_seqlens,
-        r, split, sort and sparse (the engine's layers after the first); not for the ws kernels."""
+        r, split, sort and sparse (the engine's layers after the first); not for the ws kernels. A scheduled call
+        of a wgmma kernel also builds the item records of RECORD_LAYERS layers unless records=False (the kernel
+        then decodes and lists every item itself, as it does on records built for another seed or r)."""
         D = q.shape[2]
         if scale is None:
             scale = D ** -0.5
@@ -286,10 +293,8 @@ class SparseAttention:
         assert schedule or variant not in WS_CFG, "the ws kernels do not leave the schedule ready"
         if schedule:
             self.schedule(p)
-            if variant in ITEM_VARIANTS:  # the records of every layer, with the schedule
-                assert layer < RECORD_LAYERS
-                nb = items_bound(q.shape[0], p.nseq, q.shape[1]) * (RECORD_LAYERS if sparse else 1)
-                self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p, ctypes.c_int(RECORD_LAYERS)])
+            if records and name.split("_")[3].startswith("wg"):  # the records of every layer, with the schedule
+                self.items(p, q.shape[0], split)
         self.m.launch(name, grid or self.m.nsm * occ, self.m.threads_of(variant, D), smem, args)
         return p
 

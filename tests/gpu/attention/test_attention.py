@@ -242,7 +242,7 @@ def make_qkv(T, H, D, dtype, gen):
 
 def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1, split=64, sort=3, nst=2,
              layout="fused", label="", refs=None, qkv=None, check_ref=True, variant="auto", grid=None,
-             schedule=True):
+             schedule=True, records=True):
     cu_host = cu_of(ls)
     T = cu_host[-1]
     cu = torch.tensor(cu_host, dtype=torch.int32, device="cuda")
@@ -262,7 +262,7 @@ def run_case(sa, ls, seeds_host, H, D, dtype, seed, layer, r, gen, rng, sparse=1
     torch.cuda.synchronize()
     t0 = time.time()
     sa(q, k, v, o, cu, seeds, seed=seed, layer=layer, r=r, sparse=sparse, split=split, sort=sort, nst=nst,
-       variant=variant, grid=grid, schedule=schedule)
+       variant=variant, grid=grid, schedule=schedule, records=records)
     torch.cuda.synchronize()
     tk = time.time() - t0
     finite = bool(torch.isfinite(o2).all())
@@ -420,6 +420,17 @@ def main():
                       check_ref=False, variant="", label="mma.sync on the wgmma inputs")
         log(f"wgmma vs mma.sync, f16 D=64, same inputs: max |diff| "
             f"{(wres['o'].float() - mm['o'].float()).abs().max().item():.3e}")
+        # the item records (built with the schedule) against the kernel's own decode and lists: the same bits,
+        # for a sparse and a dense model
+        for sp_, ls_, h_ in ((1, ls, H), (0, [1, 100, 700, 2000, 4100], 3)):
+            sd_ = seeds_host[:len(ls_)]
+            a_ = run_case(sa, ls_, sd_, h_, 64, torch.float16, seed, 5, r, gen, rng, sparse=sp_, check_ref=False,
+                          variant="wg", qkv=wres["qkv"] if sp_ else None, label="wgmma with item records")
+            b_ = run_case(sa, ls_, sd_, h_, 64, torch.float16, seed, 5, r, gen, rng, sparse=sp_, check_ref=False,
+                          variant="wg", qkv=a_["qkv"], records=False, label="wgmma without item records")
+            same = torch.equal(a_["o"].view(torch.int16), b_["o"].view(torch.int16))
+            check(same, f"wgmma (sparse={sp_}): item records and the kernel's own decode and lists differ")
+            log(f"wgmma with and without item records (sparse={sp_}), same inputs: bitwise equal {same}")
         for kname, variant in kinds:
             if variant in ("", "wg"):
                 continue
