@@ -26,7 +26,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpu", "attention"))
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
-from sparse_attn import NOSPLIT, WS_CFG, Module, SparseAttention  # noqa: E402
+from sparse_attn import NOSPLIT, RECORD_LAYERS, WS_CFG, Module, SparseAttention  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_timing import bench, sm_clock, tee_log  # noqa: E402
@@ -360,6 +360,13 @@ def main():
         log(f"  {'(schedule kernel alone)':28s} {row['schedule kernel'] * 1e3:9.1f} us (C=32 in cost order: "
             f"{row['schedule kernel C=32 cost order'] * 1e3:.1f} us, C=64 by sequence, no move: "
             f"{row['schedule kernel C=64 by sequence'] * 1e3:.1f} us)")
+        if main_variant == "auto" and m.arch == "sm_90a":
+            # the item records the wgmma kernel reads, built with the schedule for RECORD_LAYERS layers (once per
+            # forward, as the schedule: the per-call "raptor" row pays both, "schedule reused" neither)
+            row["schedule + records"], _, _ = bench(lambda: (sa.schedule(pp), sa.items(pp, T, 64)), inner=20)
+            log(f"  {'(schedule + item records)':28s} {row['schedule + records'] * 1e3:9.1f} us (the records of "
+                f"{RECORD_LAYERS} layers, once per forward: {(row['schedule + records'] - row['schedule kernel']) * 1e3:.1f}"
+                f" us, {(row['schedule + records'] - row['schedule kernel']) * 1e3 / RECORD_LAYERS:.2f} us per layer)")
         row["raptor ws MiB"] = (sa.ws.numel() + sa.partial.numel()) * 4 / 2 ** 20
         log(f"  {'(workspace + partials)':28s} {row['raptor ws MiB']:9.1f} MiB (allocated once, reused)")
         # correctness of the timed configuration (default), sampled rows
