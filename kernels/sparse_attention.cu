@@ -1359,37 +1359,46 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 // building its list (kernels/NOTES-attention.md, forty-second run: -2.5 to -4%
 // on every workload); the records do not depend on Q, K, V, so a forward builds
 // them once, with its schedule. Launch after the schedule kernel on the same
-// stream, one thread per ticket, 128 per CTA, at least items_bound(T, nseq, H,
-// C) threads; the workspace must hold ws_items_offset + kRecInts *
+// stream, one thread per (ticket, set), 128 per CTA, at least items_bound(T, nseq, H,
+// C) threads in x and the record sets in y (layers for a sparse model, 1 for
+// a dense one); the workspace must hold ws_items_offset + kRecInts *
 // items_bound * sets ints.
 extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers) {
   using namespace raptor::sparse;
+  __shared__ int s_hint;
   const int total = p.ws[1];
   const int sets = p.sparse ? layers : 1;
-  const int tk = blockIdx.x * blockDim.x + threadIdx.x;
-  if (tk == 0)  // valid only when the grid covers every ticket
+  const int tk = blockIdx.x * blockDim.x + threadIdx.x, layer = blockIdx.y;
+  if (tk == 0 && layer == 0)  // valid only when the grid covers every ticket and set
     *reinterpret_cast<int4*>(p.ws + 4) =
-        make_int4((long long)gridDim.x * blockDim.x < total || layers < 1 ? 0 : p.sparse ? layers : 0x7fffffff,
+        make_int4((long long)gridDim.x * blockDim.x < total || (int)gridDim.y < sets || layers < 1 ? 0
+                  : p.sparse                                                                      ? layers
+                                                                                                  : 0x7fffffff,
                   (int)(unsigned)p.seed, (int)(unsigned)(p.seed >> 32), p.random_blocks);
-  if (tk >= total) return;
+  if (layer >= sets || blockIdx.x * blockDim.x >= total) return;
+  // the CTA's tickets are consecutive: thread 0 finds the first one's segment, the others start there
   int it[kItemInts];
   int hint = 0;
-  decode_ticket(p, tk, hint, it);
-  const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
-  const int nb = num_blocks(it[10]);
-  int4* base = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) + (long long)tk * kRecInts);
-  for (int l = 0; l < sets; ++l) {
-    int rec[kRecInts];
-#pragma unroll
-    for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
-    if (it[5]) {
-      int scr[kMaxRandom];
-      rec[4] = middle_list(rec + 11, scr, p.seed, rs, l, it[1], it[2], nb, p.random_blocks);
-    }
-    int4* out = base + (long long)l * total * (kRecInts / 4);
-#pragma unroll
-    for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
+  if (threadIdx.x == 0) {
+    decode_ticket(p, tk, hint, it);
+    s_hint = hint;
   }
+  __syncthreads();
+  if (tk >= total) return;
+  hint = s_hint;
+  decode_ticket(p, tk, hint, it);
+  int rec[kRecInts];
+#pragma unroll
+  for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
+  if (it[5]) {
+    int scr[kMaxRandom];
+    const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
+    rec[4] = middle_list(rec + 11, scr, p.seed, rs, layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
+  }
+  int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) +
+                                      ((long long)layer * total + tk) * kRecInts);
+#pragma unroll
+  for (int i = 0; i < kRecInts / 4; ++i) out[i] = make_int4(rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]);
 }
 
 // sparse_attention_d{64,128}_ws[4]_{f16,bf16}: the warp-specialised TMA kernel

@@ -219,7 +219,12 @@ func (c *Ctx) Attention(a AttentionArgs) error {
 			}
 			B := int64(a.Tokens+AttnBlock-1)/AttnBlock + int64(a.NSeq)
 			bound := int64(a.Heads) * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*int64(a.NSeq))
-			if err := c.Launch(items, D1(int((bound+127)/128)), D1(128), 0, c.compute, RawArg(p), int32(a.RecordSets)); err != nil {
+			sets := 1 // a dense model's records serve every layer
+			if a.Sparse {
+				sets = a.RecordSets
+			}
+			grid := Dim3{uint32((bound + 127) / 128), uint32(sets), 1}
+			if err := c.Launch(items, grid, D1(128), 0, c.compute, RawArg(p), int32(a.RecordSets)); err != nil {
 				return err
 			}
 		}

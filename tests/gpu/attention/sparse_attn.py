@@ -157,7 +157,8 @@ class Module:
                 raise TypeError(a)
             ptrs[i] = ctypes.cast(ctypes.pointer(a), ctypes.c_void_p)
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-        rc = self.drv.lib.cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, stream, ptrs, None)
+        gx, gy = grid if isinstance(grid, tuple) else (grid, 1)
+        rc = self.drv.lib.cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, stream, ptrs, None)
         self.drv.check(rc, "cuLaunchKernel " + name)
 
     def attention_config(self, D, dtype, nst=2, variant=""):
@@ -272,7 +273,8 @@ class SparseAttention:
     def items(self, p, T, split):
         """sparse_attention_items on the schedule in p's workspace: the records of RECORD_LAYERS layers."""
         nb = items_bound(T, p.nseq, p.num_heads, split)
-        self.m.launch("sparse_attention_items", (nb + 127) // 128, 128, 0, [p, ctypes.c_int(RECORD_LAYERS)])
+        self.m.launch("sparse_attention_items", ((nb + 127) // 128, RECORD_LAYERS if p.sparse else 1), 128, 0,
+                      [p, ctypes.c_int(RECORD_LAYERS)])
 
     def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=64, sort=3,
                  nst=2, grid=None, variant="auto", schedule=True, records=True):
