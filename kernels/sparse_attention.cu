@@ -834,29 +834,16 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // loads the next item's record during the last block (the ticket is taken a
 // block earlier) and at the boundary only copies it to shared memory
 // (measured as variant wgrec, NOTES-attention.md, forty-second run).
-//
-// EF = 1 (variant wgef, harness only; IR = 1 and NST = 2) issues the next item's
-// first loads a block early: with records, the ticket is taken three blocks
-// before an item's end and its record loaded two blocks before; warp 0 stores
-// the record to shared memory before the last block's barrier, and after it
-// every thread issues the next item's Q tile (into a second Q buffer) and first
-// K/V block (into the stage the last block leaves free). The stages and Q
-// buffers rotate across items. Items of fewer than 3 blocks, and calls without
-// records, keep the boundary path.
-template <typename T, int D, int NST, int TR = 0, int IR = 0, int EF = 0>
+template <typename T, int D, int NST, int TR = 0, int IR = 0>
 __device__ __forceinline__ void attention_wg(const AttnParams& p) {
   static_assert(D == 64 || D == 128, "head dim");
   constexpr int TB = kBlock * D * 2;  // bytes per 64-row tile
   constexpr int CH = D / 8, RS = kThreads / CH, IT = kBlock * CH / kThreads;
   static_assert(RS % 8 == 0, "rows of one thread share r % 8");
   extern __shared__ __align__(16) unsigned char smem_wg[];
-  static_assert(EF == 0 || (NST == 2 && IR != 0), "EF needs records and 2 stages");
-  const unsigned sQ0 = (smem_u32(smem_wg) + 1023u) & ~1023u;
-  const unsigned sK = sQ0 + (1 + EF) * TB;
+  const unsigned sQ = (smem_u32(smem_wg) + 1023u) & ~1023u;
+  const unsigned sK = sQ + TB;
   const unsigned sV = sK + NST * TB;
-  int qsel = 0, s0 = 0;       // EF: the item's Q buffer and its block 0's stage
-  bool early = false;         // EF: the item's Q and block 0 were issued during the previous item
-  int pf_tk = 0;              // EF: the ticket of the prefetched record
   __shared__ int s_list[2][kMaxList];
   __shared__ int s_item[2][kItemInts];
   __shared__ int s_last;
@@ -920,7 +907,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     const char* kp = Kg;
     const char* vp = Vg;
     const int* lst = s_list[buf];
-    const unsigned sQ = sQ0 + qsel * TB;
     if (s >= 0) {
       const int h = it[1], qb = it[2], tok0 = it[9];
       kv_begin = it[3];
@@ -929,9 +915,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       n = it[10];
       kp = Kg + ((long long)(tok0 + r0) * p.k_row + (long long)h * p.k_head + c8) * 2;
       vp = Vg + ((long long)(tok0 + r0) * p.v_row + (long long)h * p.v_head + c8) * 2;
-      if (!early)
-        load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
-                        imin(kBlock, n - qb * kBlock), tid);
+      load_tile_sw<D>(sQ, Qg + (long long)(tok0 + qb * kBlock) * p.q_row + (long long)h * p.q_head, p.q_row,
+                      imin(kBlock, n - qb * kBlock), tid);
     }
     auto block_at = [&](int j) { return use_list ? lst[j] : kv_begin + j; };
     auto load_kv = [&](int kb, int stage) {
@@ -956,7 +941,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       }
     };
     if (s >= 0) {
-      if (!early) load_kv(block_at(0), s0);
+      load_kv(block_at(0), 0);
       cp_async_commit();
 #pragma unroll
       for (int st = 1; st < NST - 1; ++st) {
@@ -966,7 +951,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     }
     // the previous item's epilogue, under this item's first loads
     if (prev >= 0)
-      wg_epilogue<T, D>(p, sK + (EF ? s0 ^ 1 : NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
+      wg_epilogue<T, D>(p, sK + (NST - 1) * TB, o, m0, m1, l0, l1, sl2, s_item[prev], tid, &s_last);
     if (s < 0) break;
 
 #pragma unroll
@@ -975,14 +960,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     m1 = neg_inf();
     l0 = 0.f;
     l1 = 0.f;
-    const bool ef = EF != 0 && use_rec && L >= 3;  // this item's end issues the next item's first loads
-    const int jt = ef ? L - 3 : imax(L - 2, 0);
-    bool put = false;  // EF: the next item's record is in shared memory
+    const int jt = imax(L - 2, 0);
     for (int j = 0; j < L; ++j) {
-      if (ef && j == L - 1 && tid < 32) {  // the next item's record, before the barrier that publishes it
-        warp_put_record(pf_rec, pf_tk, g_total, s_item[buf ^ 1], s_list[buf ^ 1], lane);
-        pf_have = false;
-      }
       cp_async_wait<NST - 2>();
       fence_proxy_async();
       __syncthreads();
@@ -993,36 +972,14 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
       if (j == jt && tid == 0) tkn = atomicAdd(p.ws, 1);
       {
         const int jn = j + NST - 1;
-        if (jn < L) load_kv(block_at(jn), EF ? (s0 + jn) & 1 : jn % NST);
+        if (jn < L) load_kv(block_at(jn), jn % NST);
         cp_async_commit();
       }
       if (IR != 0 && use_rec) {
-        if (j == (ef ? L - 2 : L - 1) && L >= 2 && tid < 32) {  // the next item's record; the ticket was taken a block ago
+        if (j == L - 1 && L >= 2 && tid < 32) {  // the next item's record; the ticket was taken a block ago
           const int tkp = __shfl_sync(0xffffffffu, tkn, 0);
           pf_rec = tkp < g_total ? recs[(long long)tkp * kRecInts + lane] : 0;
-          pf_tk = tkp;
           pf_have = true;
-        }
-        if constexpr (EF != 0) {
-          if (ef && j == L - 1) {  // the next item's Q and first K/V block, into the free Q buffer and stage
-            const int* nt = s_item[buf ^ 1];
-            put = true;
-            if (nt[0] >= 0) {
-              const int h2 = nt[1], qb2 = nt[2], tok2 = nt[9], n2 = nt[10];
-              const int kb2 = nt[5] ? s_list[buf ^ 1][0] : nt[3];
-              load_tile_sw<D>(sQ0 + (qsel ^ 1) * TB,
-                              Qg + (long long)(tok2 + qb2 * kBlock) * p.q_row + (long long)h2 * p.q_head, p.q_row,
-                              imin(kBlock, n2 - qb2 * kBlock), tid);
-              const unsigned short* Kh = reinterpret_cast<const unsigned short*>(Kg);
-              const unsigned short* Vh = reinterpret_cast<const unsigned short*>(Vg);
-              const int st = (s0 + L) & 1;
-              load_tile_sw<D>(sK + st * TB, Kh + (long long)(tok2 + kb2 * kBlock) * p.k_row + (long long)h2 * p.k_head,
-                              p.k_row, imin(kBlock, n2 - kb2 * kBlock), tid);
-              load_tile_sw<D>(sV + st * TB, Vh + (long long)(tok2 + kb2 * kBlock) * p.v_row + (long long)h2 * p.v_head,
-                              p.v_row, imin(kBlock, n2 - kb2 * kBlock), tid);
-            }
-            cp_async_commit();
-          }
         }
       } else if (j == L - 1 && L >= 2 && tid < 32) {  // prefetch; the ticket was taken a block ago
         pf_base = __shfl_sync(0xffffffffu, hint, 0);
@@ -1032,8 +989,8 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
           pf_inf = info_g[i];
         }
       }
-      const int sj = EF ? (s0 + j) & 1 : j % NST;
-      wg_block<T, D>(sQ, sK + sj * TB, sV + sj * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1, l0, l1);
+      wg_block<T, D>(sQ, sK + (j % NST) * TB, sV + (j % NST) * TB, n - block_at(j) * kBlock, sl2, t4, o, m0, m1,
+                     l0, l1);
     }
 #if defined(RAPTOR_SA_WS)
     if constexpr (TR != 0) {
@@ -1048,7 +1005,7 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     }
 #endif
     if (IR != 0 && use_rec) {
-      if (tid < 32 && !put) {
+      if (tid < 32) {
         const int tk = __shfl_sync(0xffffffffu, tkn, 0);
         const int v = pf_have ? pf_rec : (tk < g_total ? recs[(long long)tk * kRecInts + lane] : 0);
         pf_have = false;
@@ -1105,11 +1062,6 @@ __device__ __forceinline__ void attention_wg(const AttnParams& p) {
     __syncthreads();  // publishes the next item; every wgmma of this item is done
     prev = buf;
     buf ^= 1;
-    if constexpr (EF != 0) {
-      early = put && s_item[buf][0] >= 0;
-      qsel ^= early ? 1 : 0;  // a Q tile loaded early went to the other buffer
-      s0 = (s0 + L) & 1;      // the stage block L-1 did not use
-    }
   }
 #if defined(RAPTOR_SA_WS)
   if constexpr (TR != 0) {
@@ -1473,24 +1425,20 @@ extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const A
            const __grid_constant__ raptor::sparse::TmaDesc tv) {                                     \
     RAPTOR_SPARSE_ATTN_WS_BODY(T, D, NC, NST, MODE)                                                  \
   }
-#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, TR, IR, NAME, T) RAPTOR_SPARSE_ATTN_WGE(D, NST, MINB, TR, IR, 0, NAME, T)
-#define RAPTOR_SPARSE_ATTN_WGE(D, NST, MINB, TR, IR, EF, NAME, T)                             \
+#define RAPTOR_SPARSE_ATTN_WGV(D, NST, MINB, TR, IR, NAME, T)                                 \
   extern "C" __global__ void __launch_bounds__(raptor::sparse::kThreads, MINB) NAME(           \
       const AttnParams p) {                                                                 \
-    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR, EF)                                      \
+    RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR)                                          \
   }
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR, EF) raptor::sparse::attention_wg<T, D, NST, TR, IR, EF>(p);
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR) raptor::sparse::attention_wg<T, D, NST, TR, IR>(p);
 #else
-#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR, EF) __trap();
+#define RAPTOR_SPARSE_ATTN_WGV_BODY(T, D, NST, TR, IR) __trap();
 #endif
 // sparse_attention_d{64,128}_wgtr_{f16,bf16}: attention_wg with TR = 1 (the trace; wg otherwise).
 #define RAPTOR_SPARSE_ATTN_WGV_DT(suffix, T)                                  \
   RAPTOR_SPARSE_ATTN_WGV(64, 2, 4, 1, 1, sparse_attention_d64_wgtr_##suffix, T)  \
-  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 1, sparse_attention_d128_wgtr_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(64, 2, 4, 0, 1, 1, sparse_attention_d64_wgef_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(128, 2, 2, 0, 1, 1, sparse_attention_d128_wgef_##suffix, T) \
-  RAPTOR_SPARSE_ATTN_WGE(64, 2, 4, 1, 1, 1, sparse_attention_d64_wgeftr_##suffix, T)
+  RAPTOR_SPARSE_ATTN_WGV(128, 2, 2, 1, 1, sparse_attention_d128_wgtr_##suffix, T)
 RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WGV_DT)
 
 #define RAPTOR_SPARSE_ATTN_WS_DT(suffix, T)                               \

@@ -178,7 +178,7 @@ class Module:
             tiles = 2 + 2 * nst
             smem = nc * tiles * BLOCK * D * 2 + 1024
         elif variant.startswith("wg"):
-            smem = (1 + 2 * nst + (variant in ("wgef", "wgeftr"))) * BLOCK * D * 2 + 1024  # wgef: a second Q tile
+            smem = (1 + 2 * nst) * BLOCK * D * 2 + 1024
         else:
             smem = (1 + 2 * nst) * BLOCK * (D + 8) * 2
         key = (name, smem)
