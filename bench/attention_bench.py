@@ -364,9 +364,9 @@ def main():
             # the item records the wgmma kernel reads, built with the schedule for RECORD_LAYERS layers (once per
             # forward, as the schedule: the per-call "raptor" row pays both, "schedule reused" neither)
             row["schedule + records"], _, _ = bench(lambda: (sa.schedule(pp), sa.items(pp, T, 64)), inner=20)
+            rec_us = (row["schedule + records"] - row["schedule kernel"]) * 1e3
             log(f"  {'(schedule + item records)':28s} {row['schedule + records'] * 1e3:9.1f} us (the records of "
-                f"{RECORD_LAYERS} layers, once per forward: {(row['schedule + records'] - row['schedule kernel']) * 1e3:.1f}"
-                f" us, {(row['schedule + records'] - row['schedule kernel']) * 1e3 / RECORD_LAYERS:.2f} us per layer)")
+                f"{RECORD_LAYERS} layers, once per forward: {rec_us:.1f} us, {rec_us / RECORD_LAYERS:.2f} us per layer)")
         row["raptor ws MiB"] = (sa.ws.numel() + sa.partial.numel()) * 4 / 2 ** 20
         log(f"  {'(workspace + partials)':28s} {row['raptor ws MiB']:9.1f} MiB (allocated once, reused)")
         # correctness of the timed configuration (default), sampled rows

@@ -40,13 +40,16 @@
 //       elsewhere); dynamic shared memory (1 + 2*NST) * 64 * D * 2 + 1024 bytes
 // Use the _wg kernel on sm_90a for D = 64 and 128 (1.4 to 1.5x the mma.sync
 // kernel on an H100, bench/RESULTS.md) and the plain mma.sync kernel
-// otherwise. Launch: sparse_attention_schedule <<<1, 1024>>> (p), then the
-// attention kernel <<<SMs x resident CTAs per SM, 128, smem>>> (p) on the same
-// stream, after raising the kernel's dynamic shared-memory limit to smem; the
-// same AttnParams for both. p.ws holds ws_ints(nseq, H) ints and p.partial
-// partial_slots_bound(T, nseq, H, C) * partial_slot_floats(D) floats; the
-// schedule kernel initialises both (no memset). Default C (split_blocks) 64,
-// sort_by_cost 3 (internal/cuda/attention.go says why).
+// otherwise. Launch: sparse_attention_schedule <<<1, 1024>>> (p), for the _wg
+// kernels optionally sparse_attention_items (the item records of a forward's
+// layers, see there), then the attention kernel <<<SMs x resident CTAs per SM,
+// 128, smem>>> (p) on the same stream, after raising the kernel's dynamic
+// shared-memory limit to smem; the same AttnParams for all. p.ws holds
+// ws_ints(nseq, H) ints (ws_items_offset + kRecInts * items_bound(T, nseq, H,
+// C) * record sets with records) and p.partial partial_slots_bound(T, nseq, H,
+// C) * partial_slot_floats(D) floats; the schedule kernel initialises both (no
+// memset). Default C (split_blocks) 64, sort_by_cost 3
+// (internal/cuda/attention.go says why).
 #include "common.cuh"
 #include "sparse_attention.cuh"
 #include "sparse_attention_sm90.cuh"
@@ -813,8 +816,8 @@ __device__ __forceinline__ void wg_epilogue(const AttnParams& p, unsigned stage,
 #if defined(RAPTOR_SA_WS)
 // g_sa_trace: [0, kTraceCtas) per CTA {start, end, smid | items << 16, steps};
 // then per ticket {begin (the item published), first block landed, end of its
-// block steps, CTA | L << 16, the next item decoded, its list built, -, -}
-// (globaltimer, ns).
+// block steps, CTA | L << 16, the next item decoded (with records: before its
+// record's copy), its list built (after the copy), -, -} (globaltimer, ns).
 constexpr int kTraceCtas = 4096, kTraceTickets = 1 << 17;
 __device__ unsigned long long g_sa_trace[kTraceCtas * 4 + kTraceTickets * 8];
 __device__ __forceinline__ void trace_item(int tk, int k, unsigned long long v) {
@@ -1359,23 +1362,24 @@ RAPTOR_FOR_DTYPES(RAPTOR_SPARSE_ATTN_WG_DT)
 // building its list (kernels/NOTES-attention.md, forty-second run: -2.5 to -4%
 // on every workload); the records do not depend on Q, K, V, so a forward builds
 // them once, with its schedule. Launch after the schedule kernel on the same
-// stream, one thread per (ticket, set), 128 per CTA, at least items_bound(T, nseq, H,
-// C) threads in x and the record sets in y (layers for a sparse model, 1 for
-// a dense one); the workspace must hold ws_items_offset + kRecInts *
-// items_bound * sets ints.
-extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers) {
+// stream, one thread per (ticket, set), 128 per CTA, at least capacity threads
+// in x and the record sets in y (layers for a sparse model, 1 for a dense one);
+// capacity is the tickets per set the workspace has room for (items_bound(T,
+// nseq, H, C) when it holds ws_items_offset + kRecInts * items_bound * sets
+// ints): a schedule of more tickets (T understated) gets no records.
+extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const AttnParams p, int layers,
+                                                                        int capacity) {
   using namespace raptor::sparse;
   __shared__ int s_hint;
   const int total = p.ws[1];
   const int sets = p.sparse ? layers : 1;
   const int tk = blockIdx.x * blockDim.x + threadIdx.x, layer = blockIdx.y;
-  if (tk == 0 && layer == 0)  // valid only when the grid covers every ticket and set
-    *reinterpret_cast<int4*>(p.ws + 4) =
-        make_int4((long long)gridDim.x * blockDim.x < total || (int)gridDim.y < sets || layers < 1 ? 0
-                  : p.sparse                                                                      ? layers
-                                                                                                  : 0x7fffffff,
-                  (int)(unsigned)p.seed, (int)(unsigned)(p.seed >> 32), p.random_blocks);
-  if (layer >= sets || blockIdx.x * blockDim.x >= total) return;
+  // valid only when the room and the grid cover every ticket and set; else nothing is written
+  const bool ok = total <= capacity && (long long)gridDim.x * blockDim.x >= total && (int)gridDim.y >= sets && layers >= 1;
+  if (tk == 0 && layer == 0)
+    *reinterpret_cast<int4*>(p.ws + 4) = make_int4(!ok ? 0 : p.sparse ? layers : 0x7fffffff, (int)(unsigned)p.seed,
+                                                   (int)(unsigned)(p.seed >> 32), p.random_blocks);
+  if (!ok || layer >= sets || blockIdx.x * blockDim.x >= total) return;
   // the CTA's tickets are consecutive: thread 0 finds the first one's segment, the others start there
   int it[kItemInts];
   int hint = 0;

@@ -55,7 +55,7 @@ struct AttnParams {
   const int* cu_seqlens;            //  96  [nseq+1], cu[0] = 0, cu[nseq] = T
   const u64* req_seeds;             // 104  [nseq] request seeds (NULL: all 0)
   u64 seed;                         // 112  engine seed
-  int* ws;                          // 120  schedule workspace, ws_ints(nseq, H) ints
+  int* ws;                          // 120  schedule workspace, ws_ints(nseq, H) ints (more with item records)
   float* partial;                   // 128  split-KV partials, partial_floats(...) floats
   int nseq;                         // 136
   int num_heads;                    // 140

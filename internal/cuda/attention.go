@@ -49,7 +49,7 @@ type AttentionArgs struct {
 	ReqSeeds                   DevPtr // uint64[NSeq] on the device, or 0 (all 0)
 	Seed                       uint64 // the engine seed of the plan
 	NSeq, Heads, HeadDim       int
-	Tokens                     int // T = cu_seqlens[NSeq]; sizes the partials bound
+	Tokens                     int // T = cu_seqlens[NSeq]; sizes the partials and the item records (at least the real T)
 	Layer, RandomBlocks        int
 	Sparse                     bool
 	Scale                      float32 // 0: 1/sqrt(HeadDim)
@@ -58,9 +58,10 @@ type AttentionArgs struct {
 	// otherwise). The schedule kernel initialises both: no memset is needed.
 	Workspace, Partial DevPtr
 	// RecordSets is what AttnRecordSets returned for the forward (0: none).
-	// A call that schedules (ScheduleReady false) with RecordSets > 0 also
-	// builds the item records of layers 0 .. RecordSets-1 (the work items'
-	// decode and key-block lists, kernels/sparse_attention.cu
+	// A call that schedules (ScheduleReady false) with RecordSets > 0 on the
+	// wgmma kernel also builds the item records of layers 0 .. RecordSets-1
+	// of a sparse model (one set, for every layer, of a dense one): the work
+	// items' decode and key-block lists (kernels/sparse_attention.cu,
 	// sparse_attention_items), which every later call on the schedule with
 	// the same Seed and RandomBlocks reads instead of decoding its items
 	// (2.5 to 4% faster on an H200, bench/RESULTS.md, issue 6). A call whose
@@ -86,11 +87,19 @@ func AttnWorkspaceBytes(T, nseq, heads, recordSets int) int64 {
 	n, h := int64(nseq), int64(heads)
 	ints := ((16 + 17*n + 2*h*n + 3) &^ 3) + 16*n
 	if recordSets > 0 {
-		B := (int64(T)+AttnBlock-1)/AttnBlock + n
-		bound := h * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*n)
-		ints = (ints+31)&^31 + attnRecInts*bound*int64(recordSets)
+		ints = (ints+31)&^31 + attnRecInts*attnItemsBound(T, nseq, heads)*int64(recordSets)
 	}
 	return 4 * ints
+}
+
+// attnItemsBound bounds the work items (tickets) of any batch of T tokens in
+// nseq sequences (items_bound in kernels/sparse_attention.cuh): per sequence
+// and head nb - 2 + 2*ceil(nb/C) <= nb + 2nb/C + 2, the nb summing to at most
+// ceil(T/64) + nseq.
+func attnItemsBound(T, nseq, heads int) int64 {
+	n := int64(nseq)
+	B := (int64(T)+AttnBlock-1)/AttnBlock + n
+	return int64(heads) * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*n)
 }
 
 // attnRecInts is an item record's size in ints (kRecInts).
@@ -217,14 +226,13 @@ func (c *Ctx) Attention(a AttentionArgs) error {
 			if err != nil {
 				return err
 			}
-			B := int64(a.Tokens+AttnBlock-1)/AttnBlock + int64(a.NSeq)
-			bound := int64(a.Heads) * (B + (2*B+attnSplitBlocks-1)/attnSplitBlocks + 2*int64(a.NSeq))
+			bound := min(attnItemsBound(a.Tokens, a.NSeq, a.Heads), math.MaxInt32-127)
 			sets := 1 // a dense model's records serve every layer
 			if a.Sparse {
 				sets = a.RecordSets
 			}
 			grid := Dim3{uint32((bound + 127) / 128), uint32(sets), 1}
-			if err := c.Launch(items, grid, D1(128), 0, c.compute, RawArg(p), int32(a.RecordSets)); err != nil {
+			if err := c.Launch(items, grid, D1(128), 0, c.compute, RawArg(p), int32(a.RecordSets), int32(bound)); err != nil {
 				return err
 			}
 		}

@@ -889,9 +889,6 @@ type arenaLayout struct {
 	size                                                      int64
 }
 
-// layoutArena lays out the arena of a batch of T tokens and S sequences:
-// token types and seeds uploaded or not, fp32 hidden and pooled outputs in
-// the arena or not, and the pooler's buffers or not.
 // attnRecordSets is the number of attention item-record sets a forward
 // builds with its schedule (cuda.AttnRecordSets).
 func (m *Model) attnRecordSets() int {
@@ -901,6 +898,9 @@ func (m *Model) attnRecordSets() int {
 	return cuda.AttnRecordSets(m.b.dev.Info(), m.cfg.HeadDim(), len(m.layers), m.cfg.Attention == loader.AttentionBlockSparse)
 }
 
+// layoutArena lays out the arena of a batch of T tokens and S sequences:
+// token types and seeds uploaded or not, fp32 hidden and pooled outputs in
+// the arena or not, and the pooler's buffers or not.
 func (m *Model) layoutArena(T, S int, types, seeds, hidden, pooled, pooler bool) arenaLayout {
 	cfg := &m.cfg
 	es := m.b.dt.Size()

@@ -274,7 +274,7 @@ class SparseAttention:
         """sparse_attention_items on the schedule in p's workspace: the records of RECORD_LAYERS layers."""
         nb = items_bound(T, p.nseq, p.num_heads, split)
         self.m.launch("sparse_attention_items", ((nb + 127) // 128, RECORD_LAYERS if p.sparse else 1), 128, 0,
-                      [p, ctypes.c_int(RECORD_LAYERS)])
+                      [p, ctypes.c_int(RECORD_LAYERS), ctypes.c_int(nb)])
 
     def __call__(self, q, k, v, o, cu, req_seeds, seed=0, layer=0, r=3, scale=None, sparse=1, split=64, sort=3,
                  nst=2, grid=None, variant="auto", schedule=True, records=True):

@@ -32,8 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import plan_ref  # noqa: E402
 import reference as ref  # noqa: E402
-from sparse_attn import (MAX_LIST, NOSPLIT, WS_CFG, Module, SparseAttention, ws_seginfo_offset,  # noqa: E402
-                         ws_sem_offset)
+from sparse_attn import (MAX_LIST, NOSPLIT, RECORD_LAYERS, WS_CFG, Module, SparseAttention,  # noqa: E402
+                         ws_seginfo_offset, ws_sem_offset)
 
 OUT = os.environ.get("OUT", "/tmp")
 LOG = open(os.path.join(OUT, "test_attention.log"), "w")
@@ -426,8 +426,12 @@ def main():
             sd_ = seeds_host[:len(ls_)]
             a_ = run_case(sa, ls_, sd_, h_, 64, torch.float16, seed, 5, r, gen, rng, sparse=sp_, check_ref=False,
                           variant="wg", qkv=wres["qkv"] if sp_ else None, label="wgmma with item records")
+            sets_a = int(sa.ws[4].item())  # the records' validity: sets (0: none)
             b_ = run_case(sa, ls_, sd_, h_, 64, torch.float16, seed, 5, r, gen, rng, sparse=sp_, check_ref=False,
                           variant="wg", qkv=a_["qkv"], records=False, label="wgmma without item records")
+            sets_b = int(sa.ws[4].item())
+            check(sets_a == (RECORD_LAYERS if sp_ else 0x7FFFFFFF) and sets_b == 0,
+                  f"wgmma (sparse={sp_}): record sets {sets_a} with records, {sets_b} without")
             same = torch.equal(a_["o"].view(torch.int16), b_["o"].view(torch.int16))
             check(same, f"wgmma (sparse={sp_}): item records and the kernel's own decode and lists differ")
             log(f"wgmma with and without item records (sparse={sp_}), same inputs: bitwise equal {same}")
