@@ -499,10 +499,10 @@ __device__ __forceinline__ void attention(const AttnParams& p) {
 __device__ __forceinline__ void warp_put_record(int v, int tk, int total, int* s_item, int* sl, int lane) {
   if (tk >= total) {
     if (lane == 0) s_item[0] = -1;
-  } else if (lane < 11) {
+  } else if (lane < kRecItemInts) {
     s_item[lane] = v;
-  } else if (lane < 11 + kMaxList) {
-    sl[lane - 11] = v;
+  } else if (lane < kRecItemInts + kMaxList) {
+    sl[lane - kRecItemInts] = v;
   }
 }
 
@@ -1389,15 +1389,17 @@ extern "C" __global__ void __launch_bounds__(128) sparse_attention_items(const A
   }
   __syncthreads();
   if (tk >= total) return;
-  hint = s_hint;
-  decode_ticket(p, tk, hint, it);
+  if (threadIdx.x != 0) {
+    hint = s_hint;
+    decode_ticket(p, tk, hint, it);
+  }
   int rec[kRecInts];
 #pragma unroll
-  for (int i = 0; i < kRecInts; ++i) rec[i] = i < 11 ? it[i] : 0;
+  for (int i = 0; i < kRecInts; ++i) rec[i] = i < kRecItemInts ? it[i] : 0;
   if (it[5]) {
     int scr[kMaxRandom];
     const u64 rs = ((u64)(unsigned)it[12] << 32) | (unsigned)it[11];
-    rec[4] = middle_list(rec + 11, scr, p.seed, rs, layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
+    rec[4] = middle_list(rec + kRecItemInts, scr, p.seed, rs, layer, it[1], it[2], num_blocks(it[10]), p.random_blocks);
   }
   int4* out = reinterpret_cast<int4*>(p.ws + ws_items_offset(p.nseq, p.num_heads) +
                                       ((long long)layer * total + tk) * kRecInts);

@@ -278,7 +278,7 @@ RAPTOR_HD Item decode_item(int kind, int e, int seq, int head, int nb, bool sp, 
 // from the next multiple of 32 ints (ws_items_offset), the item records: set l
 // (layer l of a sparse model; a dense model has one set for every layer) holds
 // kRecInts ints per ticket at (l * total + ticket) * kRecInts: the ticket's
-// decoded item (kItemInts' first 11 ints; [4] is a list item's list length),
+// decoded item (kItemInts' first kRecItemInts ints; [4] is a list item's list length),
 // then its key-block list (kMaxList ints).
 RAPTOR_HD long long ws_segments_offset() { return 16; }
 RAPTOR_HD long long ws_part_base_offset(int nseq) { return 16 + 16LL * nseq; }
@@ -287,8 +287,8 @@ RAPTOR_HD long long ws_seginfo_offset(int nseq, int heads) {
   return (16 + 17LL * nseq + 2LL * heads * nseq + 3) & ~3LL;
 }
 RAPTOR_HD long long ws_ints(int nseq, int heads) { return ws_seginfo_offset(nseq, heads) + 16LL * nseq; }
-constexpr int kRecInts = 32;
-static_assert(11 + kMaxList <= kRecInts, "item record layout");
+constexpr int kRecInts = 32, kRecItemInts = 11;  // a record: kRecItemInts ints of its item, then its list
+static_assert(kRecItemInts <= kItemInts && kRecItemInts + kMaxList <= kRecInts, "item record layout");
 RAPTOR_HD long long ws_items_offset(int nseq, int heads) { return (ws_ints(nseq, heads) + 31) & ~31LL; }
 // items_bound bounds the tickets of any batch of T tokens in nseq sequences:
 // per sequence and head nb - 2 + 2 * ceil(nb / C) <= nb + 2 nb / C + 2, and
