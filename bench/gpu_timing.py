@@ -1,6 +1,6 @@
-"""GPU timing helpers shared by the attention benchmarks (bench/attention_bench.py,
-bench/attention_rate.py): CUDA-event medians after warm-up, and the SM clock and
-power sampled between timings."""
+"""GPU timing helpers shared by the benchmarks (bench/attention_bench.py,
+bench/attention_rate.py, bench/attention_trace.py, bench/peers.py): CUDA-event
+medians after warm-up, and the SM clock and power sampled between timings."""
 import statistics
 import subprocess
 
@@ -19,17 +19,19 @@ def tee_log(path):
     return log
 
 
-def bench(fn, inner=10, reps=15, warm=3):
+def bench(fn, inner=10, reps=15, warm=3, sleep=True):
     """Median ms per call over reps loops of inner back-to-back calls (and the min
     and max loop). A GPU sleep before each loop lets the host queue the calls
-    ahead, so host launch overhead stays out of the device time."""
+    ahead, so host launch overhead stays out of the device time; sleep=False
+    times each loop as the host issues it (launch overhead included)."""
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
     ts = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(2_000_000)
+        if sleep:
+            torch.cuda._sleep(2_000_000)
         a.record()
         for _ in range(inner):
             fn()

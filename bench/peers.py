@@ -25,12 +25,15 @@ GEMM rate measured here on this model's shapes.
 import argparse
 import json
 import math
-import statistics
+import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_timing import bench  # noqa: E402
 
 H, L, NH, D, I = 768, 12, 12, 64, 3072
 BLOCK, R = 64, 3
@@ -42,18 +45,8 @@ def set_dims(h, l, nh, inter):
 
 
 def cuda_time(fn, warm=3, iters=10):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+    """Median ms of iters calls, each timed alone as the host issues it (launch overhead included)."""
+    return bench(fn, inner=1, reps=iters, warm=warm, sleep=False)[0]
 
 
 def peak_of(fn):
