@@ -964,6 +964,7 @@ func (m *Model) kernels(c *cuda.Ctx, k *kern, pr *stageProf) error {
 	wantHidden := out.Hidden != nil || out.HiddenDev != 0
 	wantPooled := out.Pooled != nil || out.PooledDev != 0
 	sparse := cfg.Attention == loader.AttentionBlockSparse
+	recSets := m.attnRecordSets()
 	x, qkv, att, tmp, inter, ws, part := k.x, k.qkv, k.att, k.tmp, k.inter, k.ws, k.part
 	hid32, pool32, cls, poolY, cu, typeIDs, seeds := k.hid32, k.pool32, k.cls, k.poolY, k.cu, k.typeIDs, k.seeds
 	var err error
@@ -987,7 +988,7 @@ func (m *Model) kernels(c *cuda.Ctx, k *kern, pr *stageProf) error {
 			QRow: 3 * hd, KRow: 3 * hd, VRow: 3 * hd, ORow: hd, QHead: int64(D), KHead: int64(D), VHead: int64(D), OHead: int64(D),
 			CuSeqlens: cu, ReqSeeds: seeds, Seed: m.b.seed, NSeq: S, Heads: heads, HeadDim: D, Tokens: T,
 			Layer: l, RandomBlocks: cfg.RandomBlocks, Sparse: sparse, Workspace: ws, Partial: part,
-			ScheduleReady: l > 0 && !attnSchedulePerLayer, RecordSets: m.attnRecordSets()}); err != nil {
+			ScheduleReady: l > 0 && !attnSchedulePerLayer, RecordSets: recSets}); err != nil {
 			return err
 		}
 		pr.mark(c, stAttn)
