@@ -29,7 +29,7 @@ import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "gpu", "attention"))
-from sparse_attn import RECORD_LAYERS, Module, SparseAttention  # noqa: E402
+from sparse_attn import Module, SparseAttention  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attention_bench import workloads  # noqa: E402
@@ -178,21 +178,14 @@ def main():
                 torch.cuda.synchronize()
                 if rep == 0:
                     assert torch.equal(o, ref), f"{tv}'s outputs differ from wg's"
-                ctas, items = tr.read(ncta, TICKETS)
-                nt = sum(1 for it in items if it[0])
-                res.append(analyse(ctas, items[:nt]))
+                ctas, items = tr.read(ncta, int(sa.ws[1].item()))  # the schedule's tickets
+                res.append(analyse(ctas, items))
             # interleaved timing of wg and the traced variant
             tw, tt = [], []
             for _ in range(3):
                 tw.append(bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, **call))[0] * 1e3)
                 tt.append(bench(lambda: sa(q, k, v, o, cu, seeds, schedule=False, variant=tv, **call))[0] * 1e3)
             rows.append(report(wname, ls, T, ncta, tv, res, statistics.median(tw), statistics.median(tt)))
-        # what the item records cost once per forward: the schedule kernel alone, and with the records of 12 layers
-        pp = sa.params(q, k, v, o, cu, seeds, 5, 2, R, D ** -0.5)
-        t_s = bench(lambda: sa.schedule(pp))[0] * 1e3
-        t_si = bench(lambda: (sa.schedule(pp), sa.items(pp, T, 64)))[0] * 1e3
-        log(f"  once per forward: the schedule kernel {t_s:.1f} us; with the item records of {RECORD_LAYERS} "
-            f"layers {t_si:.1f} us")
     log("\n| workload | traced | span us | tail us | tail % | wg us (events) | traced us (events) |")
     log("|---|---|---|---|---|---|---|")
     for wname, tv, span, tail, t_wg, t_tr in rows:
