@@ -81,10 +81,14 @@ type config struct {
 	slo           time.Duration // dynamic-slack: the latency goal, 2x the p99 of one request alone
 	rounds        int
 	arrival       string // "precise" or "sleep": how the arrival loop waits
+	submitters    int    // goroutines submitting the arrivals (arrival i by submitter i mod submitters)
 	tracePath     string // dynamic modes: per-batch traces (JSON lines) here, a summary on stderr
 	traceOut      *os.File
 	capacity      string  // "round" or "offline"
 	offlineRPS    float64 // the best offline throughput (capacity "offline")
+	streams       int     // engine.Options.StreamsPerDevice
+	devices       int     // the engine's devices (streams): AsyncOptions.Devices
+	devErr        func(int) error
 }
 
 // result is one mode at one load.
@@ -152,9 +156,11 @@ func main() {
 	flag.IntVar(&c.trace, "trace", 4096, "distinct requests in the trace")
 	flag.Uint64Var(&c.seed, "seed", 1, "trace and arrival seed")
 	flag.IntVar(&c.threads, "threads", 0, "CPU threads (0 = all cores)")
-	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes")
+	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes (per stream)")
+	flag.IntVar(&c.streams, "streams", 1, "cuda: independent streams on the GPU (engine.Options.StreamsPerDevice); the dynamic modes spread batches across them")
 	flag.StringVar(&c.backend, "backend", "cpu", "engine backend: cpu or cuda (the model file's dtype, e.g. f16, is used as stored)")
 	flag.IntVar(&c.rounds, "rounds", 3, "each load runs the modes in this many interleaved rounds of duration/rounds")
+	flag.IntVar(&c.submitters, "submitters", 1, "goroutines that submit the arrivals, as a server's many client threads would (arrival i by goroutine i mod N; each waits for its own arrivals' times)")
 	flag.StringVar(&c.arrival, "arrival", "precise", "arrival loop: precise (coarse sleep, then nanosleep and a short spin to the arrival) or sleep (time.Sleep, "+
 		"which on Linux oversleeps to ~1.1 ms when the process is idle)")
 	flag.StringVar(&c.tracePath, "batch-trace", "", "dynamic modes: write every batch's timings here (JSON lines) and a summary per run on stderr")
@@ -206,12 +212,14 @@ func main() {
 		fail(fmt.Errorf("unknown backend %q", c.backend))
 	}
 	opts.Threads = c.threads
+	opts.StreamsPerDevice = c.streams
 	opts.Log = func(engine.LogLevel, string) {}
 	e, err := engine.New(opts)
 	if err != nil {
 		fail(err)
 	}
 	defer e.Close()
+	c.devices, c.devErr = e.NumDevices(), e.DeviceErr
 	f, err := loader.Open(c.model)
 	if err != nil {
 		fail(err)
@@ -532,6 +540,7 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	var traces []engine.BatchTrace
 	var traceMu sync.Mutex
 	aopts := func(o engine.AsyncOptions) engine.AsyncOptions {
+		o.Devices, o.DeviceErr = c.devices, c.devErr
 		if c.traceOut != nil {
 			o.Trace = func(t engine.BatchTrace) {
 				traceMu.Lock()
@@ -601,33 +610,24 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 			}
 		}
 	}()
-	late := make([]float64, 0, len(arrivals))
-	for i, at := range arrivals {
-		arrive := t0.Add(at)
-		waitUntil(arrive, c.arrival == "precise")
-		late = append(late, float64(time.Since(arrive))/float64(time.Microsecond))
-		ids := trace[(start+i)%len(trace)]
-		wg.Add(1)
-		ok := s.submit(i, ids, func(err error) {
-			now := time.Now()
-			mu.Lock()
-			if err == nil {
-				lat = append(lat, ms(now.Sub(arrive)))
-				if now.Before(end) {
-					windowDone++
-					windowTokens += len(ids)
-				}
-			}
-			mu.Unlock()
-			if err != nil {
-				fail(fmt.Errorf("%s: request failed: %w", mode, err))
-			}
-			wg.Done()
-		})
-		if !ok {
-			res.Busy++
-			wg.Done()
-		}
+	nsub := max(1, c.submitters)
+	lates := make([][]float64, nsub)
+	var busy atomic.Int64
+	var subs sync.WaitGroup
+	for k := range nsub {
+		subs.Add(1)
+		go func() {
+			defer subs.Done()
+			lates[k] = submitLoop(arrivals, k, nsub, t0, func(i int, arrive time.Time) bool {
+				return submitOne(s, mode, trace[(start+i)%len(trace)], i, arrive, end, &mu, &lat, &windowDone, &windowTokens, &wg)
+			}, c.arrival == "precise", &busy)
+		}()
+	}
+	subs.Wait()
+	res.Busy = int(busy.Load())
+	var late []float64
+	for _, l := range lates {
+		late = append(late, l...)
 	}
 	wg.Wait()
 	close(stop)
@@ -646,6 +646,49 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 		traceMu.Unlock()
 	}
 	return partial{res, lat}
+}
+
+// submitLoop submits arrivals k, k+n, k+2n, ... each at its time (one of n
+// submitters), and returns their submit lateness (us). submit returns false
+// for a refused (BUSY) request, counted in busy.
+func submitLoop(arrivals []time.Duration, k, n int, t0 time.Time, submit func(i int, arrive time.Time) bool, precise bool, busy *atomic.Int64) []float64 {
+	late := make([]float64, 0, len(arrivals)/n+1)
+	for i := k; i < len(arrivals); i += n {
+		arrive := t0.Add(arrivals[i])
+		waitUntil(arrive, precise)
+		late = append(late, float64(time.Since(arrive))/float64(time.Microsecond))
+		if !submit(i, arrive) {
+			busy.Add(1)
+		}
+	}
+	return late
+}
+
+// submitOne submits request i (token ids ids, arrived at arrive); its
+// completion records its latency in lat and, inside the window (before
+// end), the window's counts. It reports whether the request was accepted.
+func submitOne(s server, mode string, ids []int32, i int, arrive, end time.Time, mu *sync.Mutex, lat *[]float64, windowDone, windowTokens *int, wg *sync.WaitGroup) bool {
+	wg.Add(1)
+	ok := s.submit(i, ids, func(err error) {
+		now := time.Now()
+		mu.Lock()
+		if err == nil {
+			*lat = append(*lat, ms(now.Sub(arrive)))
+			if now.Before(end) {
+				*windowDone++
+				*windowTokens += len(ids)
+			}
+		}
+		mu.Unlock()
+		if err != nil {
+			fail(fmt.Errorf("%s: request failed: %w", mode, err))
+		}
+		wg.Done()
+	})
+	if !ok {
+		wg.Done()
+	}
+	return ok
 }
 
 // waitUntil returns at t. precise: time.Sleep to about 1.5 ms before t
