@@ -72,16 +72,6 @@ type Options struct {
 	// "openblas" = OpenBLAS for everything; "off" = pure Go; a path = that
 	// shared library's cblas_sgemm. See internal/blas.Open.
 	BLAS string
-	// StreamsPerDevice is how many independent streams serve each GPU: each
-	// is a device of the engine of its own (its own device worker, CUDA
-	// stream, memory pool and copy of every model's weights), and Async
-	// spreads the batches across all of them by load, as across GPUs. The
-	// batches of a request stream are small, and one such forward leaves
-	// most of a GPU idle (a fixed ~0.18 ms of small kernels on an H100,
-	// bench/RESULTS.md, issue 8), so with two or three streams a batch can
-	// start while another computes instead of queueing behind it. 0 or 1 =
-	// one stream; at most MaxStreamsPerDevice. The CPU backend ignores it.
-	StreamsPerDevice int
 }
 
 // DefaultOptions returns the default engine options.

@@ -25,9 +25,6 @@ import (
 	"github.com/raptor-infer/raptor/internal/status"
 )
 
-// MaxStreamsPerDevice bounds Options.StreamsPerDevice.
-const MaxStreamsPerDevice = 8
-
 // MaxDevices bounds the device list of an engine (and the ordinals of CPU
 // replicas).
 const MaxDevices = 64
@@ -82,9 +79,6 @@ func (d *device) injected() error {
 func (o *Options) deviceList() ([]int, error) {
 	if o.AllDevices && o.Devices != nil {
 		return nil, status.Errorf(status.InvalidArgument, "both a device list and all devices were asked for; pick one")
-	}
-	if o.StreamsPerDevice < 0 || o.StreamsPerDevice > MaxStreamsPerDevice {
-		return nil, status.Errorf(status.InvalidArgument, "%d streams per device, outside [0, %d]", o.StreamsPerDevice, MaxStreamsPerDevice)
 	}
 	if o.Devices == nil {
 		if o.Device < 0 {
@@ -167,21 +161,19 @@ func (e *Engine) openCUDAList(opts Options, ordinals []int, listed bool) error {
 	for i, o := range ordinals {
 		dopts := opts
 		dopts.Device = o
-		for range max(1, opts.StreamsPerDevice) {
-			be, err := openCUDA(dopts, e.log)
-			if err != nil {
-				e.closeDevices()
-				if msg := err.Error(); listed && status.CodeOf(err) == status.BackendUnavailable && strings.Contains(msg, "requested") && !strings.Contains(msg, " 0 present") {
-					// The driver works but has no such device: a bad ordinal, not a reason to fall back to the CPU.
-					return status.Wrap(status.OutOfRange, err, fmt.Sprintf("device ordinal %d is not present", o))
-				}
-				if len(ordinals) > 1 {
-					return status.Wrap(status.CodeOf(err), err, fmt.Sprintf("device list entry %d (ordinal %d)", i, o))
-				}
-				return err
+		be, err := openCUDA(dopts, e.log)
+		if err != nil {
+			e.closeDevices()
+			if msg := err.Error(); listed && status.CodeOf(err) == status.BackendUnavailable && strings.Contains(msg, "requested") && !strings.Contains(msg, " 0 present") {
+				// The driver works but has no such device: a bad ordinal, not a reason to fall back to the CPU.
+				return status.Wrap(status.OutOfRange, err, fmt.Sprintf("device ordinal %d is not present", o))
 			}
-			e.devs = append(e.devs, &device{index: len(e.devs), ordinal: o, be: be})
+			if len(ordinals) > 1 {
+				return status.Wrap(status.CodeOf(err), err, fmt.Sprintf("device list entry %d (ordinal %d)", i, o))
+			}
+			return err
 		}
+		e.devs = append(e.devs, &device{index: i, ordinal: o, be: be})
 	}
 	return nil
 }
@@ -192,17 +184,15 @@ func (e *Engine) openAllCUDA(opts Options) error {
 	for o := 0; o < MaxDevices; o++ {
 		dopts := opts
 		dopts.Device = o
-		for k := range max(1, opts.StreamsPerDevice) {
-			be, err := openCUDA(dopts, e.log)
-			if err != nil {
-				if o > 0 && k == 0 && status.CodeOf(err) == status.BackendUnavailable && strings.Contains(err.Error(), "requested") {
-					return nil // past the last device
-				}
-				e.closeDevices()
-				return err
+		be, err := openCUDA(dopts, e.log)
+		if err != nil {
+			if o > 0 && status.CodeOf(err) == status.BackendUnavailable && strings.Contains(err.Error(), "requested") {
+				return nil // past the last device
 			}
-			e.devs = append(e.devs, &device{index: len(e.devs), ordinal: o, be: be})
+			e.closeDevices()
+			return err
 		}
+		e.devs = append(e.devs, &device{index: o, ordinal: o, be: be})
 	}
 	return nil
 }

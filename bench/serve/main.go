@@ -86,9 +86,6 @@ type config struct {
 	traceOut      *os.File
 	capacity      string  // "round" or "offline"
 	offlineRPS    float64 // the best offline throughput (capacity "offline")
-	streams       int     // engine.Options.StreamsPerDevice
-	devices       int     // the engine's devices (streams): AsyncOptions.Devices
-	devErr        func(int) error
 }
 
 // result is one mode at one load.
@@ -156,8 +153,7 @@ func main() {
 	flag.IntVar(&c.trace, "trace", 4096, "distinct requests in the trace")
 	flag.Uint64Var(&c.seed, "seed", 1, "trace and arrival seed")
 	flag.IntVar(&c.threads, "threads", 0, "CPU threads (0 = all cores)")
-	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes (per stream)")
-	flag.IntVar(&c.streams, "streams", 1, "cuda: independent streams on the GPU (engine.Options.StreamsPerDevice); the dynamic modes spread batches across them")
+	flag.IntVar(&c.lanes, "lanes", 2, "dynamic: compute lanes")
 	flag.StringVar(&c.backend, "backend", "cpu", "engine backend: cpu or cuda (the model file's dtype, e.g. f16, is used as stored)")
 	flag.IntVar(&c.rounds, "rounds", 3, "each load runs the modes in this many interleaved rounds of duration/rounds")
 	flag.IntVar(&c.submitters, "submitters", 1, "goroutines that submit the arrivals, as a server's many client threads would (arrival i by goroutine i mod N; each waits for its own arrivals' times)")
@@ -212,14 +208,12 @@ func main() {
 		fail(fmt.Errorf("unknown backend %q", c.backend))
 	}
 	opts.Threads = c.threads
-	opts.StreamsPerDevice = c.streams
 	opts.Log = func(engine.LogLevel, string) {}
 	e, err := engine.New(opts)
 	if err != nil {
 		fail(err)
 	}
 	defer e.Close()
-	c.devices, c.devErr = e.NumDevices(), e.DeviceErr
 	f, err := loader.Open(c.model)
 	if err != nil {
 		fail(err)
@@ -540,7 +534,6 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 	var traces []engine.BatchTrace
 	var traceMu sync.Mutex
 	aopts := func(o engine.AsyncOptions) engine.AsyncOptions {
-		o.Devices, o.DeviceErr = c.devices, c.devErr
 		if c.traceOut != nil {
 			o.Trace = func(t engine.BatchTrace) {
 				traceMu.Lock()
