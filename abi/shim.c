@@ -194,3 +194,18 @@ raptor_status_t raptor_engine_get_device_stats(const raptor_engine_t* engine, in
                                                raptor_device_stats_t* stats) {
   return raptorgo_engine_get_device_stats((uintptr_t)engine, index, stats);
 }
+
+/* ---- warm-up --------------------------------------------------------------- */
+
+void raptor_warmup_params_default(raptor_warmup_params_t* params) {
+  if (params == NULL) return;
+  memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  params->pooled = 1;
+  params->pooling = RAPTOR_POOLING_MEAN;
+}
+
+raptor_status_t raptor_model_warmup(raptor_model_t* model, const raptor_warmup_params_t* params,
+                                    int64_t* out_batches) {
+  return raptorgo_model_warmup((uintptr_t)model, (raptor_warmup_params_t*)params, out_batches);
+}

@@ -72,6 +72,12 @@ func (c cudaModel) encode(ctx context.Context, b *model.Batch, out *Outputs) err
 
 func (c cudaModel) release() { c.m.Release() }
 
+// graphShapes is the batch shape of every class the model replays as a
+// CUDA graph (Model.Warmup).
+func (c cudaModel) graphShapes(maxTokens, maxLen int) []gpu.Shape {
+	return c.m.GraphShapes(maxTokens, maxLen)
+}
+
 // DeviceOutputs says whether the engine accepts Outputs.HiddenDevice and
 // PooledDevice (float32 destinations in its GPU's memory): true on the CUDA
 // backend only. The C ABI checks it to refuse device outputs up front.

@@ -636,8 +636,6 @@ typedef struct raptor_device_stats {
   int64_t memory_total_bytes;   /* the device's memory (GPU; 0 on the CPU) */
 } raptor_device_stats_t;
 
-/* Sets *n to the number of devices the engine serves on (1 unless created
- * with a device list or all_devices). */
 /* As raptor_engine_options_default, then sets the fields appended since to
  * their defaults (devices NULL, num_devices 0, all_devices 0) and
  * opts->struct_size = struct_size, which must be RAPTOR_ENGINE_OPTIONS_V1_SIZE
@@ -645,6 +643,8 @@ typedef struct raptor_device_stats {
  * untouched). NULL is ignored. */
 RAPTOR_API void raptor_engine_options_init(raptor_engine_options_t* opts, size_t struct_size);
 
+/* Sets *n to the number of devices the engine serves on (1 unless created
+ * with a device list or all_devices). */
 RAPTOR_API raptor_status_t raptor_engine_device_count(const raptor_engine_t* engine, int32_t* n);
 
 /* Fills *stats (whose struct_size the caller sets) for device `index` in
@@ -653,6 +653,56 @@ RAPTOR_API raptor_status_t raptor_engine_device_count(const raptor_engine_t* eng
  * device="<index>",ordinal="<ordinal>". */
 RAPTOR_API raptor_status_t raptor_engine_get_device_stats(const raptor_engine_t* engine, int32_t index,
                                                           raptor_device_stats_t* stats);
+
+/* ------------------------------------------------------------------------ */
+/* Warm-up (appended)                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* What raptor_model_warmup prepares a model for: the largest batch and the
+ * parts of a request that shape a batch's GPU kernels. */
+typedef struct raptor_warmup_params {
+  size_t struct_size;     /* sizeof(raptor_warmup_params_t); set by raptor_warmup_params_default */
+  int64_t max_tokens;     /* the largest batch to prepare, in tokens (the scheduler merges requests up
+                             to max_batch_tokens); 0 (default) = every batch size the engine replays as
+                             a CUDA graph (RAPTOR_CUDA_GRAPHS, 4096 tokens unless set); negative:
+                             RAPTOR_ERR_INVALID_ARGUMENT */
+  int32_t token_type_ids; /* nonzero: the requests pass token_type_ids (default 0) */
+  int32_t seeds;          /* nonzero: the requests pass seeds (default 0) */
+  int32_t hidden;         /* nonzero: they ask for hidden states (host or device memory) or for logits
+                             (computed from them) (default 0) */
+  int32_t pooled;         /* nonzero: they ask for pooled vectors (default 1) */
+  int32_t pooling;        /* RAPTOR_POOLING_* of the pooled vectors (default RAPTOR_POOLING_MEAN) */
+  int32_t normalize;      /* nonzero: L2-normalised pooled vectors (default 0) */
+} raptor_warmup_params_t;
+
+/* Fills *params with the defaults (max_tokens 0, pooled mean vectors, no
+ * token types, seeds or hidden states) and sets params->struct_size. NULL is
+ * ignored. */
+RAPTOR_API void raptor_warmup_params_default(raptor_warmup_params_t* params);
+
+/* Prepares `model` for a stream of requests like *params, so that the first
+ * of them do not pay one-time costs. On the GPU a batch of up to 4096 tokens
+ * runs as one of a few hundred class shapes (its token count rounded up to
+ * one of eight steps per power of two, its sequence count to a power of two;
+ * the padding is reported as padded tokens): a class's first batch loads its
+ * kernels and GEMM plans, its second captures a CUDA graph, later ones replay
+ * it. raptor_model_warmup runs two batches of every class that such requests
+ * can make, on every device of the engine. Measured on an H200 with
+ * all-MiniLM-L6-v2 (bench/RESULTS.md, issue 8): about 280 classes in under a
+ * second; without it, the first seconds of a request stream at half the
+ * offline rate had a p99 latency of 20-80 ms instead of 2-4 ms. On the CPU
+ * it runs one small batch. It blocks until done; requests submitted
+ * meanwhile are served. Classes are told apart by the parameters too: warm up
+ * once per kind of request served (at most 512 classes per model become
+ * graphs). params == NULL means the defaults. *out_batches (may be NULL)
+ * receives the number of batches run.
+ * Errors: RAPTOR_ERR_INVALID_HANDLE; RAPTOR_ERR_INVALID_ARGUMENT for a bad
+ * struct_size, a negative max_tokens, neither hidden nor pooled, a bad
+ * pooling, or RAPTOR_POOLING_POOLER on a model without a pooler;
+ * RAPTOR_ERR_SHUTDOWN after raptor_engine_shutdown; an encode's device
+ * errors. */
+RAPTOR_API raptor_status_t raptor_model_warmup(raptor_model_t* model, const raptor_warmup_params_t* params,
+                                               int64_t* out_batches);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -129,6 +129,7 @@ type report struct {
 	AloneP99ms  float64  `json:"alone_p99_ms"`
 	AloneMeanms float64  `json:"alone_mean_ms"`
 	AloneN      int      `json:"alone_n"`             // requests alone, each pass
+	Warmup      string   `json:"warmup,omitempty"`    // engine.Model.Warmup before the measurements: what it ran
 	Alone1P99ms float64  `json:"alone_before_p99_ms"` // the pass before the loads
 	Alone2P50ms float64  `json:"alone_after_p50_ms"`  // the pass after them
 	Alone2P99ms float64  `json:"alone_after_p99_ms"`  //
@@ -163,6 +164,7 @@ func main() {
 	flag.StringVar(&c.capacity, "capacity", "round", "what the loads are fractions of: round (measured before each round: -budget batches of the "+
 		"round's requests in arrival order, one at a time) or offline (the best offline throughput)")
 	aloneN := flag.Int("alone", 300, "requests measured alone (before and after the loads)")
+	warmup := flag.Bool("warmup", true, "warm the model up first (engine.Model.Warmup for the bench's requests: mean-pooled, batches up to -budget tokens; on the GPU every batch class's CUDA graph is captured before traffic)")
 	offBudgets := flag.String("offline-budgets", "", "token budgets tried for the best offline throughput (default: -budget and 4x -budget)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the load runs here")
 	jsonOut := flag.String("json", "", "also write the results as JSON here")
@@ -243,6 +245,15 @@ func main() {
 	rep.TraceP50, rep.TraceP99 = lens[len(lens)/2], lens[len(lens)*99/100]
 
 	// Warm up, then the latency of one request alone and the best offline throughput.
+	if *warmup {
+		t0 := time.Now()
+		st, err := m.Warmup(context.Background(), engine.WarmupOptions{MaxTokens: c.budget, Pooled: true, Pooling: engine.PoolMean})
+		if err != nil {
+			fail(fmt.Errorf("warm-up: %w", err))
+		}
+		rep.Warmup = fmt.Sprintf("%d classes, %d batches in %v", st.Classes, st.Batches, time.Since(t0).Round(time.Millisecond))
+		logf("warm-up: %s", rep.Warmup)
+	}
 	for i := range 5 {
 		encodeAlone(m, trace[i])
 	}
@@ -937,6 +948,11 @@ func printReport(r *report, c config) {
 		fmt.Printf("Each run's load is a share of the capacity measured just before it (its own requests packed into %d-token "+
 			"batches, back to back, one at a time, 2 s), because other workloads may share this machine's cores (column: "+
 			"the cores they used meanwhile). ", c.budget)
+	}
+	if r.Warmup != "" {
+		fmt.Printf("Warm-up first (engine.Model.Warmup, mean-pooled requests, batches up to %d tokens): %s. ", c.budget, r.Warmup)
+	} else {
+		fmt.Printf("No warm-up (-warmup=false). ")
 	}
 	fmt.Printf("One request alone (%d requests, each pass after a first pass over them; before and after the loads, in this "+
 		"process): p50 %.2f ms, p99 %.2f ms, mean %.2f ms (before: p99 %.2f ms; after: p50 %.2f, p99 %.2f ms).\n\n",

@@ -127,5 +127,15 @@ int main(void) {
   OFF(raptor_device_stats_t, memory_cached_bytes);
   OFF(raptor_device_stats_t, memory_total_bytes);
 
+  SIZE(raptor_warmup_params_t);
+  OFF(raptor_warmup_params_t, struct_size);
+  OFF(raptor_warmup_params_t, max_tokens);
+  OFF(raptor_warmup_params_t, token_type_ids);
+  OFF(raptor_warmup_params_t, seeds);
+  OFF(raptor_warmup_params_t, hidden);
+  OFF(raptor_warmup_params_t, pooled);
+  OFF(raptor_warmup_params_t, pooling);
+  OFF(raptor_warmup_params_t, normalize);
+
   return 0;
 }

@@ -175,6 +175,50 @@ func classShape(T, S, padLen, maxT, maxS int) (tc, sc int, pad []int, ok bool) {
 	return tc, sc, pad, true
 }
 
+// Shape is a batch shape: T tokens in S sequences.
+type Shape struct{ T, S int }
+
+// GraphShapes returns one batch shape per class that a stream of requests
+// with sequences of at most maxLen tokens can make, up to maxTokens tokens
+// (0: every class): a batch of that shape is its class (Tc, Sc) with no
+// padding, so running one twice (eagerly, then captured) prepares the
+// class's CUDA graph. Classes above the backend's graph limit run eagerly
+// and are left out; nil when graphs are off.
+func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
+	limit := m.b.graphTokens
+	if maxTokens > 0 {
+		limit = min(limit, maxTokens)
+	}
+	if m.g.maxT == 0 || m.g.off {
+		return nil
+	}
+	return graphShapes(limit, m.b.graphTokens, m.g.maxS, maxLen)
+}
+
+// graphShapes lists a shape (T, S) for every class (Tc, Sc) with Tc up to
+// tokenClass(limit) and at most graphTokens, and Sc a power of two up to
+// maxS that a batch can reach: T = Tc tokens in S = min(Sc, Tc)
+// sequences of at most maxLen tokens (a batch of T tokens and S sequences
+// has S + padding sequences <= Tc, so Sc <= seqClass(Tc); and Sc
+// sequences of maxLen tokens must hold Tc of them).
+func graphShapes(limit, graphTokens, maxS, maxLen int) []Shape {
+	if limit < 1 || maxLen < 1 {
+		return nil
+	}
+	var out []Shape
+	for tc := 64; tc <= graphTokens; tc = tokenClass(tc + 1) {
+		for sc := 1; sc <= min(maxS, seqClass(tc)); sc *= 2 {
+			if n := min(sc, tc); n*maxLen >= tc {
+				out = append(out, Shape{T: tc, S: n})
+			}
+		}
+		if tc >= limit {
+			break
+		}
+	}
+	return out
+}
+
 // enqueueGraph enqueues b as its class shape when it has one (ok), as a
 // graph replay or, before the class is captured, eagerly on the shared
 // arena. ok false: run b eagerly on its own arena.

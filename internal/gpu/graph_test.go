@@ -79,3 +79,50 @@ func TestClassShape(t *testing.T) {
 		}
 	}
 }
+
+func TestGraphShapes(t *testing.T) {
+	for _, tc := range []struct{ limit, graphTokens, maxS, maxLen, padLen int }{
+		{4096, 4096, 256, 512, 64}, // all-MiniLM-L6-v2 with the default limit
+		{1000, 4096, 256, 512, 64}, // a smaller warm-up
+		{4096, 4096, 256, 4096, 64},
+		{2048, 2048, 128, 100, 64},
+		{50, 4096, 256, 512, 64},
+	} {
+		t.Run(fmt.Sprintf("limit=%d/maxLen=%d", tc.limit, tc.maxLen), func(t *testing.T) {
+			maxT := tokenClass(tc.graphTokens)
+			shapes := graphShapes(tc.limit, tc.graphTokens, tc.maxS, tc.maxLen)
+			classes := map[[2]int]bool{}
+			for _, s := range shapes {
+				c, sc, pad, ok := classShape(s.T, s.S, tc.padLen, maxT, tc.maxS)
+				if !ok || c != s.T || len(pad) != sc-s.S || s.S*tc.maxLen < s.T || s.S > s.T {
+					t.Fatalf("shape %+v: class (%d, %d) ok %v, padding %v", s, c, sc, ok, pad)
+				}
+				for _, l := range pad {
+					if l != 0 {
+						t.Fatalf("shape %+v: padding tokens %v", s, pad)
+					}
+				}
+				k := [2]int{c, sc}
+				if classes[k] {
+					t.Fatalf("class %v twice", k)
+				}
+				classes[k] = true
+			}
+			// Every batch of at most limit tokens (sequences of at most
+			// maxLen) that has a class has one of these.
+			for T := 1; T <= min(tc.limit, tc.graphTokens); T++ {
+				minS := (T + tc.maxLen - 1) / tc.maxLen
+				for _, S := range []int{minS, minS + 1, 2 * minS, 3, 7, 8, 9, 31, 64, 100, 255, T / 2, T - 1, T} {
+					if S < minS || S < 1 || S > T {
+						continue
+					}
+					c, sc, _, ok := classShape(T, S, tc.padLen, maxT, tc.maxS)
+					if ok && !classes[[2]int{c, sc}] {
+						t.Fatalf("a batch of %d tokens in %d sequences makes class (%d, %d), not warmed", T, S, c, sc)
+					}
+				}
+			}
+			t.Logf("%d classes", len(shapes))
+		})
+	}
+}

@@ -549,6 +549,62 @@ static void test_drain_shutdown(void) {
   EXPECT(RAPTOR_ERR_INVALID_HANDLE, raptor_engine_shutdown, (e, RAPTOR_SHUTDOWN_CANCEL, 0)); /* freed */
 }
 
+/* ------------------------------------------------------------------ warm-up */
+
+/* raptor_model_warmup: the params filler, bad handles and params, one batch
+ * on the CPU, SHUTDOWN after raptor_engine_shutdown. */
+static void test_warmup(void) {
+  raptor_warmup_params_t p;
+  memset(&p, 0x5a, sizeof p);
+  raptor_warmup_params_default(&p);
+  CHECK(p.struct_size == sizeof p && p.max_tokens == 0 && p.pooled == 1 && p.pooling == RAPTOR_POOLING_MEAN &&
+        p.hidden == 0 && p.token_type_ids == 0 && p.seeds == 0 && p.normalize == 0);
+  raptor_warmup_params_default(NULL);
+
+  raptor_engine_t* e = new_engine(0, -1);
+  raptor_model_t* bert = load(e, "tiny-bert.raptor");
+  raptor_model_t* bigbird = load(e, "tiny-bigbird.raptor");
+  int64_t n = -7;
+  EXPECT(RAPTOR_OK, raptor_model_warmup, (bert, NULL, &n));
+  CHECK(n == 1); /* the CPU runs one small batch */
+  EXPECT(RAPTOR_OK, raptor_model_warmup, (bert, &p, NULL));
+  p.hidden = 1;
+  p.pooled = 0;
+  p.token_type_ids = 1;
+  p.seeds = 1;
+  p.max_tokens = 100;
+  EXPECT(RAPTOR_OK, raptor_model_warmup, (bigbird, &p, &n));
+  CHECK(n == 1);
+
+  EXPECT(RAPTOR_ERR_INVALID_HANDLE, raptor_model_warmup, (NULL, &p, &n));
+  EXPECT(RAPTOR_ERR_INVALID_HANDLE, raptor_model_warmup, ((raptor_model_t*)e, &p, &n));
+  raptor_warmup_params_default(&p);
+  p.struct_size = 8;
+  EXPECT(RAPTOR_ERR_INVALID_ARGUMENT, raptor_model_warmup, (bert, &p, &n));
+  raptor_warmup_params_default(&p);
+  p.max_tokens = -1;
+  EXPECT(RAPTOR_ERR_INVALID_ARGUMENT, raptor_model_warmup, (bert, &p, &n));
+  CHECK(strstr(raptor_last_error(), "max_tokens") != NULL);
+  raptor_warmup_params_default(&p);
+  p.pooled = 0;
+  EXPECT(RAPTOR_ERR_INVALID_ARGUMENT, raptor_model_warmup, (bert, &p, &n));
+  raptor_warmup_params_default(&p);
+  p.pooling = 3;
+  EXPECT(RAPTOR_ERR_INVALID_ARGUMENT, raptor_model_warmup, (bert, &p, &n));
+  raptor_warmup_params_default(&p);
+  p.pooling = RAPTOR_POOLING_POOLER;
+  EXPECT(RAPTOR_ERR_INVALID_ARGUMENT, raptor_model_warmup, (bigbird, &p, &n)); /* no pooler */
+  CHECK(strstr(raptor_last_error(), "pooler") != NULL);
+  EXPECT(RAPTOR_OK, raptor_model_warmup, (bert, &p, &n));
+  CHECK(n == 1);
+
+  EXPECT(RAPTOR_OK, raptor_engine_shutdown, (e, RAPTOR_SHUTDOWN_DRAIN, -1));
+  EXPECT(RAPTOR_ERR_SHUTDOWN, raptor_model_warmup, (bert, NULL, &n));
+  raptor_model_free(bert);
+  EXPECT(RAPTOR_ERR_INVALID_HANDLE, raptor_model_warmup, (bert, NULL, &n));
+  raptor_engine_free(e);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s TESTMODELS_DIR\n", argv[0]);
@@ -565,6 +621,7 @@ int main(int argc, char** argv) {
       {"stats and metrics", test_stats_and_metrics},
       {"backpressure, cancel shutdown", test_backpressure_and_cancel_shutdown},
       {"drain shutdown", test_drain_shutdown},
+      {"warm-up", test_warmup},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     int before = atomic_load(&failures);

@@ -126,3 +126,27 @@ def test_deadline_and_concurrent_threads(raptor, tiny):
         assert s["live_requests"] == 0 and s["queue_depth"] == 0
         n_ok = outcomes.count("ok")
         assert s["completed_by_status"].get("OK", 0) >= n_ok
+
+
+def test_warmup(raptor, tiny):
+    """Model.warmup (raptor_model_warmup): one batch on the CPU; bad
+    parameters raise; the model then encodes as without it."""
+    with raptor.Engine(backend="cpu") as e:
+        bert, bigbird = e.load(tiny[0]), e.load(tiny[1])
+        want = bert.encode([[5, 6, 7], [8, 9]], pooling="cls")
+        assert bert.warmup() == 1
+        assert bigbird.warmup(pooling=None, hidden=True, token_type_ids=True, seeds=True, max_tokens=64) == 1
+        assert bert.warmup(pooling="pooler", normalize=True) == 1
+        with pytest.raises(raptor.InvalidArgumentError, match="pooler"):
+            bigbird.warmup(pooling="pooler")
+        with pytest.raises(raptor.InvalidArgumentError, match="max_tokens"):
+            bert.warmup(max_tokens=-1)
+        with pytest.raises(raptor.InvalidArgumentError):
+            bert.warmup(pooling=None)
+        with pytest.raises(raptor.InvalidArgumentError, match="unknown pooling"):
+            bert.warmup(pooling="max")
+        got = bert.encode([[5, 6, 7], [8, 9]], pooling="cls")
+        assert np.array_equal(got, want)
+        bert.close()
+        with pytest.raises(raptor.InvalidHandleError):
+            bert.warmup()

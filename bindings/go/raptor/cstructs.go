@@ -27,6 +27,17 @@ type cEngineOptions struct {
 // cEngineOptionsV1Size is RAPTOR_ENGINE_OPTIONS_V1_SIZE.
 const cEngineOptionsV1Size = unsafe.Offsetof(cEngineOptions{}.Devices)
 
+type cWarmupParams struct {
+	StructSize   uintptr
+	MaxTokens    int64
+	TokenTypeIDs int32
+	Seeds        int32
+	Hidden       int32
+	Pooled       int32
+	Pooling      int32
+	Normalize    int32
+}
+
 type cDeviceStats struct {
 	StructSize                                          uintptr
 	Index, Ordinal, Failed, BusyLanes                   int32

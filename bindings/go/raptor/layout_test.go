@@ -56,6 +56,7 @@ func TestStructLayout(t *testing.T) {
 		"raptor_output_t":         reflect.TypeFor[cOutput](),
 		"raptor_submit_options_t": reflect.TypeFor[cSubmitOptions](),
 		"raptor_device_stats_t":   reflect.TypeFor[cDeviceStats](),
+		"raptor_warmup_params_t":  reflect.TypeFor[cWarmupParams](),
 	}
 	if len(sizes) != len(mirrors) {
 		t.Fatalf("probe printed %d structs, the binding mirrors %d", len(sizes), len(mirrors))

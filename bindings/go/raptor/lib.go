@@ -33,6 +33,7 @@ type Library struct {
 	hd   headsFuncs // appended functions (heads.go), resolved on first use
 	sf   schedFuncs // appended functions (sched.go), resolved on first use
 	df   devFuncs   // appended functions (devices.go), resolved on first use
+	wf   warmFuncs  // appended functions (warmup.go), resolved on first use
 
 	abiVersion           func() uint32
 	version              func() string

@@ -395,6 +395,31 @@ class Model(_Closing):
             options.block_timeout_us = -1 if block_timeout is None else int(block_timeout * 1e6)
         return Request(self, call, options)
 
+    def warmup(self, pooling="mean", normalize=False, hidden=False, token_type_ids=False, seeds=False,
+               max_tokens=0):
+        """Prepares the model for a stream of requests like these, so that the
+        first of them do not pay one-time costs (raptor_model_warmup): on the
+        GPU it runs two batches of every batch class such requests can make,
+        up to max_tokens tokens per batch (0: every size the engine replays as
+        a CUDA graph), capturing their graphs; on the CPU one small batch.
+        pooling None: the requests ask for no pooled vectors; hidden: they ask
+        for hidden states (or logits); token_type_ids, seeds: they pass them.
+        Blocks until done; returns the number of batches run."""
+        p = L.raptor_warmup_params_t()
+        L.lib().raptor_warmup_params_default(ctypes.byref(p))
+        p.max_tokens = int(max_tokens)
+        if pooling is None:
+            p.pooled = 0
+        else:
+            p.pooling = _enum(_POOLINGS, pooling, "pooling")
+            p.normalize = 1 if normalize else 0
+        p.hidden = 1 if hidden else 0
+        p.token_type_ids = 1 if token_type_ids else 0
+        p.seeds = 1 if seeds else 0
+        n = ctypes.c_int64(0)
+        check(L.lib().raptor_model_warmup(self.handle, ctypes.byref(p), ctypes.byref(n)))
+        return n.value
+
     @property
     def labels(self):
         """The label names of the model's task head in id order ([] without a head)."""

@@ -123,6 +123,19 @@ class raptor_engine_stats_t(ctypes.Structure):
 ENGINE_STATS_V1_SIZE = raptor_engine_stats_t.queue_latency_p50_us.offset
 
 
+class raptor_warmup_params_t(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("max_tokens", ctypes.c_int64),
+        ("token_type_ids", ctypes.c_int32),
+        ("seeds", ctypes.c_int32),
+        ("hidden", ctypes.c_int32),
+        ("pooled", ctypes.c_int32),
+        ("pooling", ctypes.c_int32),
+        ("normalize", ctypes.c_int32),
+    ]
+
+
 class raptor_submit_options_t(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
@@ -245,6 +258,9 @@ _PROTOTYPES = {
     "raptor_engine_shutdown": (raptor_status_t, [raptor_engine_p, ctypes.c_int32, ctypes.c_int64]),
     "raptor_engine_metrics_prometheus": (
         raptor_status_t, [raptor_engine_p, ctypes.c_char_p, ctypes.c_size_t, c_size_t_p]),
+    # warm-up (appended)
+    "raptor_warmup_params_default": (None, [_P(raptor_warmup_params_t)]),
+    "raptor_model_warmup": (raptor_status_t, [raptor_model_p, _P(raptor_warmup_params_t), _P(ctypes.c_int64)]),
 }
 
 

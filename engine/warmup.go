@@ -1,0 +1,145 @@
+package engine
+
+import (
+	"context"
+	"math/rand/v2"
+
+	"github.com/raptor-infer/raptor/internal/gpu"
+	"github.com/raptor-infer/raptor/internal/status"
+)
+
+// WarmupOptions describe the requests Model.Warmup prepares the model for:
+// their largest batch and the parts of a request that shape a batch's
+// kernels (whether token type ids and seeds are passed, which outputs are
+// asked for). Requests that ask for logits compute hidden states: set
+// Hidden for them.
+type WarmupOptions struct {
+	// MaxTokens is the largest batch (merged requests) to prepare, in
+	// tokens; 0 means every batch size the backend replays as a CUDA graph
+	// (RAPTOR_CUDA_GRAPHS, 4096 tokens by default). Negative is an error.
+	MaxTokens int
+	// TokenTypes and Seeds: the requests pass token type ids, seeds.
+	TokenTypes, Seeds bool
+	// Hidden: the requests ask for hidden states (host or device memory
+	// alike). Pooled: for pooled vectors, with Pooling and Normalize.
+	Hidden, Pooled bool
+	Pooling        Pooling
+	Normalize      bool
+}
+
+// WarmupStats say what Model.Warmup did.
+type WarmupStats struct {
+	Classes int // batch classes prepared on each device (0 on the CPU)
+	Batches int // batches run, over every device
+}
+
+// Warmup prepares the model for a stream of requests like o so that the
+// first of them do not pay one-time costs. On the GPU the backend runs a
+// batch of up to 4096 tokens (RAPTOR_CUDA_GRAPHS) as one of a few hundred
+// class shapes, whose first batch loads the kernels and GEMM plans and whose
+// second captures a CUDA graph; Warmup runs two batches of every class that
+// such requests can make, up to o.MaxTokens tokens, on every device of the
+// engine, so that their batches replay graphs from the start. Measured on an
+// H200 (all-MiniLM-L6-v2, bench/RESULTS.md, issue 8): about 300 classes in
+// about a second, and without it the first seconds of a request stream
+// at half the offline rate had a p99 latency of 20-80 ms instead of 2-4 ms.
+// On the CPU it runs one small batch. Requests may be served meanwhile. A
+// class is keyed by the options too, so warm up once per kind of request
+// served; at most 512 classes per model are kept as graphs.
+//
+// It returns status.InvalidArgument for a negative MaxTokens or options
+// asking for no output, the model's validation errors for options it
+// cannot serve (e.g. PoolPooler without a pooler), and ctx's error when
+// ctx ends first.
+func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error) {
+	var st WarmupStats
+	if m == nil {
+		return st, status.Errorf(status.InvalidHandle, "nil model")
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if o.MaxTokens < 0 {
+		return st, status.Errorf(status.InvalidArgument, "warm-up max tokens %d is negative", o.MaxTokens)
+	}
+	if !o.Hidden && !o.Pooled {
+		return st, status.Errorf(status.InvalidArgument, "warm-up for requests that ask for neither hidden states nor pooled vectors: there is nothing to compute")
+	}
+	maxLen := m.cfg.MaxPositions - m.cfg.PositionOffset
+	if o.MaxTokens > 0 {
+		maxLen = min(maxLen, o.MaxTokens)
+	}
+	rng := rand.New(rand.NewPCG(uint64(m.cfg.VocabSize), 1))
+	run := func(ctx context.Context, T, S int) error {
+		b := warmupBatch(rng, T, S, m.cfg.VocabSize, o)
+		out := &Outputs{Pooling: o.Pooling, Normalize: o.Normalize}
+		if o.Hidden {
+			out.Hidden = make([]float32, T*m.cfg.Hidden)
+		}
+		if o.Pooled {
+			out.Pooled = make([]float32, S*m.cfg.Hidden)
+		}
+		err := m.Encode(ctx, b, out)
+		if err == nil {
+			st.Batches++
+		}
+		return err
+	}
+	m.mu.RLock()
+	bms := m.rep.bms
+	m.mu.RUnlock()
+	for i, bm := range bms {
+		if bm == nil || m.e.DeviceErr(i) != nil {
+			continue // a failed device takes no work
+		}
+		dctx := ctx
+		if len(bms) > 1 {
+			dctx = onDevice(ctx, i)
+		}
+		g, ok := bm.(interface {
+			graphShapes(maxTokens, maxLen int) []gpu.Shape
+		})
+		if !ok {
+			if err := run(dctx, min(maxLen, 64), 1); err != nil {
+				return st, err
+			}
+			continue
+		}
+		shapes := g.graphShapes(o.MaxTokens, maxLen)
+		st.Classes = len(shapes)
+		for _, s := range shapes {
+			for range 2 { // the first runs eagerly, the second is captured
+				if err := run(dctx, s.T, s.S); err != nil {
+					return st, err
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+// warmupBatch is a batch of T tokens (random ids below vocab) in S
+// sequences of near-equal lengths, with token types and seeds when o asks.
+func warmupBatch(rng *rand.Rand, T, S, vocab int, o WarmupOptions) *Batch {
+	b := &Batch{Tokens: make([]int32, T), CuSeqlens: make([]int32, S+1)}
+	for i := range b.Tokens {
+		b.Tokens[i] = int32(rng.IntN(vocab))
+	}
+	for s := 0; s < S; s++ {
+		n := T / S
+		if s < T%S {
+			n++
+		}
+		b.CuSeqlens[s+1] = b.CuSeqlens[s] + int32(n)
+	}
+	if o.TokenTypes {
+		b.TokenTypes = make([]int32, T)
+	}
+	if o.Seeds {
+		b.Seeds = make([]uint64, S)
+		for i := range b.Seeds {
+			b.Seeds[i] = rng.Uint64()
+		}
+	}
+	return b
+}
