@@ -78,6 +78,12 @@ func (c cudaModel) graphShapes(maxTokens, maxLen int) []gpu.Shape {
 	return c.m.GraphShapes(maxTokens, maxLen)
 }
 
+// planShapes is a batch shape per GEMM plan class above the graph limit,
+// up to maxTokens (Model.Warmup).
+func (c cudaModel) planShapes(maxTokens, maxLen int) []gpu.Shape {
+	return c.m.PlanShapes(maxTokens, maxLen)
+}
+
 // DeviceOutputs says whether the engine accepts Outputs.HiddenDevice and
 // PooledDevice (float32 destinations in its GPU's memory): true on the CUDA
 // backend only. The C ABI checks it to refuse device outputs up front.

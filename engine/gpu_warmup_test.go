@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/raptor-infer/raptor/internal/gpu"
 	"github.com/raptor-infer/raptor/internal/testmodel"
 	"github.com/raptor-infer/raptor/loader"
 )
@@ -86,4 +87,32 @@ func TestGPUWarmup(t *testing.T) {
 			}
 		})
 	}
+	// Above the graph limit: batches run eagerly, and after a warm-up to
+	// MaxTokens their GEMM plans exist (no plan miss in their enqueue).
+	t.Run("above the graph limit", func(t *testing.T) {
+		e := gpuEngine(t, ComputeFP16)
+		cfg := gpuConfig(loader.FamilyBERT, loader.AttentionDense, 384, 12, 1536, 2)
+		cfg.MaxPositions = 512
+		m, err := e.Load(testmodel.Random(cfg, 5, 0.02))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if _, err := m.Warmup(context.Background(), WarmupOptions{MaxTokens: 9000, Pooled: true, Pooling: PoolMean}); err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(4, 4))
+		for _, lens := range [][]int{{512, 512, 512, 512, 512, 512, 512, 512, 400}, {500, 300, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 100}} {
+			b := raggedBatch(rng, cfg, lens)
+			b.TokenTypes, b.Seeds = nil, nil
+			var tr gpu.ForwardTrace
+			out := &Outputs{Pooled: make([]float32, len(lens)*cfg.Hidden), Pooling: PoolMean}
+			if err := m.Encode(gpu.WithTrace(context.Background(), &tr), b, out); err != nil {
+				t.Fatal(err)
+			}
+			if tr.PlanMisses != 0 {
+				t.Errorf("a %d-token batch after the warm-up: %d GEMM plan misses, want 0", len(b.Tokens), tr.PlanMisses)
+			}
+		}
+	})
 }

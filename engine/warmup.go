@@ -29,7 +29,7 @@ type WarmupOptions struct {
 
 // WarmupStats say what Model.Warmup did.
 type WarmupStats struct {
-	Classes int // batch classes prepared on each device (0 on the CPU)
+	Classes int // CUDA-graph batch classes prepared on each device (0 on the CPU)
 	Batches int // batches run, over every device
 }
 
@@ -39,13 +39,16 @@ type WarmupStats struct {
 // class shapes, whose first batch loads the kernels and GEMM plans and whose
 // second captures a CUDA graph; Warmup runs two batches of every class that
 // such requests can make, up to o.MaxTokens tokens, on every device of the
-// engine, so that their batches replay graphs from the start. Measured on an
-// H200 (all-MiniLM-L6-v2, bench/RESULTS.md, issue 8): about 300 classes in
-// about a second, and without it the first seconds of a request stream
-// at half the offline rate had a p99 latency of 20-80 ms instead of 2-4 ms.
-// On the CPU it runs one small batch. Requests may be served meanwhile. A
-// class is keyed by the options too, so warm up once per kind of request
-// served; at most 512 classes per model are kept as graphs.
+// engine, so that their batches replay graphs from the start. Above the
+// graph limit, batches run eagerly with cuBLASLt plans made per class of
+// token counts (four per power of two) on the class's first batch: Warmup
+// runs one batch of each class up to o.MaxTokens. Measured on an H200
+// (all-MiniLM-L6-v2, bench/RESULTS.md, issue 8): 383 classes in about a
+// second; without it, the first seconds of a request stream at a quarter
+// of the offline rate had a p99 latency of 11-19 ms, with it 1.3 ms. On the
+// CPU it runs one small batch. Requests may be served meanwhile. A class is
+// keyed by the options too, so warm up once per kind of request served; at
+// most 512 classes per model are kept as graphs.
 //
 // It returns status.InvalidArgument for a negative MaxTokens or options
 // asking for no output, the model's validation errors for options it
@@ -98,6 +101,7 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 		}
 		g, ok := bm.(interface {
 			graphShapes(maxTokens, maxLen int) []gpu.Shape
+			planShapes(maxTokens, maxLen int) []gpu.Shape
 		})
 		if !ok {
 			if err := run(dctx, min(maxLen, 64), 1); err != nil {
@@ -112,6 +116,11 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 				if err := run(dctx, s.T, s.S); err != nil {
 					return st, err
 				}
+			}
+		}
+		for _, s := range g.planShapes(o.MaxTokens, maxLen) {
+			if err := run(dctx, s.T, s.S); err != nil {
+				return st, err
 			}
 		}
 	}

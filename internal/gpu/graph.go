@@ -195,6 +195,33 @@ func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
 	return graphShapes(limit, m.b.graphTokens, m.g.maxS, maxLen)
 }
 
+// PlanShapes returns one batch shape per GEMM plan class (cuda.GEMMClass:
+// four per power of two) above the graph limit, up to maxTokens tokens,
+// with sequences of at most maxLen tokens: such batches run eagerly, and
+// the first batch of a class makes its cuBLASLt plans (heuristic queries on
+// the device worker). Running one of each prepares them.
+func (m *Model) PlanShapes(maxTokens, maxLen int) []Shape {
+	lo := 0
+	if m.g.maxT > 0 && !m.g.off {
+		lo = m.b.graphTokens
+	}
+	return planShapes(lo, maxTokens, maxLen)
+}
+
+// planShapes is a shape (T, ceil(T/maxLen)) for every M class above lo up
+// to maxTokens, T the class's largest M (maxTokens for the last one).
+func planShapes(lo, maxTokens, maxLen int) []Shape {
+	if maxLen < 1 {
+		return nil
+	}
+	var out []Shape
+	for t := lo + 1; t <= maxTokens; t = cuda.GEMMClass(t) + 1 {
+		T := min(cuda.GEMMClass(t), maxTokens)
+		out = append(out, Shape{T: T, S: (T + maxLen - 1) / maxLen})
+	}
+	return out
+}
+
 // graphShapes lists a shape (T, S) for every class (Tc, Sc) with Tc up to
 // tokenClass(limit) and at most graphTokens, and Sc a power of two up to
 // maxS that a batch can reach: T = Tc tokens in S = min(Sc, Tc)

@@ -126,3 +126,30 @@ func TestGraphShapes(t *testing.T) {
 		})
 	}
 }
+
+func TestPlanShapes(t *testing.T) {
+	for _, tc := range []struct{ lo, max, maxLen, want int }{
+		{4096, 131072, 512, 20}, // four classes per power of two, 2^12 to 2^17
+		{4096, 4096, 512, 0},
+		{4096, 5000, 512, 1}, // the class of 5000 tokens (5120), capped at 5000
+		{0, 100, 512, 0},     // every M up to 64 is a class of its own, then 65..100 (class 112)
+	} {
+		shapes := planShapes(tc.lo, tc.max, tc.maxLen)
+		seen := map[int]bool{}
+		for _, s := range shapes {
+			c := cuda.GEMMClass(s.T)
+			if s.T <= tc.lo || s.T > tc.max || seen[c] || s.S*tc.maxLen < s.T || (s.S-1)*tc.maxLen >= s.T {
+				t.Fatalf("%+v: shape %+v (class %d) in %v", tc, s, c, shapes)
+			}
+			seen[c] = true
+		}
+		for T := tc.lo + 1; T <= tc.max; T++ {
+			if !seen[cuda.GEMMClass(T)] && T > 64 {
+				t.Fatalf("%+v: M %d (class %d) not prepared: %v", tc, T, cuda.GEMMClass(T), shapes)
+			}
+		}
+		if tc.lo >= 64 && len(shapes) != tc.want {
+			t.Errorf("%+v: %d shapes, want %d", tc, len(shapes), tc.want)
+		}
+	}
+}
