@@ -229,12 +229,9 @@ func (m *modelObj) prepare(b *C.raptor_batch_t, o *C.raptor_output_t) (engine.Ba
 func raptorgo_encode(h C.uintptr_t, b *C.raptor_batch_t, o *C.raptor_output_t) (st C.raptor_status_t) {
 	const name = "raptor_encode"
 	defer guard(name, &st)()
-	m, err := lookup[*modelObj](handle(h), kindModel)
+	m, err := liveModel(h)
 	if err != nil {
 		return fail(name, err)
-	}
-	if m.e.shut.Load() {
-		return failf(name, status.Shutdown, "the engine was shut down (raptor_engine_shutdown)")
 	}
 	batch, spec, outs, err := m.prepare(b, o)
 	if err != nil {

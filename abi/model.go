@@ -33,6 +33,19 @@ func (m *modelObj) close() {
 	m.m.Close()
 }
 
+// liveModel looks up the model handle of a call that computes with it:
+// status.Shutdown once raptor_engine_shutdown started.
+func liveModel(h C.uintptr_t) (*modelObj, error) {
+	m, err := lookup[*modelObj](handle(h), kindModel)
+	if err != nil {
+		return nil, err
+	}
+	if m.e.shut.Load() {
+		return nil, status.Errorf(status.Shutdown, "the engine was shut down (raptor_engine_shutdown)")
+	}
+	return m, nil
+}
+
 // addModel loads f (closing it) on e and returns the new model's handle.
 func (e *engineObj) addModel(f *loader.File) (handle, error) {
 	defer f.Close()

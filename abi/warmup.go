@@ -18,12 +18,9 @@ import (
 func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatches *C.int64_t) (st C.raptor_status_t) {
 	const name = "raptor_model_warmup"
 	defer guard(name, &st)()
-	m, err := lookup[*modelObj](handle(h), kindModel)
+	m, err := liveModel(h)
 	if err != nil {
 		return fail(name, err)
-	}
-	if m.e.shut.Load() {
-		return failf(name, status.Shutdown, "the engine was shut down (raptor_engine_shutdown)")
 	}
 	o := engine.WarmupOptions{Pooled: true, Pooling: engine.PoolMean}
 	if p != nil {

@@ -1,11 +1,8 @@
 package raptor
 
 import (
-	"fmt"
 	"sync"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 // devFuncs are the functions of several devices appended to the ABI; a
@@ -19,20 +16,10 @@ type devFuncs struct {
 
 func (l *Library) devices() (*devFuncs, error) {
 	l.df.once.Do(func() {
-		for _, f := range []struct {
-			fptr any
-			name string
-		}{
+		l.df.err = l.registerAppended("several devices", []symbol{
 			{&l.df.deviceCount, "raptor_engine_device_count"},
 			{&l.df.getDeviceStats, "raptor_engine_get_device_stats"},
-		} {
-			sym, err := purego.Dlsym(l.dl, f.name)
-			if err != nil {
-				l.df.err = &Error{Status: StatusUnsupported, Msg: fmt.Sprintf("%s predates several devices (no %s)", l.path, f.name)}
-				return
-			}
-			purego.RegisterFunc(f.fptr, sym)
-		}
+		})
 	})
 	return &l.df, l.df.err
 }

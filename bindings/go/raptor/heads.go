@@ -2,11 +2,8 @@ package raptor
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 // HeadKind is the task a model's head computes (RAPTOR_HEAD_*).
@@ -30,17 +27,10 @@ type headsFuncs struct {
 
 func (l *Library) heads() (*headsFuncs, error) {
 	l.hd.once.Do(func() {
-		for _, f := range []struct {
-			fptr any
-			name string
-		}{{&l.hd.logitsShape, "raptor_model_logits_shape"}, {&l.hd.label, "raptor_model_label"}} {
-			sym, err := purego.Dlsym(l.dl, f.name)
-			if err != nil {
-				l.hd.err = &Error{Status: StatusUnsupported, Msg: fmt.Sprintf("%s predates task heads (no %s)", l.path, f.name)}
-				return
-			}
-			purego.RegisterFunc(f.fptr, sym)
-		}
+		l.hd.err = l.registerAppended("task heads", []symbol{
+			{&l.hd.logitsShape, "raptor_model_logits_shape"},
+			{&l.hd.label, "raptor_model_label"},
+		})
 	})
 	return &l.hd, l.hd.err
 }

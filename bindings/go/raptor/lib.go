@@ -98,11 +98,36 @@ func Load() (*Library, error) {
 	return Open("libraptor.so")
 }
 
+// symbol is a library function and the Go func variable that calls it.
+type symbol struct {
+	fptr any
+	name string
+}
+
+// registerSymbols points each fns[i].fptr at its function in the library
+// dlopen'ed as h; it stops at the first one missing and returns its name.
+func registerSymbols(h uintptr, fns []symbol) (missing string, err error) {
+	for _, f := range fns {
+		sym, err := purego.Dlsym(h, f.name)
+		if err != nil {
+			return f.name, err
+		}
+		purego.RegisterFunc(f.fptr, sym)
+	}
+	return "", nil
+}
+
+// registerAppended registers functions appended to the ABI for feature;
+// a library that predates them answers StatusUnsupported.
+func (l *Library) registerAppended(feature string, fns []symbol) error {
+	if missing, err := registerSymbols(l.dl, fns); err != nil {
+		return &Error{Status: StatusUnsupported, Msg: fmt.Sprintf("%s predates %s (no %s)", l.path, feature, missing)}
+	}
+	return nil
+}
+
 func (l *Library) register(h uintptr) (err error) {
-	fns := []struct {
-		fptr any
-		name string
-	}{
+	fns := []symbol{
 		{&l.abiVersion, "raptor_abi_version"},
 		{&l.version, "raptor_version"},
 		{&l.statusName, "raptor_status_name"},
@@ -128,12 +153,8 @@ func (l *Library) register(h uintptr) (err error) {
 		{&l.requestError, "raptor_request_error"},
 		{&l.requestFree, "raptor_request_free"},
 	}
-	for _, f := range fns {
-		sym, err := purego.Dlsym(h, f.name)
-		if err != nil {
-			return fmt.Errorf("missing symbol %s: %w", f.name, err)
-		}
-		purego.RegisterFunc(f.fptr, sym)
+	if missing, err := registerSymbols(h, fns); err != nil {
+		return fmt.Errorf("missing symbol %s: %w", missing, err)
 	}
 	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/ebitengine/purego"
 )
 
 // schedFuncs are the scheduler functions appended to the ABI; a library
@@ -23,22 +21,12 @@ type schedFuncs struct {
 
 func (l *Library) sched() (*schedFuncs, error) {
 	l.sf.once.Do(func() {
-		for _, f := range []struct {
-			fptr any
-			name string
-		}{
+		l.sf.err = l.registerAppended("the scheduler", []symbol{
 			{&l.sf.submitOptionsDefault, "raptor_submit_options_default"},
 			{&l.sf.submitWithOptions, "raptor_submit_with_options"},
 			{&l.sf.engineShutdown, "raptor_engine_shutdown"},
 			{&l.sf.metricsPrometheus, "raptor_engine_metrics_prometheus"},
-		} {
-			sym, err := purego.Dlsym(l.dl, f.name)
-			if err != nil {
-				l.sf.err = &Error{Status: StatusUnsupported, Msg: fmt.Sprintf("%s predates the scheduler (no %s)", l.path, f.name)}
-				return
-			}
-			purego.RegisterFunc(f.fptr, sym)
-		}
+		})
 	})
 	return &l.sf, l.sf.err
 }

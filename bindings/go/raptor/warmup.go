@@ -3,8 +3,6 @@ package raptor
 import (
 	"fmt"
 	"sync"
-
-	"github.com/ebitengine/purego"
 )
 
 // warmFuncs are the warm-up functions appended to the ABI; a library that
@@ -18,20 +16,10 @@ type warmFuncs struct {
 
 func (l *Library) warmFuncs() (*warmFuncs, error) {
 	l.wf.once.Do(func() {
-		for _, f := range []struct {
-			fptr any
-			name string
-		}{
+		l.wf.err = l.registerAppended("the warm-up", []symbol{
 			{&l.wf.paramsDefault, "raptor_warmup_params_default"},
 			{&l.wf.warmup, "raptor_model_warmup"},
-		} {
-			sym, err := purego.Dlsym(l.dl, f.name)
-			if err != nil {
-				l.wf.err = &Error{Status: StatusUnsupported, Msg: fmt.Sprintf("%s predates the warm-up (no %s)", l.path, f.name)}
-				return
-			}
-			purego.RegisterFunc(f.fptr, sym)
-		}
+		})
 	})
 	return &l.wf, l.wf.err
 }
