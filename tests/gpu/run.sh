@@ -274,7 +274,7 @@ print("torch uses", sorted({l.split()[-1] for l in open("/proc/self/maps") if "l
 
   if [ "$ONLY" -eq 0 ]; then
   # 1. engine: CUDA vs CPU, batch invariance, device outputs, MiniLM, fault isolation, heads.
-  local erun=${RAPTOR_GPU_TEST_RUN:-'TestGPU(ForwardVsCPU|BatchInvariance|DeviceOutputs|GraphClasses|GraphCapture|MiniLM|Fault|Heads)|TestHeadsGPU'}
+  local erun=${RAPTOR_GPU_TEST_RUN:-'TestGPU(ForwardVsCPU|BatchInvariance|DeviceOutputs|GraphClasses|GraphCapture|Warmup|MiniLM|Fault|Heads)|TestHeadsGPU'}
   [ -x "$BIN/engine.test" ] && go_runner engine 240 engine "$BIN/engine.test" "-test.run=$erun"
   # 2. internal/cuda (every GPU test; -short skips the model-shape GEMM sweep).
   local short=()
