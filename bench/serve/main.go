@@ -144,7 +144,7 @@ func main() {
 	var c config
 	loads := flag.String("loads", "25,50,90,110", "offered loads, percent of capacity")
 	modes := flag.String("modes", "dynamic,single,padded", "serving modes to run")
-	flag.StringVar(&c.model, "model", "build/models/all-MiniLM-L6-v2.raptor", "raptor model file")
+	flag.StringVar(&c.model, "model", "build/models/all-MiniLM-L6-v2.raptor", "raptor model file, or random:minilm / random:bert-base (random f16 weights in that shape, built in memory)")
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "arrival window of each run")
 	flag.IntVar(&c.queue, "queue", 32, "queue capacity (requests) of every mode")
 	flag.IntVar(&c.budget, "budget", 1024, "dynamic: token budget of a batch (MaxBatchTokens)")
@@ -216,7 +216,7 @@ func main() {
 		fail(err)
 	}
 	defer e.Close()
-	f, err := loader.Open(c.model)
+	f, err := openModel(c.model)
 	if err != nil {
 		fail(err)
 	}
@@ -693,6 +693,37 @@ func submitOne(s server, mode string, ids []int32, i int, arrive, end time.Time,
 		wg.Done()
 	}
 	return ok
+}
+
+// randomShapes are the -model random:NAME models: random weights
+// (loader.NewRandomWriter) in the shapes of common encoders, f16, for
+// timing runs without a checkpoint file.
+var randomShapes = map[string]loader.Config{
+	"minilm":    {Family: loader.FamilyBERT, Hidden: 384, Layers: 6, Heads: 12, Intermediate: 1536},
+	"bert-base": {Family: loader.FamilyBERT, Hidden: 768, Layers: 12, Heads: 12, Intermediate: 3072},
+}
+
+// openModel opens a model file, or builds random:NAME in memory.
+func openModel(path string) (*loader.File, error) {
+	name, ok := strings.CutPrefix(path, "random:")
+	if !ok {
+		return loader.Open(path)
+	}
+	cfg, ok := randomShapes[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown random model %q (minilm, bert-base)", name)
+	}
+	cfg.VocabSize, cfg.MaxPositions, cfg.TypeVocabSize, cfg.LayerNormEps = 30522, 512, 2, 1e-12
+	cfg.Activation, cfg.Attention, cfg.Pooler, cfg.DType = loader.ActGELU, loader.AttentionDense, true, loader.F16
+	w, err := loader.NewRandomWriter(cfg, 1, loader.WriterOptions{})
+	if err != nil {
+		return nil, err
+	}
+	b, err := w.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return loader.Read(b)
 }
 
 // waitUntil returns at t. precise: time.Sleep to about 1.5 ms before t
