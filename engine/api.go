@@ -138,8 +138,9 @@ type Outputs struct {
 	Logits []float32
 	// PaddedTokens is set by Encode: padding tokens computed with the batch.
 	// Batches are packed, so it is 0 except on the CUDA backend, which runs
-	// a batch of at most RAPTOR_CUDA_GRAPHS tokens (default 4096) and 256
-	// sequences padded to a token-count class (at most 12.5% more tokens
-	// above 64) as a CUDA graph; the padding's outputs are dropped.
+	// a batch of at most RAPTOR_CUDA_GRAPHS tokens (default 8192 for models
+	// up to 512 wide, else 4096) and 1/16 as many sequences padded to a
+	// token-count class (at most 12.5% more tokens above 64) as a CUDA graph;
+	// the padding's outputs are dropped.
 	PaddedTokens int
 }

@@ -87,31 +87,48 @@ func TestGPUWarmup(t *testing.T) {
 			}
 		})
 	}
-	// Above the graph limit: batches run eagerly, and after a warm-up to
-	// MaxTokens their GEMM plans exist (no plan miss in their enqueue).
+	// Above the graph limit (4096 tokens for a model 768 wide): batches run
+	// eagerly, and after a warm-up to MaxTokens their GEMM plans exist (no
+	// plan miss in their enqueue).
 	t.Run("above the graph limit", func(t *testing.T) {
 		e := gpuEngine(t, ComputeFP16)
-		cfg := gpuConfig(loader.FamilyBERT, loader.AttentionDense, 384, 12, 1536, 2)
+		cfg := gpuConfig(loader.FamilyBERT, loader.AttentionDense, 768, 12, 3072, 2)
 		cfg.MaxPositions = 512
 		m, err := e.Load(testmodel.Random(cfg, 5, 0.02))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		if _, err := m.Warmup(context.Background(), WarmupOptions{MaxTokens: 9000, Pooled: true, Pooling: PoolMean}); err != nil {
-			t.Fatal(err)
-		}
+		gmod := m.bm.(cudaModel).m
 		rng := rand.New(rand.NewPCG(4, 4))
-		for _, lens := range [][]int{{512, 512, 512, 512, 512, 512, 512, 512, 400}, {500, 300, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 100}} {
-			b := raggedBatch(rng, cfg, lens)
+		// A warm-up to the graph limit only, then a 4,496-token batch: it
+		// makes the plans of its class (the control: misses are seen).
+		// Then a warm-up to 9,000 tokens and an 8,012-token batch: none.
+		for i, step := range []struct {
+			maxTokens  int
+			lens       []int
+			wantMisses bool
+		}{
+			{4096, []int{512, 512, 512, 512, 512, 512, 512, 512, 400}, true},
+			{9000, []int{500, 300, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 100}, false},
+		} {
+			if _, err := m.Warmup(context.Background(), WarmupOptions{MaxTokens: step.maxTokens, Pooled: true, Pooling: PoolMean}); err != nil {
+				t.Fatal(err)
+			}
+			before := gmod.GraphStats().Batches
+			b := raggedBatch(rng, cfg, step.lens)
 			b.TokenTypes, b.Seeds = nil, nil
 			var tr gpu.ForwardTrace
-			out := &Outputs{Pooled: make([]float32, len(lens)*cfg.Hidden), Pooling: PoolMean}
+			out := &Outputs{Pooled: make([]float32, len(step.lens)*cfg.Hidden), Pooling: PoolMean}
 			if err := m.Encode(gpu.WithTrace(context.Background(), &tr), b, out); err != nil {
 				t.Fatal(err)
 			}
-			if tr.PlanMisses != 0 {
-				t.Errorf("a %d-token batch after the warm-up: %d GEMM plan misses, want 0", len(b.Tokens), tr.PlanMisses)
+			if st := gmod.GraphStats(); st.Batches != before {
+				t.Fatalf("step %d: a %d-token batch ran as a graph class (%+v): the test wants batches above the limit", i, len(b.Tokens), st)
+			}
+			if (tr.PlanMisses > 0) != step.wantMisses {
+				t.Errorf("step %d: a %d-token batch after a warm-up to %d tokens: %d GEMM plan misses (want some: %v)",
+					i, len(b.Tokens), step.maxTokens, tr.PlanMisses, step.wantMisses)
 			}
 		}
 	})

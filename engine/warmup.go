@@ -16,7 +16,8 @@ import (
 type WarmupOptions struct {
 	// MaxTokens is the largest batch (merged requests) to prepare, in
 	// tokens; 0 means every batch size the backend replays as a CUDA graph
-	// (RAPTOR_CUDA_GRAPHS, 4096 tokens by default). Negative is an error.
+	// (RAPTOR_CUDA_GRAPHS; by default 8192 tokens for models up to 512
+	// wide, else 4096). Negative is an error.
 	MaxTokens int
 	// TokenTypes and Seeds: the requests pass token type ids, seeds.
 	TokenTypes, Seeds bool
@@ -35,7 +36,8 @@ type WarmupStats struct {
 
 // Warmup prepares the model for a stream of requests like o so that the
 // first of them do not pay one-time costs. On the GPU the backend runs a
-// batch of up to 4096 tokens (RAPTOR_CUDA_GRAPHS) as one of a few hundred
+// batch of up to 8192 tokens (4096 for models wider than 512;
+// RAPTOR_CUDA_GRAPHS sets it) as one of a few hundred
 // class shapes, whose first batch loads the kernels and GEMM plans and whose
 // second captures a CUDA graph; Warmup runs two batches of every class that
 // such requests can make, up to o.MaxTokens tokens, on every device of the

@@ -238,8 +238,9 @@ typedef struct raptor_engine_stats {
   double mean_batch_fill;        /* mean tokens per scheduler batch / max_batch_tokens */
   uint64_t padded_tokens;        /* padding tokens computed: none from packing; on the CUDA
                                     backend a batch of <= RAPTOR_CUDA_GRAPHS tokens (default
-                                    4096) and <= 256 sequences runs padded to a token-count
-                                    class (<= 12.5% above 64 tokens) as a CUDA graph; 0 with
+                                    8192 for models up to 512 wide, else 4096) and <= 1/16 as
+                                    many sequences runs padded to a token-count class (<= 12.5%
+                                    above 64 tokens) as a CUDA graph; 0 with
                                     RAPTOR_CUDA_GRAPHS=0 */
   double padding_ratio;          /* padded_tokens / (tokens + padded_tokens) */
   double tokens_per_second;      /* tokens encoded per second over the last 10 s */
@@ -664,7 +665,8 @@ typedef struct raptor_warmup_params {
   size_t struct_size;     /* sizeof(raptor_warmup_params_t); set by raptor_warmup_params_default */
   int64_t max_tokens;     /* the largest batch to prepare, in tokens (the scheduler merges requests up
                              to max_batch_tokens); 0 (default) = every batch size the engine replays as
-                             a CUDA graph (RAPTOR_CUDA_GRAPHS, 4096 tokens unless set); negative:
+                             a CUDA graph (RAPTOR_CUDA_GRAPHS; by default 8192 tokens for
+                             models up to 512 wide, else 4096); negative:
                              RAPTOR_ERR_INVALID_ARGUMENT */
   int32_t token_type_ids; /* nonzero: the requests pass token_type_ids (default 0) */
   int32_t seeds;          /* nonzero: the requests pass seeds (default 0) */
@@ -681,7 +683,8 @@ typedef struct raptor_warmup_params {
 RAPTOR_API void raptor_warmup_params_default(raptor_warmup_params_t* params);
 
 /* Prepares `model` for a stream of requests like *params, so that the first
- * of them do not pay one-time costs. On the GPU a batch of up to 4096 tokens
+ * of them do not pay one-time costs. On the GPU a batch of up to 8192 tokens
+ * (4096 for models wider than 512; RAPTOR_CUDA_GRAPHS sets it)
  * runs as one of a few hundred class shapes (its token count rounded up to
  * one of eight steps per power of two, its sequence count to a power of two;
  * the padding is reported as padded tokens): a class's first batch loads its

@@ -26,7 +26,8 @@
 // batch's upload and kernels are queued while the previous batch computes
 // and its download runs on the copy stream.
 //
-// A batch of at most graphTokens tokens (RAPTOR_CUDA_GRAPHS, default 4096)
+// A batch of at most graphTokens tokens (RAPTOR_CUDA_GRAPHS; by default 8192
+// for models up to 512 wide, else 4096)
 // runs padded to a token-count class as a captured CUDA graph instead of
 // ~60 launches (graph.go).
 package gpu
@@ -72,7 +73,8 @@ type Backend struct {
 	gelu string
 	// graphTokens: batches of at most this many tokens run padded to a
 	// token-count class as a captured CUDA graph (graph.go;
-	// RAPTOR_CUDA_GRAPHS=N sets it, 0 turns graphs off).
+	// RAPTOR_CUDA_GRAPHS=N sets it, 0 turns graphs off); -1: each model's
+	// default (defaultGraphTokens: 8192 up to 512 wide, else 4096).
 	graphTokens int
 
 	rel       chan func(*cuda.Ctx) // releases for the releaser
@@ -95,7 +97,7 @@ func Open(o Options) (*Backend, error) {
 	if g := os.Getenv("RAPTOR_GELU_KERNEL"); g == "tanh-epilogue" {
 		gelu = g
 	}
-	graphTokens := defaultGraphTokens
+	graphTokens := -1 // each model's default (defaultGraphTokens)
 	if v, err := strconv.Atoi(os.Getenv("RAPTOR_CUDA_GRAPHS")); err == nil && v >= 0 {
 		graphTokens = v
 	}

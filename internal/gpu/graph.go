@@ -49,13 +49,22 @@ import (
 // at most 64 tokens); it is counted in GraphStats and Outputs.PadTokens,
 // which the engine reports as padded tokens.
 
-// defaultGraphTokens is graphTokens unless RAPTOR_CUDA_GRAPHS sets it.
-// Measured with bench/serve (all-MiniLM-L6-v2, H100, bench/RESULTS.md issue
-// 8): above ~4096 tokens a batch's kernels outlast its host enqueue, so a
-// graph saves the device nothing, while the larger classes' padding and
-// their captures (a few ms each, on the device worker) cost more than it
-// saves: 16384 gave a worse p99 at 50% load than 4096.
-const defaultGraphTokens = 4096
+// defaultGraphTokens is a model's graph limit unless RAPTOR_CUDA_GRAPHS
+// sets one: 8192 tokens for models up to 512 wide, else 4096. A graph pays
+// while a batch's kernels last less than its eager enqueue (~0.7 ms for six
+// layers), and its class pads it by up to 12.5%. Measured with bench/serve
+// (bench/RESULTS.md, issue 8): on an H100 without a warm-up, 16384 gave
+// all-MiniLM-L6-v2 a worse p99 at 50% load than 4096 (captures of large
+// classes in the traffic); on an H200 with the warm-up (Model.Warmup),
+// 8192 gave it a 22-24% lower p99 at 50% load than 4096 (bursts of 4-8k
+// tokens replay graphs), and gave a BERT-base-shaped model (768 wide) the
+// same p99 as 4096 at 50% and 90% load; 2048 was no better for it.
+func defaultGraphTokens(hidden int) int {
+	if hidden <= 512 {
+		return 8192
+	}
+	return 4096
+}
 
 // maxGraphs bounds the captured classes; later classes run eagerly on the
 // shared arena.
@@ -91,6 +100,7 @@ const arenaRetry = 256
 // graphState is a Model's graphs and arena: used on the device worker
 // only, except the counters.
 type graphState struct {
+	limit   int // batches of at most this many tokens run as classes (0: graphs off)
 	maxT    int // largest class Tc (0: graphs off)
 	maxS    int // largest class Sc
 	padLen  int // longest padding sequence
@@ -122,11 +132,16 @@ func (m *Model) GraphStats() GraphStats {
 // GraphRuns is how many forwards replayed a captured graph.
 func (m *Model) GraphRuns() int64 { return m.g.replays.Load() }
 
-// initGraphs sets the class limits from the backend's graphTokens.
+// initGraphs sets the class limits from the backend's graphTokens
+// (RAPTOR_CUDA_GRAPHS) or the model's default.
 func (m *Model) initGraphs() {
 	m.g.padLen = min(64, m.cfg.MaxPositions-m.cfg.PositionOffset)
-	if m.b.graphTokens > 0 && m.g.padLen > 0 {
-		m.g.maxT = tokenClass(m.b.graphTokens)
+	m.g.limit = m.b.graphTokens
+	if m.g.limit < 0 {
+		m.g.limit = defaultGraphTokens(m.cfg.Hidden)
+	}
+	if m.g.limit > 0 && m.g.padLen > 0 {
+		m.g.maxT = tokenClass(m.g.limit)
 		m.g.maxS = max(64, m.g.maxT/16)
 	}
 }
@@ -185,14 +200,14 @@ type Shape struct{ T, S int }
 // class's CUDA graph. Classes above the backend's graph limit run eagerly
 // and are left out; nil when graphs are off.
 func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
-	limit := m.b.graphTokens
+	limit := m.g.limit
 	if maxTokens > 0 {
 		limit = min(limit, maxTokens)
 	}
 	if m.g.maxT == 0 || m.g.off {
 		return nil
 	}
-	return graphShapes(limit, m.b.graphTokens, m.g.maxS, maxLen)
+	return graphShapes(limit, m.g.limit, m.g.maxS, maxLen)
 }
 
 // PlanShapes returns one batch shape per GEMM plan class (cuda.GEMMClass:
@@ -203,7 +218,7 @@ func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
 func (m *Model) PlanShapes(maxTokens, maxLen int) []Shape {
 	lo := 0
 	if m.g.maxT > 0 && !m.g.off {
-		lo = m.b.graphTokens
+		lo = m.g.limit
 	}
 	return planShapes(lo, maxTokens, maxLen)
 }
@@ -252,7 +267,7 @@ func graphShapes(limit, graphTokens, maxS, maxLen int) []Shape {
 func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, ok bool, err error) {
 	g := &m.g
 	T, S := len(b.Tokens), b.NumSeqs()
-	if g.maxT == 0 || g.off || T > m.b.graphTokens {
+	if g.maxT == 0 || g.off || T > g.limit {
 		return nil, false, nil
 	}
 	if g.skip > 0 {
