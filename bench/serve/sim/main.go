@@ -13,7 +13,8 @@
 //
 // With -device gpu it models the CUDA backend instead (stream.go): batches
 // in order on one stream, the eager former of today against closing a batch
-// just in time for the stream.
+// just in time for the stream, overlapping streams, and layer-level
+// scheduling (requests join at every layer boundary; not built).
 package main
 
 import (

@@ -205,6 +205,11 @@ func gpuMain(loads []float64, num int, seed uint64, sigma, fixedScale float64) {
 			nb, mt := simulateStreams(rs, n, sigma, seed)
 			row(load, fmt.Sprintf("eager, %d lanes on %d streams (overlapping)", n, n), rs, alone, nb, mt)
 		}
+		for _, h := range []float64{0.02, 0.08} {
+			rs := trace(num, capPerMs*load, seed)
+			nb, mt := simulateLayerSteps(rs, 6, h, sigma, seed)
+			row(load, fmt.Sprintf("layer steps (requests join at every layer boundary), host %.2f ms per step", h), rs, alone, nb, mt)
+		}
 	}
 }
 
@@ -318,4 +323,69 @@ func takeFIFO(q []*req, budget int) (batch, rest []*req, tokens int, c float64) 
 		k++
 	}
 	return q[:k:k], q[k:], tokens, c
+}
+
+// simulateLayerSteps models iteration-level scheduling for an encoder (not
+// built; what it would buy): the device runs one layer at a time for every
+// request in flight, each at its own depth (a grouped GEMM per weight
+// matrix across the depths, one attention launch over every sequence), so
+// a request waits only for the layer step in progress before it joins,
+// and completes after `layers` steps. A step lasts its fixed part (the
+// forward's fixed cost over the layers: the same kernels per layer) plus
+// the token work of every request in flight for one layer, and at least
+// hostStepMs (its launches, overlapped with the previous step). The
+// joining request pays the trace's host work once (upload) and postMs at
+// the end. batches counts steps; meanTokens the tokens in flight per step.
+func simulateLayerSteps(rs []*req, layers int, hostStepMs, sigma float64, seed uint64) (steps int, meanTokens float64) {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	type flying struct {
+		r    *req
+		left int
+		c    float64
+	}
+	var q []*req
+	var fly []*flying
+	now, next := 0.0, 0
+	totalTok := 0
+	for next < len(rs) || len(q) > 0 || len(fly) > 0 {
+		// arrivals up to now join the queue; an idle device waits for one
+		for next < len(rs) && (rs[next].arr <= now || (len(q) == 0 && len(fly) == 0)) {
+			if rs[next].arr > now {
+				now = rs[next].arr
+			}
+			q = append(q, rs[next])
+			next++
+		}
+		// the queue joins at this step boundary, up to the token budget
+		tok := 0
+		for _, f := range fly {
+			tok += f.r.n
+		}
+		for len(q) > 0 && (tok == 0 || tok+q[0].n <= gpuBudget) {
+			r := q[0]
+			q = q[1:]
+			fly = append(fly, &flying{r: r, left: layers, c: cost(r.n)})
+			tok += r.n
+			// its upload (pack, copy): the host work before its first step
+		}
+		c := 0.0
+		for _, f := range fly {
+			c += f.c
+		}
+		dev := (gpuFixedMs + gpuBeta*c) / float64(layers) * noise(rng, sigma)
+		now += max(dev, hostStepMs)
+		steps++
+		totalTok += tok
+		keep := fly[:0]
+		for _, f := range fly {
+			f.left--
+			if f.left == 0 {
+				f.r.done = now + postMs + hostMs
+			} else {
+				keep = append(keep, f)
+			}
+		}
+		fly = keep
+	}
+	return steps, float64(totalTok) / float64(max(steps, 1))
 }
