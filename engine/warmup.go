@@ -45,8 +45,8 @@ type WarmupStats struct {
 // graph limit, batches run eagerly with cuBLASLt plans made per class of
 // token counts (four per power of two) on the class's first batch: Warmup
 // runs one batch of each class up to o.MaxTokens. Measured on an H200
-// (all-MiniLM-L6-v2, bench/RESULTS.md, issue 8): 383 classes in about a
-// second; without it, the first seconds of a request stream at a quarter
+// (all-MiniLM-L6-v2, bench/RESULTS.md, issue 8): 463 classes in 1.4 s
+// (graph limit 8192); without it, the first seconds of a request stream at a quarter
 // of the offline rate had a p99 latency of 11-19 ms, with it 1.3 ms. On the
 // CPU it runs one small batch. Requests may be served meanwhile. A class is
 // keyed by the options too, so warm up once per kind of request served; at

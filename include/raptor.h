@@ -691,9 +691,10 @@ RAPTOR_API void raptor_warmup_params_default(raptor_warmup_params_t* params);
  * kernels and GEMM plans, its second captures a CUDA graph, later ones replay
  * it. raptor_model_warmup runs two batches of every class that such requests
  * can make, on every device of the engine. Measured on an H200 with
- * all-MiniLM-L6-v2 (bench/RESULTS.md, issue 8): about 280 classes in under a
- * second; without it, the first seconds of a request stream at half the
- * offline rate had a p99 latency of 20-80 ms instead of 2-4 ms. On the CPU
+ * all-MiniLM-L6-v2 (bench/RESULTS.md, issue 8): 463 classes in 1.4 s
+ * (graph limit 8192); without it, the first second of a request stream at
+ * a quarter of the offline rate had a p99 latency of 11-19 ms, with it
+ * 1.3 ms. On the CPU
  * it runs one small batch. It blocks until done; requests submitted
  * meanwhile are served. Classes are told apart by the parameters too: warm up
  * once per kind of request served (at most 512 classes per model become
