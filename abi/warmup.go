@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"context"
+	"time"
 
 	"github.com/raptor-infer/raptor/engine"
 	"github.com/raptor-infer/raptor/internal/status"
@@ -42,8 +43,30 @@ func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatche
 			o.Pooling, o.Normalize = engine.PoolMean, false
 		}
 	}
-	st2, err := m.m.Warmup(context.Background(), o)
+	// A warm-up runs hundreds of batches (about a second on a GPU): it
+	// stops at the next batch once raptor_engine_shutdown starts.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if m.e.shut.Load() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	st2, err := m.m.Warmup(ctx, o)
 	if err != nil {
+		if m.e.shut.Load() && status.CodeOf(err) == status.Cancelled {
+			return failf(name, status.Shutdown, "the engine was shut down during the warm-up (raptor_engine_shutdown)")
+		}
 		return fail(name, err)
 	}
 	if outBatches != nil {

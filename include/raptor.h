@@ -703,8 +703,10 @@ RAPTOR_API void raptor_warmup_params_default(raptor_warmup_params_t* params);
  * Errors: RAPTOR_ERR_INVALID_HANDLE; RAPTOR_ERR_INVALID_ARGUMENT for a bad
  * struct_size, a negative max_tokens, neither hidden nor pooled, a bad
  * pooling, or RAPTOR_POOLING_POOLER on a model without a pooler;
- * RAPTOR_ERR_SHUTDOWN after raptor_engine_shutdown; an encode's device
- * errors. */
+ * RAPTOR_ERR_SHUTDOWN once raptor_engine_shutdown starts (a warm-up in
+ * progress stops at its next batch); RAPTOR_ERR_INVALID_HANDLE when the model
+ * is freed meanwhile (raptor_model_free waits for the batch in progress); an
+ * encode's device errors. */
 RAPTOR_API raptor_status_t raptor_model_warmup(raptor_model_t* model, const raptor_warmup_params_t* params,
                                                int64_t* out_batches);
 
