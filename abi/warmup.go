@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/raptor-infer/raptor/engine"
@@ -45,23 +46,8 @@ func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatche
 	}
 	// A warm-up runs hundreds of batches (about a second on a GPU): it
 	// stops at the next batch once raptor_engine_shutdown starts.
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := cancelOnShutdown(context.Background(), &m.e.shut)
 	defer cancel()
-	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if m.e.shut.Load() {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
 	st2, err := m.m.Warmup(ctx, o)
 	if err != nil {
 		if m.e.shut.Load() && status.CodeOf(err) == status.Cancelled {
@@ -73,4 +59,26 @@ func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatche
 		*outBatches = C.int64_t(st2.Batches)
 	}
 	return C.RAPTOR_OK
+}
+
+// cancelOnShutdown returns a context cancelled once *shut is set (polled
+// every 5 ms) or cancel is called; cancel also stops the polling.
+func cancelOnShutdown(parent context.Context, shut *atomic.Bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if shut.Load() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
 }
