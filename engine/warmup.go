@@ -72,7 +72,10 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 	}
 	maxLen := m.cfg.MaxPositions - m.cfg.PositionOffset
 	if o.MaxTokens > 0 {
-		maxLen = min(maxLen, o.MaxTokens)
+		// Requests of at most MaxTokens tokens; but a class's padding
+		// sequences are up to 64 tokens long (the classes of a short
+		// batch have few sequences), so the shapes may use those too.
+		maxLen = min(maxLen, max(o.MaxTokens, 64))
 	}
 	rng := rand.New(rand.NewPCG(uint64(m.cfg.VocabSize), 1))
 	run := func(ctx context.Context, T, S int) error {
@@ -93,6 +96,8 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 	m.mu.RLock()
 	bms := m.rep.bms
 	m.mu.RUnlock()
+	var devErr error // a device that failed during the warm-up; the others go on
+	warmed := 0
 	for i, bm := range bms {
 		if bm == nil || m.e.DeviceErr(i) != nil {
 			continue // a failed device takes no work
@@ -105,26 +110,45 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 			graphShapes(maxTokens, maxLen int) []gpu.Shape
 			planShapes(maxTokens, maxLen int) []gpu.Shape
 		})
-		if !ok {
-			if err := run(dctx, min(maxLen, 64), 1); err != nil {
-				return st, err
-			}
-			continue
+		var shapes, plans []gpu.Shape
+		if ok {
+			shapes, plans = g.graphShapes(o.MaxTokens, maxLen), g.planShapes(o.MaxTokens, maxLen)
+		} else {
+			plans = []gpu.Shape{{T: min(maxLen, 64), S: 1}} // the CPU: one small batch
 		}
-		shapes := g.graphShapes(o.MaxTokens, maxLen)
-		st.Classes = len(shapes)
-		for _, s := range shapes {
-			for range 2 { // the first runs eagerly, the second is captured
-				if err := run(dctx, s.T, s.S); err != nil {
-					return st, err
+		err := func() error {
+			for _, s := range shapes {
+				for range 2 { // the first runs eagerly, the second is captured
+					if err := run(dctx, s.T, s.S); err != nil {
+						return err
+					}
 				}
 			}
-		}
-		for _, s := range g.planShapes(o.MaxTokens, maxLen) {
-			if err := run(dctx, s.T, s.S); err != nil {
-				return st, err
+			for _, s := range plans {
+				if err := run(dctx, s.T, s.S); err != nil {
+					return err
+				}
 			}
+			return nil
+		}()
+		switch {
+		case err == nil:
+			st.Classes = len(shapes)
+			warmed++
+		case status.CodeOf(err) == status.DeviceFailed && len(bms) > 1:
+			devErr = err // this device takes no more work; warm the others
+		default:
+			return st, err
 		}
+	}
+	if warmed == 0 {
+		if devErr == nil {
+			devErr = m.e.allFailed()
+		}
+		if devErr == nil {
+			devErr = status.Errorf(status.DeviceFailed, "no device of the engine could be warmed up")
+		}
+		return st, devErr
 	}
 	return st, nil
 }

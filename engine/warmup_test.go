@@ -56,6 +56,29 @@ func TestWarmupCPU(t *testing.T) {
 	}
 }
 
+// TestWarmupDeviceFailure: a device that fails during the warm-up is
+// skipped and the others are warmed; with every device failed the warm-up
+// answers DeviceFailed.
+func TestWarmupDeviceFailure(t *testing.T) {
+	e := newCPUTestEngine(t, "", 1, []int{0, 1, 2})
+	m, err := e.Load(testmodel.Random(tinyConfig(loader.FamilyBERT, 16, 2, false), 1, 0.2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e.SetDeviceFault(1, func() error { return status.Errorf(status.DeviceFailed, "injected") })
+	st, err := m.Warmup(context.Background(), WarmupOptions{Pooled: true})
+	if err != nil || st.Batches != 2 {
+		t.Fatalf("one device failing: %+v, %v; want 2 batches (devices 0 and 2)", st, err)
+	}
+	for _, i := range []int{0, 2} {
+		e.SetDeviceFault(i, func() error { return status.Errorf(status.DeviceFailed, "injected") })
+	}
+	if st, err := m.Warmup(context.Background(), WarmupOptions{Pooled: true}); status.CodeOf(err) != status.DeviceFailed {
+		t.Fatalf("every device failing: %+v, %v; want DeviceFailed", st, err)
+	}
+}
+
 func TestWarmupBatch(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	for _, s := range [][2]int{{64, 1}, {72, 5}, {4096, 8}, {100, 100}} {

@@ -682,31 +682,37 @@ typedef struct raptor_warmup_params {
  * ignored. */
 RAPTOR_API void raptor_warmup_params_default(raptor_warmup_params_t* params);
 
-/* Prepares `model` for a stream of requests like *params, so that the first
- * of them do not pay one-time costs. On the GPU a batch of up to 8192 tokens
- * (4096 for models wider than 512; RAPTOR_CUDA_GRAPHS sets it)
- * runs as one of a few hundred class shapes (its token count rounded up to
- * one of eight steps per power of two, its sequence count to a power of two;
- * the padding is reported as padded tokens): a class's first batch loads its
- * kernels and GEMM plans, its second captures a CUDA graph, later ones replay
- * it. raptor_model_warmup runs two batches of every class that such requests
- * can make, on every device of the engine. Measured on an H200 with
- * all-MiniLM-L6-v2 (bench/RESULTS.md, issue 8): 463 classes in 1.4 s
- * (graph limit 8192); without it, the first second of a request stream at
- * a quarter of the offline rate had a p99 latency of 11-19 ms, with it
- * 1.3 ms. On the CPU
- * it runs one small batch. It blocks until done; requests submitted
+/* Prepares `model` for a stream of requests like *params, so that the first of
+ * them do not pay one-time costs. On the GPU a batch of up to 8192 tokens (4096
+ * for models wider than 512; RAPTOR_CUDA_GRAPHS sets it) runs as one of a few
+ * hundred class shapes (its token count rounded up to one of eight steps per
+ * power of two, its sequence count to a power of two; the padding is reported
+ * as padded tokens): a class's first batch loads its kernels and GEMM plans,
+ * its second captures a CUDA graph, later ones replay it. raptor_model_warmup
+ * runs two batches of every class that such requests can make, and one batch
+ * per cuBLASLt plan class (four per power of two) between the graph limit and
+ * max_tokens (larger batches run eagerly and make their plans on their class's
+ * first batch), on every device of the engine (a device that fails meanwhile is
+ * skipped). max_tokens is not capped: pass the engine's max_batch_tokens (a
+ * larger value runs batches that large). Measured on an H200 with all-
+ * MiniLM-L6-v2 (bench/RESULTS.md, issue 8): 463 classes in 1.4 s (graph limit
+ * 8192); without it, the first second of a request stream at a quarter of the
+ * offline rate had a p99 latency of 11-19 ms, with it 1.3 ms. On the CPU it
+ * runs one small batch per device. It blocks until done; requests submitted
  * meanwhile are served. Classes are told apart by the parameters too: warm up
- * once per kind of request served (at most 512 classes per model become
- * graphs). params == NULL means the defaults. *out_batches (may be NULL)
- * receives the number of batches run.
- * Errors: RAPTOR_ERR_INVALID_HANDLE; RAPTOR_ERR_INVALID_ARGUMENT for a bad
- * struct_size, a negative max_tokens, neither hidden nor pooled, a bad
- * pooling, or RAPTOR_POOLING_POOLER on a model without a pooler;
- * RAPTOR_ERR_SHUTDOWN once raptor_engine_shutdown starts (a warm-up in
- * progress stops at its next batch); RAPTOR_ERR_INVALID_HANDLE when the model
- * is freed meanwhile (raptor_model_free waits for the batch in progress); an
- * encode's device errors. */
+ * once per kind of request served. A model keeps at most 512 graphs, in the
+ * order they are captured (the default warm-up of all-MiniLM-L6-v2 takes 463):
+ * later classes run eagerly. params == NULL means the defaults. On success
+ * *out_batches (may be NULL) receives the number of batches run; on failure it
+ * is left untouched.
+ * Errors: RAPTOR_ERR_INVALID_HANDLE; RAPTOR_ERR_OUT_OF_RANGE for a max_tokens
+ * above 2^31; RAPTOR_ERR_INVALID_ARGUMENT for a bad struct_size, a negative
+ * max_tokens, neither hidden nor pooled, a bad pooling, or
+ * RAPTOR_POOLING_POOLER on a model without a pooler; RAPTOR_ERR_SHUTDOWN once
+ * raptor_engine_shutdown starts (a warm-up in progress stops at its next
+ * batch); RAPTOR_ERR_INVALID_HANDLE when the model is freed meanwhile
+ * (raptor_model_free waits for the batch in progress); RAPTOR_ERR_DEVICE_FAILED
+ * when no device could be warmed; an encode's other device errors. */
 RAPTOR_API raptor_status_t raptor_model_warmup(raptor_model_t* model, const raptor_warmup_params_t* params,
                                                int64_t* out_batches);
 

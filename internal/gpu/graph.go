@@ -105,9 +105,9 @@ type graphState struct {
 	maxS    int // largest class Sc
 	padLen  int // longest padding sequence
 	arena   cuda.Buffer
-	off     bool // too many failed captures in a row: graphs off
-	skip    int  // batches to run eagerly before the arena's next allocation try
-	inARow  int  // failed captures in a row
+	off     atomic.Bool // too many failed captures in a row: graphs off (read by GraphShapes off the worker)
+	skip    int         // batches to run eagerly before the arena's next allocation try
+	inARow  int         // failed captures in a row
 	entries map[graphKey]*graphEntry
 
 	batches, replays, captures, fails, padTokens atomic.Int64
@@ -136,12 +136,16 @@ func (m *Model) GraphRuns() int64 { return m.g.replays.Load() }
 // (RAPTOR_CUDA_GRAPHS) or the model's default.
 func (m *Model) initGraphs() {
 	m.g.padLen = min(64, m.cfg.MaxPositions-m.cfg.PositionOffset)
-	m.g.limit = m.b.graphTokens
-	if m.g.limit < 0 {
-		m.g.limit = defaultGraphTokens(m.cfg.Hidden)
+	limit := m.b.graphTokens
+	if limit < 0 {
+		limit = defaultGraphTokens(m.cfg.Hidden)
 	}
-	if m.g.limit > 0 && m.g.padLen > 0 {
-		m.g.maxT = tokenClass(m.g.limit)
+	if limit > 0 && m.g.padLen > 0 {
+		// A batch of T tokens runs as class tokenClass(T): the limit is
+		// rounded up to its class, so that every class a batch under it
+		// reaches is one Model.GraphShapes lists (a warm-up covers them).
+		m.g.limit = tokenClass(limit)
+		m.g.maxT = m.g.limit
 		m.g.maxS = max(64, m.g.maxT/16)
 	}
 }
@@ -204,7 +208,7 @@ func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
 	if maxTokens > 0 {
 		limit = min(limit, maxTokens)
 	}
-	if m.g.maxT == 0 || m.g.off {
+	if m.g.maxT == 0 || m.g.off.Load() {
 		return nil
 	}
 	return graphShapes(limit, m.g.limit, m.g.maxS, maxLen)
@@ -217,7 +221,7 @@ func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
 // the device worker). Running one of each prepares them.
 func (m *Model) PlanShapes(maxTokens, maxLen int) []Shape {
 	lo := 0
-	if m.g.maxT > 0 && !m.g.off {
+	if m.g.maxT > 0 && !m.g.off.Load() {
 		lo = m.g.limit
 	}
 	return planShapes(lo, maxTokens, maxLen)
@@ -267,7 +271,7 @@ func graphShapes(limit, graphTokens, maxS, maxLen int) []Shape {
 func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, ok bool, err error) {
 	g := &m.g
 	T, S := len(b.Tokens), b.NumSeqs()
-	if g.maxT == 0 || g.off || T > g.limit {
+	if g.maxT == 0 || g.off.Load() || T > g.limit {
 		return nil, false, nil
 	}
 	if g.skip > 0 {
@@ -390,7 +394,7 @@ func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 		e = &graphEntry{}
 		g.entries[key] = e
 	}
-	if e == nil || e.fails >= maxCaptureFails || g.off {
+	if e == nil || e.fails >= maxCaptureFails || g.off.Load() {
 		return m.kernels(c, k, nil)
 	}
 	e.seen++
@@ -405,7 +409,7 @@ func (m *Model) launchClass(c *cuda.Ctx, key graphKey, k *kern) error {
 			g.inARow++
 			c.Logf(cuda.LogWarn, "gpu: CUDA graph capture of a %d-token class failed (%d of %d), running it eagerly: %v", key.T, e.fails, maxCaptureFails, err)
 			if g.inARow >= maxFailsInARow {
-				g.off = true
+				g.off.Store(true)
 				c.Logf(cuda.LogWarn, "gpu: CUDA graphs off for this model: %d captures failed in a row", g.inARow)
 			}
 			return m.kernels(c, k, nil)

@@ -81,14 +81,20 @@ func TestClassShape(t *testing.T) {
 }
 
 func TestGraphShapes(t *testing.T) {
-	for _, tc := range []struct{ limit, graphTokens, maxS, maxLen, padLen int }{
-		{4096, 4096, 256, 512, 64}, // all-MiniLM-L6-v2 with the default limit
-		{1000, 4096, 256, 512, 64}, // a smaller warm-up
-		{4096, 4096, 256, 4096, 64},
-		{2048, 2048, 128, 100, 64},
-		{50, 4096, 256, 512, 64},
+	// reqLen: the requests' longest sequence (maxLen, the shapes' longest,
+	// may be longer: Model.Warmup passes at least 64, a padding sequence).
+	for _, tc := range []struct{ limit, graphTokens, maxS, maxLen, reqLen, padLen int }{
+		{4096, 4096, 256, 512, 512, 64}, // all-MiniLM-L6-v2 with a limit of 4096
+		{8192, 8192, 512, 512, 512, 64}, // its default limit
+		{1000, 4096, 256, 512, 512, 64}, // a smaller warm-up
+		{4096, 4096, 256, 4096, 4096, 64},
+		{2048, 2048, 128, 100, 100, 64},
+		{5120, 5120, 320, 512, 512, 64}, // RAPTOR_CUDA_GRAPHS=5000, rounded up to its class
+		{50, 4096, 256, 512, 512, 64},
+		{10, 8192, 512, 64, 10, 64}, // a warm-up to 10 tokens: requests of 10, shapes of 64
+		{64, 64, 64, 64, 5, 5},      // a model of 5 positions
 	} {
-		t.Run(fmt.Sprintf("limit=%d/maxLen=%d", tc.limit, tc.maxLen), func(t *testing.T) {
+		t.Run(fmt.Sprintf("limit=%d/maxLen=%d/reqLen=%d", tc.limit, tc.maxLen, tc.reqLen), func(t *testing.T) {
 			maxT := tokenClass(tc.graphTokens)
 			shapes := graphShapes(tc.limit, tc.graphTokens, tc.maxS, tc.maxLen)
 			classes := map[[2]int]bool{}
@@ -109,9 +115,9 @@ func TestGraphShapes(t *testing.T) {
 				classes[k] = true
 			}
 			// Every batch of at most limit tokens (sequences of at most
-			// maxLen) that has a class has one of these.
+			// reqLen) that has a class has one of these.
 			for T := 1; T <= min(tc.limit, tc.graphTokens); T++ {
-				minS := (T + tc.maxLen - 1) / tc.maxLen
+				minS := (T + tc.reqLen - 1) / tc.reqLen
 				for _, S := range []int{minS, minS + 1, 2 * minS, 3, 7, 8, 9, 31, 64, 100, 255, T / 2, T - 1, T} {
 					if S < minS || S < 1 || S > T {
 						continue

@@ -333,9 +333,9 @@ func takeFIFO(q []*req, budget int) (batch, rest []*req, tokens int, c float64) 
 // and completes after `layers` steps. A step lasts its fixed part (the
 // forward's fixed cost over the layers: the same kernels per layer) plus
 // the token work of every request in flight for one layer, and at least
-// hostStepMs (its launches, overlapped with the previous step). The
-// joining request pays the trace's host work once (upload) and postMs at
-// the end. batches counts steps; meanTokens the tokens in flight per step.
+// hostStepMs (its launches, overlapped with the previous step). A request
+// pays the host work of a batch once (its upload; added at the end, which
+// gives the same latency) and postMs. batches counts steps; meanTokens the tokens in flight per step.
 func simulateLayerSteps(rs []*req, layers int, hostStepMs, sigma float64, seed uint64) (steps int, meanTokens float64) {
 	rng := rand.New(rand.NewPCG(seed, 11))
 	type flying struct {
