@@ -6,6 +6,7 @@ package main
 import "C"
 
 import (
+	"context"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ type engineObj struct {
 	stats engine.Stats
 
 	shut atomic.Bool // raptor_engine_shutdown was called: no new work
+	// stopped ends when raptor_engine_shutdown starts: long calls in
+	// progress (a warm-up's hundreds of batches) stop at their next step.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	mu       sync.Mutex
 	closed   bool
@@ -137,6 +142,24 @@ func checkSize(name string, got C.size_t, want C.size_t) error {
 	return nil
 }
 
+// newEngineObj wraps eng (created with opts) with its asynchronous
+// request machinery.
+func newEngineObj(eng *engine.Engine, opts engine.Options) *engineObj {
+	e := &engineObj{eng: eng, models: map[*modelObj]handle{}, requests: map[*requestObj]handle{}}
+	e.stopped, e.stop = context.WithCancel(context.Background())
+	e.async = engine.NewAsync(engine.AsyncOptions{
+		QueueCapacity:  opts.QueueCapacity,
+		MaxBatchTokens: opts.MaxBatchTokens,
+		MaxQueueDelay:  opts.MaxQueueDelay,
+		Stats:          &e.stats,
+		Log:            logMessage,
+		Devices:        eng.NumDevices(),
+		DeviceErr:      eng.DeviceErr,
+		Lanes:          eng.PipelineLanes(),
+	})
+	return e
+}
+
 //export raptorgo_engine_create
 func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st C.raptor_status_t) {
 	const name = "raptor_engine_create"
@@ -153,17 +176,7 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 	if err != nil {
 		return fail(name, err)
 	}
-	e := &engineObj{eng: eng, models: map[*modelObj]handle{}, requests: map[*requestObj]handle{}}
-	e.async = engine.NewAsync(engine.AsyncOptions{
-		QueueCapacity:  opts.QueueCapacity,
-		MaxBatchTokens: opts.MaxBatchTokens,
-		MaxQueueDelay:  opts.MaxQueueDelay,
-		Stats:          &e.stats,
-		Log:            logMessage,
-		Devices:        eng.NumDevices(),
-		DeviceErr:      eng.DeviceErr,
-		Lanes:          eng.PipelineLanes(),
-	})
+	e := newEngineObj(eng, opts)
 	h, err := handles.add(kindEngine, e)
 	if err != nil {
 		e.async.Close()
@@ -172,6 +185,13 @@ func raptorgo_engine_create(o *C.raptor_engine_options_t, out *C.uintptr_t) (st 
 	}
 	*out = C.uintptr_t(h)
 	return C.RAPTOR_OK
+}
+
+// beginShutdown marks the engine shut down: no new work, and long calls
+// in progress (engineObj.stopped) stop at their next step.
+func (e *engineObj) beginShutdown() {
+	e.shut.Store(true)
+	e.stop()
 }
 
 // refuseInCallback reports whether the calling thread runs a completion
@@ -213,6 +233,7 @@ func raptorgo_engine_free(h C.uintptr_t) {
 // close completes every pending request with SHUTDOWN (callbacks included),
 // then frees the models, the request handles and the engine.
 func (e *engineObj) close() {
+	defer e.stop()
 	e.mu.Lock()
 	e.closed = true
 	models := make(map[*modelObj]handle, len(e.models))

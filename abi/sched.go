@@ -106,7 +106,7 @@ func raptorgo_engine_shutdown(h C.uintptr_t, mode C.int32_t, timeoutUS C.int64_t
 	if timeoutUS >= 0 && int64(timeoutUS) <= math.MaxInt64/int64(time.Microsecond) {
 		timeout = time.Duration(timeoutUS) * time.Microsecond
 	}
-	e.shut.Store(true)
+	e.beginShutdown()
 	if err := e.async.Shutdown(mode == C.RAPTOR_SHUTDOWN_DRAIN, timeout); err != nil {
 		return fail(name, err)
 	}

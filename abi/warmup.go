@@ -6,10 +6,6 @@ package main
 import "C"
 
 import (
-	"context"
-	"sync/atomic"
-	"time"
-
 	"github.com/raptor-infer/raptor/engine"
 	"github.com/raptor-infer/raptor/internal/status"
 )
@@ -46,9 +42,7 @@ func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatche
 	}
 	// A warm-up runs hundreds of batches (about a second on a GPU): it
 	// stops at the next batch once raptor_engine_shutdown starts.
-	ctx, cancel := cancelOnShutdown(context.Background(), &m.e.shut)
-	defer cancel()
-	st2, err := m.m.Warmup(ctx, o)
+	st2, err := m.m.Warmup(m.e.stopped, o)
 	if err != nil {
 		if m.e.shut.Load() && status.CodeOf(err) == status.Cancelled {
 			return failf(name, status.Shutdown, "the engine was shut down during the warm-up (raptor_engine_shutdown)")
@@ -59,26 +53,4 @@ func raptorgo_model_warmup(h C.uintptr_t, p *C.raptor_warmup_params_t, outBatche
 		*outBatches = C.int64_t(st2.Batches)
 	}
 	return C.RAPTOR_OK
-}
-
-// cancelOnShutdown returns a context cancelled once *shut is set (polled
-// every 5 ms) or cancel is called; cancel also stops the polling.
-func cancelOnShutdown(parent context.Context, shut *atomic.Bool) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
-	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if shut.Load() {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	return ctx, cancel
 }

@@ -1,42 +1,36 @@
 package main
 
 import (
-	"context"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/raptor-infer/raptor/engine"
 )
 
-// TestCancelOnShutdown: the warm-up's context ends soon after the engine's
-// shutdown flag is set, and its cancel stops the polling goroutine.
-func TestCancelOnShutdown(t *testing.T) {
-	var shut atomic.Bool
-	ctx, cancel := cancelOnShutdown(context.Background(), &shut)
-	defer cancel()
+// TestShutdownStopsLongCalls: the context long calls (the warm-up) run
+// under ends when the engine's shutdown begins, not before.
+func TestShutdownStopsLongCalls(t *testing.T) {
+	opts := engine.DefaultOptions()
+	opts.Backend = engine.BackendCPU
+	opts.Log = func(engine.LogLevel, string) {}
+	eng, err := engine.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngineObj(eng, opts)
+	defer e.close() // closes eng too
 	select {
-	case <-ctx.Done():
-		t.Fatal("cancelled before the shutdown")
+	case <-e.stopped.Done():
+		t.Fatal("stopped before the shutdown")
 	case <-time.After(30 * time.Millisecond):
 	}
-	shut.Store(true)
+	e.beginShutdown()
 	select {
-	case <-ctx.Done():
+	case <-e.stopped.Done():
 	case <-time.After(5 * time.Second):
-		t.Fatal("not cancelled 5 s after the shutdown")
+		t.Fatal("not stopped 5 s after the shutdown began")
 	}
-
-	before := runtime.NumGoroutine()
-	var idle atomic.Bool
-	for range 20 {
-		_, c := cancelOnShutdown(context.Background(), &idle)
-		c()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Fatalf("%d goroutines after 20 cancelled watchers, %d before", n, before)
+	if !e.shut.Load() {
+		t.Fatal("shutdown flag not set")
 	}
 }
