@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/raptor-infer/raptor/internal/gpu"
 	"github.com/raptor-infer/raptor/internal/status"
@@ -78,14 +79,17 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 		maxLen = min(maxLen, max(o.MaxTokens, 64))
 	}
 	rng := rand.New(rand.NewPCG(uint64(m.cfg.VocabSize), 1))
+	var hidden, pooled []float32 // the outputs, grown to the largest shape and reused
 	run := func(ctx context.Context, T, S int) error {
 		b := warmupBatch(rng, T, S, m.cfg.VocabSize, o)
 		out := &Outputs{Pooling: o.Pooling, Normalize: o.Normalize}
 		if o.Hidden {
-			out.Hidden = make([]float32, T*m.cfg.Hidden)
+			hidden = slices.Grow(hidden[:0], T*m.cfg.Hidden)[:T*m.cfg.Hidden]
+			out.Hidden = hidden
 		}
 		if o.Pooled {
-			out.Pooled = make([]float32, S*m.cfg.Hidden)
+			pooled = slices.Grow(pooled[:0], S*m.cfg.Hidden)[:S*m.cfg.Hidden]
+			out.Pooled = pooled
 		}
 		err := m.Encode(ctx, b, out)
 		if err == nil {
@@ -106,10 +110,7 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 		if len(bms) > 1 {
 			dctx = onDevice(ctx, i)
 		}
-		g, ok := bm.(interface {
-			graphShapes(maxTokens, maxLen int) []gpu.Shape
-			planShapes(maxTokens, maxLen int) []gpu.Shape
-		})
+		g, ok := bm.(warmShaper)
 		var shapes, plans []gpu.Shape
 		if ok {
 			shapes, plans = g.graphShapes(o.MaxTokens, maxLen), g.planShapes(o.MaxTokens, maxLen)
@@ -151,6 +152,13 @@ func (m *Model) Warmup(ctx context.Context, o WarmupOptions) (WarmupStats, error
 		return st, devErr
 	}
 	return st, nil
+}
+
+// warmShaper is implemented by backend models whose batches have shapes
+// worth preparing (the CUDA backend: graph classes and GEMM plan classes).
+type warmShaper interface {
+	graphShapes(maxTokens, maxLen int) []gpu.Shape
+	planShapes(maxTokens, maxLen int) []gpu.Shape
 }
 
 // warmupBatch is a batch of T tokens (random ids below vocab) in S
