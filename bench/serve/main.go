@@ -614,6 +614,34 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 			}
 		}
 	}()
+	// submit offers arrival i; its completion records its latency and,
+	// inside the window, the window's counts. false: refused (BUSY).
+	submit := func(i int, arrive time.Time) bool {
+		ids := trace[(start+i)%len(trace)]
+		wg.Add(1)
+		ok := s.submit(i, ids, func(err error) {
+			now := time.Now()
+			mu.Lock()
+			if err == nil {
+				lat = append(lat, ms(now.Sub(arrive)))
+				if now.Before(end) {
+					windowDone++
+					windowTokens += len(ids)
+				}
+			}
+			mu.Unlock()
+			if err != nil {
+				fail(fmt.Errorf("%s: request failed: %w", mode, err))
+			}
+			wg.Done()
+		})
+		if !ok {
+			wg.Done()
+		}
+		return ok
+	}
+	// Submitter k submits arrivals k, k+n, k+2n, ... each at its time and
+	// records its submit lateness.
 	nsub := max(1, c.submitters)
 	lates := make([][]float64, nsub)
 	var busy atomic.Int64
@@ -622,9 +650,14 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 		subs.Add(1)
 		go func() {
 			defer subs.Done()
-			lates[k] = submitLoop(arrivals, k, nsub, t0, func(i int, arrive time.Time) bool {
-				return submitOne(s, mode, trace[(start+i)%len(trace)], i, arrive, end, &mu, &lat, &windowDone, &windowTokens, &wg)
-			}, c.arrival == "precise", &busy)
+			for i := k; i < len(arrivals); i += nsub {
+				arrive := t0.Add(arrivals[i])
+				waitUntil(arrive, c.arrival == "precise")
+				lates[k] = append(lates[k], float64(time.Since(arrive))/float64(time.Microsecond))
+				if !submit(i, arrive) {
+					busy.Add(1)
+				}
+			}
 		}()
 	}
 	subs.Wait()
@@ -650,49 +683,6 @@ func run(m *engine.Model, trace [][]int32, c config, mode string, load float64, 
 		traceMu.Unlock()
 	}
 	return partial{res, lat}
-}
-
-// submitLoop submits arrivals k, k+n, k+2n, ... each at its time (one of n
-// submitters), and returns their submit lateness (us). submit returns false
-// for a refused (BUSY) request, counted in busy.
-func submitLoop(arrivals []time.Duration, k, n int, t0 time.Time, submit func(i int, arrive time.Time) bool, precise bool, busy *atomic.Int64) []float64 {
-	late := make([]float64, 0, len(arrivals)/n+1)
-	for i := k; i < len(arrivals); i += n {
-		arrive := t0.Add(arrivals[i])
-		waitUntil(arrive, precise)
-		late = append(late, float64(time.Since(arrive))/float64(time.Microsecond))
-		if !submit(i, arrive) {
-			busy.Add(1)
-		}
-	}
-	return late
-}
-
-// submitOne submits request i (token ids ids, arrived at arrive); its
-// completion records its latency in lat and, inside the window (before
-// end), the window's counts. It reports whether the request was accepted.
-func submitOne(s server, mode string, ids []int32, i int, arrive, end time.Time, mu *sync.Mutex, lat *[]float64, windowDone, windowTokens *int, wg *sync.WaitGroup) bool {
-	wg.Add(1)
-	ok := s.submit(i, ids, func(err error) {
-		now := time.Now()
-		mu.Lock()
-		if err == nil {
-			*lat = append(*lat, ms(now.Sub(arrive)))
-			if now.Before(end) {
-				*windowDone++
-				*windowTokens += len(ids)
-			}
-		}
-		mu.Unlock()
-		if err != nil {
-			fail(fmt.Errorf("%s: request failed: %w", mode, err))
-		}
-		wg.Done()
-	})
-	if !ok {
-		wg.Done()
-	}
-	return ok
 }
 
 // randomShapes are the -model random:NAME models: random weights
