@@ -100,8 +100,7 @@ const arenaRetry = 256
 // graphState is a Model's graphs and arena: used on the device worker
 // only, except the counters.
 type graphState struct {
-	limit   int // batches of at most this many tokens run as classes (0: graphs off)
-	maxT    int // largest class Tc (0: graphs off)
+	maxT    int // largest class Tc: batches of at most this many tokens run as classes (0: graphs off)
 	maxS    int // largest class Sc
 	padLen  int // longest padding sequence
 	arena   cuda.Buffer
@@ -144,8 +143,7 @@ func (m *Model) initGraphs() {
 		// A batch of T tokens runs as class tokenClass(T): the limit is
 		// rounded up to its class, so that every class a batch under it
 		// reaches is one Model.GraphShapes lists (a warm-up covers them).
-		m.g.limit = tokenClass(limit)
-		m.g.maxT = m.g.limit
+		m.g.maxT = tokenClass(limit)
 		m.g.maxS = max(64, m.g.maxT/16)
 	}
 }
@@ -204,14 +202,14 @@ type Shape struct{ T, S int }
 // class's CUDA graph. Classes above the backend's graph limit run eagerly
 // and are left out; nil when graphs are off.
 func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
-	limit := m.g.limit
+	limit := m.g.maxT
 	if maxTokens > 0 {
 		limit = min(limit, maxTokens)
 	}
 	if m.g.maxT == 0 || m.g.off.Load() {
 		return nil
 	}
-	return graphShapes(limit, m.g.limit, m.g.maxS, maxLen)
+	return graphShapes(limit, m.g.maxT, m.g.maxS, maxLen)
 }
 
 // PlanShapes returns one batch shape per GEMM plan class (cuda.GEMMClass:
@@ -222,7 +220,7 @@ func (m *Model) GraphShapes(maxTokens, maxLen int) []Shape {
 func (m *Model) PlanShapes(maxTokens, maxLen int) []Shape {
 	lo := 0
 	if m.g.maxT > 0 && !m.g.off.Load() {
-		lo = m.g.limit
+		lo = m.g.maxT
 	}
 	return planShapes(lo, maxTokens, maxLen)
 }
@@ -271,7 +269,7 @@ func graphShapes(limit, graphTokens, maxS, maxLen int) []Shape {
 func (m *Model) enqueueGraph(c *cuda.Ctx, b *model.Batch, out *Outputs, e0, e1 cuda.Event) (_ *pending, ok bool, err error) {
 	g := &m.g
 	T, S := len(b.Tokens), b.NumSeqs()
-	if g.maxT == 0 || g.off.Load() || T > g.limit {
+	if g.maxT == 0 || g.off.Load() || T > g.maxT {
 		return nil, false, nil
 	}
 	if g.skip > 0 {
